@@ -1,0 +1,60 @@
+// EventTrace: the machine's record of what happened, in order.
+//
+// Events carry a sequence number, the generation (boot) that emitted them,
+// a category ("phase", "alloc", "fault", "warn", "panic", "kexec", and
+// later "kho", "luo", "handler", ...), a name and preformatted arguments.
+// There are no timestamps: the same seed and inputs give the identical
+// trace, which is what determinism tests compare.
+#ifndef KHOSIM_MACHINE_EVENT_TRACE_H_
+#define KHOSIM_MACHINE_EVENT_TRACE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "khosim/base/kernel_context.h"
+
+namespace khosim {
+
+struct TraceEvent {
+  uint64_t seq = 0;
+  uint64_t generation = 0;
+  std::string category;
+  std::string name;
+  TraceArgs args;
+
+  // "gen/category/name k=v k=v"
+  std::string ToString() const;
+  bool operator==(const TraceEvent&) const = default;
+};
+
+class EventTrace {
+ public:
+  void Record(uint64_t generation, std::string_view category, std::string_view name,
+              TraceArgs args);
+  std::vector<TraceEvent> Events() const;
+  // Events of one category, in order.
+  std::vector<TraceEvent> Events(std::string_view category) const;
+  // "category/name" of each event of |category| (all if empty), in order:
+  // the form golden orderings are written in.
+  std::vector<std::string> Names(std::string_view category = {}) const;
+  void Clear();
+  size_t size() const;
+  // [{"seq":..,"gen":..,"cat":..,"name":..,"args":{..}}, ...]
+  std::string ToJson() const;
+  // Disabled categories are dropped at Record time.
+  void SetEnabled(std::string_view category, bool enabled);
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<TraceEvent> events_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> disabled_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace khosim
+
+#endif  // KHOSIM_MACHINE_EVENT_TRACE_H_

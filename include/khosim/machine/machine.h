@@ -1,0 +1,125 @@
+// Machine: the simulated computer. It owns what outlives a kernel (physical
+// memory, the seeded random source, fault plans, the event trace) and
+// drives kernels through cold boot and kexec.
+//
+// The kexec boundary: Kexec() runs kernel A's reboot hooks (an error cancels
+// the kexec and A keeps running), has A place the next image and produce the
+// handover record, destroys A, writes B's image into memory, and boots B
+// from BootParams alone. Nothing else crosses: B learns everything else by
+// reading physical memory, and every page B's allocator treats as free is
+// scrubbed before B can read it.
+//
+//   Machine m(MachineConfig{.ram = 8 * kGiB, .nodes = 2, .seed = 7});
+//   m.Boot();
+//   ...
+//   ASSERT_TRUE(m.Kexec().ok());
+//
+// Context: drive a machine from one thread at a time; Activate() makes its
+// kernel current on another thread for kernel-face calls.
+#ifndef KHOSIM_MACHINE_MACHINE_H_
+#define KHOSIM_MACHINE_MACHINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "khosim/base/kernel_context.h"
+#include "khosim/hw/physical_memory.h"
+#include "khosim/machine/event_trace.h"
+#include "khosim/machine/fault_injector.h"
+#include "khosim/machine/kernel.h"
+
+namespace khosim {
+
+struct MachineConfig {
+  uint64_t ram = 1 * kGiB;
+  int nodes = 1;
+  uint64_t page_size = 4096;
+  uint64_t seed = 1;
+  // A hole of this size in node 0's RAM (e.g. an MMIO window); 0 = none.
+  uint64_t hole = 0;
+  // Explicit RAM ranges; overrides ram/nodes/hole when non-empty.
+  std::vector<hw::RamRange> ranges;
+  // What happens to memory a kernel's allocator treats as free.
+  mm::FreeMemoryPolicy scrub = mm::FreeMemoryPolicy::kPoison;
+  // The kernel command line of every boot (kho=, kho_scratch=, liveupdate=).
+  std::string cmdline;
+  uint64_t kernel_image_size = 32 * kMiB;
+  PhysAddr cold_boot_image_base = PhysAddr(16 * kMiB);
+  uint64_t early_alloc_bytes_per_node = 16 * kMiB;
+  // Allocations of at least this many bytes appear in the trace.
+  uint64_t trace_alloc_threshold = 1 * kMiB;
+};
+
+struct KexecOptions {
+  // A preserve-context (KEXEC_JUMP) image: reboot hooks see it and LUO
+  // skips serialization.
+  bool preserve_context = false;
+};
+
+class Machine : public KernelEnv {
+ public:
+  // Aborts with a message if the configuration is invalid; Create() reports
+  // it instead.
+  explicit Machine(MachineConfig config);
+  static absl::StatusOr<std::unique_ptr<Machine>> Create(MachineConfig config);
+  ~Machine() override;
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+
+  // Cold boot: generation 1 (or the next generation after a panic).
+  void Boot();
+  // See the file comment. Returns the reboot hooks' error (kernel A still
+  // running) or OK with kernel B running. A panic in B propagates.
+  absl::Status Kexec(KexecOptions options = {});
+
+  bool has_kernel() const { return kernel_ != nullptr; }
+  Kernel& kernel();
+  // Makes this machine's kernel current on the calling thread.
+  void Activate();
+
+  hw::PhysicalMemory& memory() { return *memory_; }
+  const MachineConfig& config() const { return config_; }
+  FaultInjector& faults() { return faults_; }
+  EventTrace& trace() { return trace_; }
+  // The handover record of the last kexec.
+  const abi::KhoData& last_handover() const { return last_handover_; }
+  uint64_t kexec_count() const { return kexec_count_; }
+
+  // KernelEnv
+  bool ShouldFail(std::string_view point) override;
+  void Trace(uint64_t generation, std::string_view category, std::string_view name,
+             TraceArgs args) override;
+  uint64_t Random() override { return rng_(); }
+  uint64_t TraceAllocThreshold() const override { return config_.trace_alloc_threshold; }
+  // Uniform in [0, bound) from the machine's generator (bound > 0).
+  uint64_t RandomBelow(uint64_t bound);
+
+ private:
+  Machine(MachineConfig config, std::unique_ptr<hw::PhysicalMemory> memory);
+  static absl::StatusOr<hw::MemoryLayout> LayoutFor(const MachineConfig& config);
+  KernelConfig KernelConfigFor(PhysAddr image_base) const;
+  void StartKernel(BootParams params);
+  // Where kernel A puts the next image: a free, page-aligned run of its
+  // page allocator (top-down).
+  PhysAddr PlaceNextImage();
+
+  MachineConfig config_;
+  std::unique_ptr<hw::PhysicalMemory> memory_;
+  std::mt19937_64 rng_;
+  FaultInjector faults_;
+  EventTrace trace_;
+  std::unique_ptr<Kernel> kernel_;
+  uint64_t next_generation_ = 1;
+  uint64_t kexec_count_ = 0;
+  abi::KhoData last_handover_ = {};
+};
+
+}  // namespace khosim
+
+#endif  // KHOSIM_MACHINE_MACHINE_H_

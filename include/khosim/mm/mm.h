@@ -1,0 +1,96 @@
+// Mm: one kernel's memory substrate (memblock, memmap, buddy, vmalloc) and
+// the boot steps that bring it up in the kernel's order:
+//
+//   SetupArch()      memblock_add every RAM range, reserve the kernel image
+//                    and early allocations (scratch-only on a KHO boot)
+//   InitMemmap()     reserve the memmap's physical footprint per node, create
+//                    the struct page array
+//   FreeAll()        memblock_free_all: every unreserved page goes to the
+//                    buddy allocator; what the previous kernel left there is
+//                    scrubbed first (poisoned, or unmapped), so only memory
+//                    this kernel knows to be reserved keeps its bytes
+//
+// Upper layers (KHO) hook in between these steps; the Kernel in sim/machine
+// sequences them. Kernel-face functions reach the current kernel's Mm
+// through Mm::Current().
+#ifndef KHOSIM_MM_MM_H_
+#define KHOSIM_MM_MM_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "khosim/base/kernel_context.h"
+#include "khosim/hw/physical_memory.h"
+#include "khosim/mm/memblock.h"
+#include "khosim/mm/memmap.h"
+#include "khosim/mm/page_alloc.h"
+#include "khosim/mm/vmalloc.h"
+
+namespace khosim::mm {
+
+struct MmConfig {
+  FreeMemoryPolicy free_memory_policy = FreeMemoryPolicy::kPoison;
+  // Where the kernel image sits and how large it is. A cold boot places it
+  // at |image_base|; a kexec'd kernel is wherever kexec loaded it.
+  PhysAddr image_base;
+  uint64_t image_size = 0;
+  // Early memblock allocations besides the memmap (page tables, per-cpu
+  // areas, log buffer...), made per node. They count as RSRV_KERN and so
+  // drive KHO's scratch sizing.
+  uint64_t early_alloc_bytes_per_node = 0;
+  // Reserve the memmap's physical footprint (kKernelStructPageBytes/frame).
+  bool reserve_memmap_footprint = true;
+};
+
+class Mm {
+ public:
+  Mm(KernelContext& ctx, hw::PhysicalMemory& memory, MmConfig config);
+  ~Mm();
+
+  static Mm& Current();
+
+  // Boot steps, in order (see the file comment). Each panics where the
+  // kernel would (an early allocation that cannot be satisfied).
+  void SetupArch();
+  void InitMemmap();
+  void FreeAll();
+
+  KernelContext& ctx() { return ctx_; }
+  hw::PhysicalMemory& memory() { return memory_; }
+  const PageGeometry& geometry() const { return ctx_.geometry(); }
+  Memblock& memblock() { return memblock_; }
+  Memmap& memmap() { return *memmap_; }
+  PageAllocator& pages() { return *allocator_; }
+  Vmalloc& vmalloc() { return *vmalloc_; }
+  bool buddy_ready() const { return allocator_ != nullptr && free_all_done_; }
+
+  // phys <-> struct page / direct map.
+  struct page* PhysToPage(PhysAddr pa) const;
+  PhysAddr PageToPhys(const struct page* page) const;
+  void* PageAddress(const struct page* page) const;
+  struct page* VirtToPage(const void* va) const;
+
+  // Allocates early (memblock) memory, zeroed, or panics (the kernel's
+  // memblock_alloc_or_panic). |nid| -1 = any node.
+  PhysAddr EarlyAllocOrPanic(uint64_t size, uint64_t align, int nid = kNumaNoNode,
+                             bool exact_nid = false);
+
+  // Zeroes [pa, pa+len) cheaply: page-aligned interiors are discarded
+  // rather than written, so zeroing untouched memory costs no host memory.
+  void ZeroPhys(PhysAddr pa, uint64_t len);
+
+ private:
+  KernelContext& ctx_;
+  hw::PhysicalMemory& memory_;
+  const MmConfig config_;
+  Memblock memblock_;
+  std::unique_ptr<Memmap> memmap_;
+  std::unique_ptr<PageAllocator> allocator_;
+  std::unique_ptr<Vmalloc> vmalloc_;
+  bool free_all_done_ = false;
+};
+
+}  // namespace khosim::mm
+
+#endif  // KHOSIM_MM_MM_H_

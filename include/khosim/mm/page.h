@@ -1,0 +1,51 @@
+// struct page and struct folio: the simulated memmap entry.
+//
+// These are kernel-face types (global namespace) because handlers hold
+// `struct page *` and `struct folio *` exactly as kernel code does. A folio
+// is its head page viewed as a folio; tail pages point at their head.
+//
+// Lifetime: one memmap per kernel (see memmap.h). A zeroed struct page is an
+// initialized, unused page: refcount 0, no flags, no private data. The
+// memmap never crosses a kexec; kernel B rebuilds every struct page it uses.
+#ifndef KHOSIM_MM_PAGE_H_
+#define KHOSIM_MM_PAGE_H_
+
+#include <atomic>
+#include <cstdint>
+
+// Page flag bits (bit numbers in page::flags).
+enum pageflags : unsigned {
+  PG_locked,
+  PG_referenced,
+  PG_uptodate,
+  PG_dirty,
+  PG_lru,
+  PG_head,
+  PG_reserved,
+  PG_private,
+  PG_swapbacked,
+  PG_pinned,  // simulator: a long-term pin is held (FOLL_LONGTERM)
+  PG_vmalloc, // simulator: page backs a vmalloc area
+};
+
+struct page {
+  unsigned long flags;
+  // page_private(): free for the owner's use. KHO tags preserved heads here.
+  unsigned long private_data;
+  // Tail pages: head page address | 1. 0 for heads and order-0 pages.
+  unsigned long compound_head;
+  std::atomic<int> refcount;
+  int pincount;
+  unsigned char compound_order;  // valid on a compound head
+  unsigned char pad_[7];
+  void* mapping;       // page cache owner (lib/fs)
+  unsigned long index; // page offset within mapping
+  unsigned long memcg; // charge owner id, 0 = uncharged
+};
+
+// A folio is a head page; the cast is how the kernel's page_folio() works.
+struct folio {
+  struct page page;
+};
+
+#endif  // KHOSIM_MM_PAGE_H_
