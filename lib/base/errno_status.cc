@@ -11,15 +11,15 @@
 
 namespace khosim {
 namespace {
-constexpr std::string_view kErrnoPayloadUrl = "khosim/errno";
+constexpr absl::string_view kErrnoPayloadUrl = "khosim/errno";
 }  // namespace
 
-absl::Status KernelErrorToStatus(int err, std::string_view context) {
+absl::Status KernelErrorToStatus(int err, absl::string_view context) {
   if (err == 0) return absl::OkStatus();
   const int errnum = err < 0 ? -err : err;
-  absl::Status status = absl::ErrnoToStatus(
-      errnum, context.empty() ? std::string(ErrnoName(errnum))
-                              : absl::StrCat(context, ": ", ErrnoName(errnum)));
+  absl::Status status =
+      absl::ErrnoToStatus(errnum, context.empty() ? std::string(ErrnoName(errnum))
+                                                  : absl::StrCat(context, ": ", ErrnoName(errnum)));
   status.SetPayload(kErrnoPayloadUrl, absl::Cord(absl::StrCat(errnum)));
   return status;
 }
@@ -32,7 +32,7 @@ int StatusErrno(const absl::Status& status) {
   return EIO;
 }
 
-std::string_view ErrnoName(int errnum) {
+absl::string_view ErrnoName(int errnum) {
   switch (errnum) {
 #define KHOSIM_ERRNO_CASE(e) \
   case e:                    \

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "khosim/base/panic.h"
@@ -14,7 +15,7 @@ namespace {
 thread_local KernelContext* current_context = nullptr;
 }  // namespace
 
-std::string_view BootPhaseName(BootPhase phase) {
+absl::string_view BootPhaseName(BootPhase phase) {
   switch (phase) {
     case BootPhase::kSetupArch:
       return "setup_arch";
@@ -35,9 +36,9 @@ std::string_view BootPhaseName(BootPhase phase) {
 }
 
 Cmdline::Cmdline(std::string text) : text_(std::move(text)) {
-  for (std::string_view word : absl::StrSplit(text_, ' ', absl::SkipEmpty())) {
+  for (absl::string_view word : absl::StrSplit(text_, ' ', absl::SkipEmpty())) {
     const size_t eq = word.find('=');
-    if (eq == std::string_view::npos) {
+    if (eq == absl::string_view::npos) {
       words_.emplace_back(std::string(word), "");
     } else {
       words_.emplace_back(std::string(word.substr(0, eq)), std::string(word.substr(eq + 1)));
@@ -45,7 +46,7 @@ Cmdline::Cmdline(std::string text) : text_(std::move(text)) {
   }
 }
 
-std::optional<std::string> Cmdline::Get(std::string_view key) const {
+std::optional<std::string> Cmdline::Get(absl::string_view key) const {
   std::optional<std::string> value;
   for (const auto& [k, v] : words_) {
     if (k == key) value = v;
@@ -53,17 +54,26 @@ std::optional<std::string> Cmdline::Get(std::string_view key) const {
   return value;
 }
 
-bool Cmdline::GetBool(std::string_view key, bool fallback) const {
+bool Cmdline::GetBool(absl::string_view key, bool fallback) const {
   // kstrtobool: decided by the first character, "on"/"off" by the second.
   std::optional<std::string> value = Get(key);
   if (!value.has_value() || value->empty()) return fallback;
   const std::string& v = *value;
   switch (v[0]) {
-    case 'y': case 'Y': case 't': case 'T': case '1':
+    case 'y':
+    case 'Y':
+    case 't':
+    case 'T':
+    case '1':
       return true;
-    case 'n': case 'N': case 'f': case 'F': case '0':
+    case 'n':
+    case 'N':
+    case 'f':
+    case 'F':
+    case '0':
       return false;
-    case 'o': case 'O':
+    case 'o':
+    case 'O':
       if (v.size() > 1 && (v[1] == 'n' || v[1] == 'N')) return true;
       if (v.size() > 1 && (v[1] == 'f' || v[1] == 'F')) return false;
       return fallback;
@@ -86,15 +96,23 @@ KernelContext::~KernelContext() {
 
 void KernelContext::SetPhase(BootPhase phase) {
   if (phase < phase_) {
-    Panic(KHOSIM_SITE, absl::StrCat("boot phase moved backwards: ", BootPhaseName(phase_),
-                                    " -> ", BootPhaseName(phase)));
+    Panic(KHOSIM_SITE, absl::StrCat("boot phase moved backwards: ", BootPhaseName(phase_), " -> ",
+                                    BootPhaseName(phase)));
   }
   if (phase == phase_) return;
   phase_ = phase;
   Trace("phase", BootPhaseName(phase));
 }
 
-void KernelContext::Warn(std::string_view site, std::string_view message) {
+void KernelContext::CancelReboot() {
+  if (phase_ != BootPhase::kRebooting) {
+    Panic(KHOSIM_SITE, "CancelReboot outside a reboot");
+  }
+  phase_ = BootPhase::kRunning;
+  Trace("phase", "reboot_cancelled");
+}
+
+void KernelContext::Warn(absl::string_view site, absl::string_view message) {
   {
     absl::MutexLock lock(&diag_mu_);
     WarnRecord& record = warns_[std::string(site)];
@@ -104,6 +122,15 @@ void KernelContext::Warn(std::string_view site, std::string_view message) {
   Trace("warn", site, {{"message", std::string(message)}});
 }
 
+void KernelContext::WarnOnce(absl::string_view site, absl::string_view message) {
+  {
+    absl::MutexLock lock(&diag_mu_);
+    auto it = warns_.find(std::string(site));
+    if (it != warns_.end() && it->second.count > 0) return;
+  }
+  Warn(site, message);
+}
+
 uint64_t KernelContext::WarnCount() const {
   absl::MutexLock lock(&diag_mu_);
   uint64_t total = 0;
@@ -111,12 +138,11 @@ uint64_t KernelContext::WarnCount() const {
   return total;
 }
 
-uint64_t KernelContext::WarnCount(std::string_view needle) const {
+uint64_t KernelContext::WarnCount(absl::string_view needle) const {
   absl::MutexLock lock(&diag_mu_);
   uint64_t total = 0;
   for (const auto& [site, record] : warns_) {
-    if (site.find(needle) != std::string::npos ||
-        record.first_message.find(needle) != std::string::npos) {
+    if (absl::StrContains(site, needle) || absl::StrContains(record.first_message, needle)) {
       total += record.count;
     }
   }
@@ -130,7 +156,7 @@ std::map<std::string, uint64_t> KernelContext::WarnsBySite() const {
   return out;
 }
 
-void KernelContext::Panic(std::string_view site, std::string_view message) {
+void KernelContext::Panic(absl::string_view site, absl::string_view message) {
   {
     absl::MutexLock lock(&diag_mu_);
     log_.push_back(absl::StrCat("Kernel panic - not syncing: ", message, " (", site, ")"));
@@ -141,7 +167,7 @@ void KernelContext::Panic(std::string_view site, std::string_view message) {
   throw KernelPanic(std::string(site), std::string(message));
 }
 
-void KernelContext::Log(std::string_view line) {
+void KernelContext::Log(absl::string_view line) {
   absl::MutexLock lock(&diag_mu_);
   log_.emplace_back(line);
 }
@@ -155,9 +181,10 @@ KernelContext* CurrentKernelContext() { return current_context; }
 
 KernelContext& RequireKernelContext() {
   if (current_context == nullptr) {
-    std::fputs("khosim: kernel-face call with no running kernel on this thread "
-               "(Machine::Activate() makes a machine's kernel current)\n",
-               stderr);
+    std::fputs(
+        "khosim: kernel-face call with no running kernel on this thread "
+        "(Machine::Activate() makes a machine's kernel current)\n",
+        stderr);
     std::abort();
   }
   return *current_context;

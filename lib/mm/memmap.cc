@@ -34,8 +34,8 @@ uint64_t Memmap::ResidentBytes() const {
   const uint64_t total_pages = bytes_ / host_page;
   for (uint64_t first = 0; first < total_pages; first += kChunk) {
     const uint64_t n = std::min(kChunk, total_pages - first);
-    if (mincore(reinterpret_cast<char*>(pages_) + first * host_page, n * host_page,
-                vec.data()) != 0) {
+    if (mincore(reinterpret_cast<char*>(pages_) + first * host_page, n * host_page, vec.data()) !=
+        0) {
       continue;
     }
     for (uint64_t i = 0; i < n; ++i) resident += vec[i] & 1;

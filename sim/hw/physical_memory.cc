@@ -40,8 +40,7 @@ absl::StatusOr<std::unique_ptr<PhysicalMemory>> PhysicalMemory::Create(MemoryLay
     close(fd);
     return absl::ErrnoToStatus(err, "ftruncate of the DRAM backing");
   }
-  void* base =
-      mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  void* base = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
   if (base == MAP_FAILED) {
     const int err = errno;
     close(fd);
@@ -77,8 +76,8 @@ bool PhysicalMemory::IsDirectMap(const void* va) const {
   return p >= base_ && p < base_ + span_;
 }
 
-void PhysicalMemory::ForEachResidentRange(
-    PhysAddr pa, uint64_t len, const std::function<void(PhysAddr, uint64_t)>& fn) const {
+void PhysicalMemory::ForEachResidentRange(PhysAddr pa, uint64_t len,
+                                          const std::function<void(PhysAddr, uint64_t)>& fn) const {
   off_t pos = static_cast<off_t>(pa.value());
   const off_t end = static_cast<off_t>(pa.value() + len);
   while (pos < end) {
@@ -104,15 +103,34 @@ void PhysicalMemory::Discard(PhysAddr pa, uint64_t len) {
            "fallocate(PUNCH_HOLE)");
 }
 
+void PhysicalMemory::Zero(PhysAddr pa, uint64_t len) {
+  static const uint64_t host_page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t start = pa.value();
+  const uint64_t end = start + len;
+  const uint64_t inner_start = AlignUp(start, host_page);
+  const uint64_t inner_end = AlignDown(end, host_page);
+  if (inner_start >= inner_end) {
+    std::memset(Virt(pa), 0, len);
+    return;
+  }
+  std::memset(Virt(pa), 0, inner_start - start);
+  Discard(PhysAddr(inner_start), inner_end - inner_start);
+  std::memset(Virt(PhysAddr(inner_end)), 0, end - inner_end);
+}
+
 void PhysicalMemory::SetAccessible(PhysAddr pa, uint64_t len, bool accessible) {
   if (len == 0) return;
   CheckSys(mprotect(Virt(pa), len, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0,
            "mprotect of the direct map");
 }
 
+void PhysicalMemory::ResetAccess() {
+  for (const RamRange& r : layout_.ranges()) SetAccessible(r.start, r.size, true);
+}
+
 void PhysicalMemory::MapAlias(void* va, PhysAddr pa, uint64_t len) {
-  void* got = mmap(va, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE,
-                   fd_, static_cast<off_t>(pa.value()));
+  void* got = mmap(va, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_NORESERVE, fd_,
+                   static_cast<off_t>(pa.value()));
   CheckSys(got == va, "mmap of a vmalloc alias");
 }
 
@@ -123,8 +141,8 @@ void* PhysicalMemory::ReserveAliasSpace(uint64_t len) {
 }
 
 void PhysicalMemory::UnmapAlias(void* va, uint64_t len) {
-  void* got = mmap(va, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-                   -1, 0);
+  void* got =
+      mmap(va, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
   CheckSys(got == va, "mmap to unmap a vmalloc alias");
 }
 

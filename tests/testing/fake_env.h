@@ -10,19 +10,20 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
 
 namespace khosim::testing {
 
 class FakeKernelEnv : public KernelEnv {
  public:
-  bool ShouldFail(std::string_view point) override {
+  bool ShouldFail(absl::string_view point) override {
     ++hits[std::string(point)];
     auto it = fail_at.find(std::string(point));
     if (it != fail_at.end() && it->second == hits[std::string(point)]) return true;
     return fail_all.count(std::string(point)) > 0;
   }
-  void Trace(uint64_t, std::string_view category, std::string_view name, TraceArgs) override {
+  void Trace(uint64_t, absl::string_view category, absl::string_view name, TraceArgs) override {
     events.push_back(std::string(category) + "/" + std::string(name));
   }
   uint64_t Random() override { return rng(); }

@@ -7,19 +7,18 @@
 #ifndef KHOSIM_BASE_ERRNO_STATUS_H_
 #define KHOSIM_BASE_ERRNO_STATUS_H_
 
-#include <string_view>
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace khosim {
 
 // |err| is a kernel return value: 0 or a negative errno.
-absl::Status KernelErrorToStatus(int err, std::string_view context = {});
+absl::Status KernelErrorToStatus(int err, absl::string_view context = {});
 // The positive errno carried by |status|, 0 for OK. A status that was not
 // made by KernelErrorToStatus yields EIO.
 int StatusErrno(const absl::Status& status);
 // "ENOMEM", "EINVAL", ... for a positive errno.
-std::string_view ErrnoName(int errnum);
+absl::string_view ErrnoName(int errnum);
 
 }  // namespace khosim
 

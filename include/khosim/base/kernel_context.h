@@ -20,11 +20,11 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "khosim/abi/kho_data.h"
 #include "khosim/base/types.h"
@@ -46,10 +46,10 @@ class Cmdline {
   explicit Cmdline(std::string text);
   const std::string& text() const { return text_; }
   // Value of the last "key=value" word; "" for a bare "key"; nullopt if absent.
-  std::optional<std::string> Get(std::string_view key) const;
+  std::optional<std::string> Get(absl::string_view key) const;
   // kstrtobool semantics ("1/y/Y/on" true, "0/n/N/off" false); |fallback|
   // when absent or malformed.
-  bool GetBool(std::string_view key, bool fallback) const;
+  bool GetBool(absl::string_view key, bool fallback) const;
 
  private:
   std::string text_;
@@ -58,15 +58,15 @@ class Cmdline {
 
 // The kernel's boot timeline, in order. Phases only move forward.
 enum class BootPhase {
-  kSetupArch,   // memblock only; early allocations (scratch-only on KHO boot)
-  kMmInit,      // memmap set up, still memblock-only
-  kBuddy,       // memblock_free_all done: page allocator and vmalloc live
-  kInitcalls,   // initcalls running
-  kRunning,     // userspace
-  kRebooting,   // reboot hooks running for a kexec
-  kDead,        // kexec'd away or panicked
+  kSetupArch,  // memblock only; early allocations (scratch-only on KHO boot)
+  kMmInit,     // memmap set up, still memblock-only
+  kBuddy,      // memblock_free_all done: page allocator and vmalloc live
+  kInitcalls,  // initcalls running
+  kRunning,    // userspace
+  kRebooting,  // reboot hooks running for a kexec
+  kDead,       // kexec'd away or panicked
 };
-std::string_view BootPhaseName(BootPhase phase);
+absl::string_view BootPhaseName(BootPhase phase);
 
 // One key/value of a trace event. Values are preformatted text so that the
 // trace compares and serializes without a schema.
@@ -76,9 +76,9 @@ class KernelEnv {
  public:
   virtual ~KernelEnv() = default;
   // One hit of the named fault point; true means "fail this hit".
-  virtual bool ShouldFail(std::string_view point) = 0;
+  virtual bool ShouldFail(absl::string_view point) = 0;
   // Records an event in the machine's trace.
-  virtual void Trace(uint64_t generation, std::string_view category, std::string_view name,
+  virtual void Trace(uint64_t generation, absl::string_view category, absl::string_view name,
                      TraceArgs args) = 0;
   // The machine's seeded generator: the only randomness lib/ may use.
   virtual uint64_t Random() = 0;
@@ -92,8 +92,7 @@ enum class KernelSlot { kMm, kKho, kLuo, kFs, kDrivers, kHandlers, kCount };
 
 class KernelContext {
  public:
-  KernelContext(KernelEnv& env, uint64_t generation, PageGeometry geometry,
-                BootParams boot_params);
+  KernelContext(KernelEnv& env, uint64_t generation, PageGeometry geometry, BootParams boot_params);
   KernelContext(const KernelContext&) = delete;
   KernelContext& operator=(const KernelContext&) = delete;
   ~KernelContext();
@@ -106,26 +105,31 @@ class KernelContext {
   BootPhase phase() const { return phase_; }
   // Advances the phase; moving backwards is a simulator bug and panics.
   void SetPhase(BootPhase phase);
+  // A cancelled kexec: kRebooting goes back to kRunning (the one allowed
+  // backward step).
+  void CancelReboot();
 
   KernelEnv& env() { return env_; }
-  bool ShouldFail(std::string_view point) { return env_.ShouldFail(point); }
-  void Trace(std::string_view category, std::string_view name, TraceArgs args = {}) {
+  bool ShouldFail(absl::string_view point) { return env_.ShouldFail(point); }
+  void Trace(absl::string_view category, absl::string_view name, TraceArgs args = {}) {
     env_.Trace(generation_, category, name, std::move(args));
   }
 
   // WARN(): counted per site, logged, never fatal.
-  void Warn(std::string_view site, std::string_view message);
+  void Warn(absl::string_view site, absl::string_view message);
+  // WARN_ON_ONCE: only the first hit of |site| in this boot counts.
+  void WarnOnce(absl::string_view site, absl::string_view message);
   uint64_t WarnCount() const;
   // Count of WARNs whose site or message contains |needle|.
-  uint64_t WarnCount(std::string_view needle) const;
+  uint64_t WarnCount(absl::string_view needle) const;
   std::map<std::string, uint64_t> WarnsBySite() const;
 
   // panic() / BUG(): logs, marks the kernel dead, throws KernelPanic.
-  [[noreturn]] void Panic(std::string_view site, std::string_view message);
+  [[noreturn]] void Panic(absl::string_view site, absl::string_view message);
   bool panicked() const { return panicked_; }
 
   // printk: the kernel log of this boot.
-  void Log(std::string_view line);
+  void Log(absl::string_view line);
   std::vector<std::string> LogLines() const;
 
   void* slot(KernelSlot s) const { return slots_[static_cast<int>(s)]; }
@@ -161,8 +165,7 @@ void SetCurrentKernelContext(KernelContext* context);
 // Makes |context| current for a scope and restores the previous one.
 class ScopedKernelContext {
  public:
-  explicit ScopedKernelContext(KernelContext* context)
-      : previous_(CurrentKernelContext()) {
+  explicit ScopedKernelContext(KernelContext* context) : previous_(CurrentKernelContext()) {
     SetCurrentKernelContext(context);
   }
   ~ScopedKernelContext() { SetCurrentKernelContext(previous_); }
@@ -180,8 +183,7 @@ class ScopedKernelContext {
 #define KHOSIM_SITE __FILE__ ":" KHOSIM_STRINGIFY(__LINE__)
 
 // C++-face diagnostics with an explicit context.
-#define KHOSIM_WARN_ON(ctx, cond, msg) \
-  ((cond) ? ((ctx).Warn(KHOSIM_SITE, (msg)), true) : false)
+#define KHOSIM_WARN_ON(ctx, cond, msg) ((cond) ? ((ctx).Warn(KHOSIM_SITE, (msg)), true) : false)
 #define KHOSIM_BUG_ON(ctx, cond, msg)          \
   do {                                         \
     if (cond) (ctx).Panic(KHOSIM_SITE, (msg)); \

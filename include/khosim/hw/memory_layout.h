@@ -27,8 +27,7 @@ class MemoryLayout {
   // |ram| bytes split evenly over |nodes| nodes. RAM starts at 1 MiB (the
   // first MiB is a hole, as on a PC); with |hole_size| > 0, a hole of that
   // size opens in the middle of node 0's range (a PCI MMIO window, say).
-  static MemoryLayout Uniform(uint64_t ram, int nodes, uint64_t page_size,
-                              uint64_t hole_size = 0);
+  static MemoryLayout Uniform(uint64_t ram, int nodes, uint64_t page_size, uint64_t hole_size = 0);
   // Explicit ranges; Validate() before use.
   static MemoryLayout FromRanges(std::vector<RamRange> ranges, uint64_t page_size);
 

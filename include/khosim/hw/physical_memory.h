@@ -51,8 +51,14 @@ class PhysicalMemory {
   // Drops the contents of [pa, pa+len) (reads as zero again, host memory
   // returned). Page aligned.
   void Discard(PhysAddr pa, uint64_t len);
+  // Zeroes [pa, pa+len). Whole host pages inside the range are discarded
+  // rather than written, so zeroing untouched memory costs no host memory.
+  void Zero(PhysAddr pa, uint64_t len);
   // Direct-map access for [pa, pa+len), page aligned: read-write or none.
   void SetAccessible(PhysAddr pa, uint64_t len, bool accessible);
+  // Every RAM byte accessible again through the direct map (holes stay
+  // inaccessible): the state a freshly started kernel finds.
+  void ResetAccess();
   // Calls |fn| for each maximal host-resident sub-range of [pa, pa+len).
   void ForEachResidentRange(PhysAddr pa, uint64_t len,
                             const std::function<void(PhysAddr, uint64_t)>& fn) const;

@@ -10,10 +10,10 @@
 
 #include <cstdint>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "khosim/base/kernel_context.h"
 
@@ -33,20 +33,20 @@ struct TraceEvent {
 
 class EventTrace {
  public:
-  void Record(uint64_t generation, std::string_view category, std::string_view name,
+  void Record(uint64_t generation, absl::string_view category, absl::string_view name,
               TraceArgs args);
   std::vector<TraceEvent> Events() const;
   // Events of one category, in order.
-  std::vector<TraceEvent> Events(std::string_view category) const;
+  std::vector<TraceEvent> Events(absl::string_view category) const;
   // "category/name" of each event of |category| (all if empty), in order:
   // the form golden orderings are written in.
-  std::vector<std::string> Names(std::string_view category = {}) const;
+  std::vector<std::string> Names(absl::string_view category = {}) const;
   void Clear();
   size_t size() const;
   // [{"seq":..,"gen":..,"cat":..,"name":..,"args":{..}}, ...]
   std::string ToJson() const;
   // Disabled categories are dropped at Record time.
-  void SetEnabled(std::string_view category, bool enabled);
+  void SetEnabled(absl::string_view category, bool enabled);
 
  private:
   mutable absl::Mutex mu_;

@@ -18,10 +18,10 @@
 #include <functional>
 #include <map>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 
 namespace khosim {
@@ -30,18 +30,18 @@ class FaultInjector {
  public:
   explicit FaultInjector(std::function<uint64_t()> random) : random_(std::move(random)) {}
 
-  void FailNth(std::string_view point, uint64_t n);
+  void FailNth(absl::string_view point, uint64_t n);
   void FailNthAny(uint64_t n);
-  void FailWithProbability(std::string_view point, double probability);
-  void FailOnce(std::string_view point);
+  void FailWithProbability(absl::string_view point, double probability);
+  void FailOnce(absl::string_view point);
   // Removes every plan; hit counters keep counting.
   void Clear();
   void ResetCounts();
 
   // One hit of |point|; true if it must fail.
-  bool Hit(std::string_view point);
+  bool Hit(absl::string_view point);
 
-  uint64_t Hits(std::string_view point) const;
+  uint64_t Hits(absl::string_view point) const;
   uint64_t TotalHits() const;
   uint64_t Injected() const;
   // Names of the points that failed, in order.

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
 #include "khosim/hw/physical_memory.h"
 #include "khosim/mm/mm.h"
@@ -33,10 +34,15 @@ struct KernelConfig {
   mm::MmConfig mm;
 };
 
+// What the reboot hooks are told about the kexec under way.
+struct RebootInfo {
+  bool preserve_context = false;  // KEXEC_JUMP image: LUO skips serialization
+};
+
 class Kernel {
  public:
-  Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation,
-         BootParams params, KernelConfig config);
+  Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, BootParams params,
+         KernelConfig config);
   ~Kernel();
   Kernel(const Kernel&) = delete;
   Kernel& operator=(const Kernel&) = delete;
@@ -48,8 +54,18 @@ class Kernel {
   void RegisterInitcall(InitcallLevel level, std::string name, std::function<int()> fn);
   // Reboot hooks run in registration order; a non-zero return stops the
   // sequence and is returned by RunRebootHooks.
-  void RegisterRebootHook(std::string name, std::function<int()> fn);
-  int RunRebootHooks();
+  void RegisterRebootHook(std::string name, std::function<int(const RebootInfo&)> fn);
+  int RunRebootHooks(const RebootInfo& info);
+
+  // kexec_file_load's placement of the next kernel image: the highest free
+  // run of |size| bytes aligned to |align| inside the allowed windows (all
+  // of RAM unless a layer restricted them; KHO allows only scratch).
+  // -EADDRNOTAVAIL if nothing fits.
+  int PlaceKexecSegment(uint64_t size, uint64_t align, PhysAddr* out);
+  void SetKexecSegmentWindows(std::vector<PhysRange> windows);
+  // The record handed to the next kernel (KHO installs the provider).
+  void SetHandoverProvider(std::function<abi::KhoData()> provider);
+  abi::KhoData MakeHandover() const;
 
   uint64_t generation() const { return ctx_.generation(); }
   BootPhase phase() const { return ctx_.phase(); }
@@ -58,7 +74,7 @@ class Kernel {
   mm::Mm& mm() { return *mm_; }
 
   uint64_t WarnCount() const { return ctx_.WarnCount(); }
-  uint64_t WarnCount(std::string_view needle) const { return ctx_.WarnCount(needle); }
+  uint64_t WarnCount(absl::string_view needle) const { return ctx_.WarnCount(needle); }
 
  private:
   struct Initcall {
@@ -68,13 +84,15 @@ class Kernel {
   };
   struct RebootHook {
     std::string name;
-    std::function<int()> fn;
+    std::function<int(const RebootInfo&)> fn;
   };
 
   KernelContext ctx_;
   std::unique_ptr<mm::Mm> mm_;
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;
+  std::vector<PhysRange> kexec_windows_;
+  std::function<abi::KhoData()> handover_provider_;
 };
 
 }  // namespace khosim

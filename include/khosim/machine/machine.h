@@ -20,6 +20,7 @@
 #define KHOSIM_MACHINE_MACHINE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -28,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
 #include "khosim/hw/physical_memory.h"
 #include "khosim/machine/event_trace.h"
@@ -78,6 +80,12 @@ class Machine : public KernelEnv {
   // running) or OK with kernel B running. A panic in B propagates.
   absl::Status Kexec(KexecOptions options = {});
 
+  // What is built into every kernel image this machine boots: called for
+  // each new Kernel (cold boot and kexec) before it boots, to register
+  // initcalls, reboot hooks, handlers. Changing it between kexecs models
+  // kexec'ing into a different kernel build.
+  void SetKernelInit(std::function<void(Kernel&)> init) { kernel_init_ = std::move(init); }
+
   bool has_kernel() const { return kernel_ != nullptr; }
   Kernel& kernel();
   // Makes this machine's kernel current on the calling thread.
@@ -92,8 +100,8 @@ class Machine : public KernelEnv {
   uint64_t kexec_count() const { return kexec_count_; }
 
   // KernelEnv
-  bool ShouldFail(std::string_view point) override;
-  void Trace(uint64_t generation, std::string_view category, std::string_view name,
+  bool ShouldFail(absl::string_view point) override;
+  void Trace(uint64_t generation, absl::string_view category, absl::string_view name,
              TraceArgs args) override;
   uint64_t Random() override { return rng_(); }
   uint64_t TraceAllocThreshold() const override { return config_.trace_alloc_threshold; }
@@ -115,6 +123,7 @@ class Machine : public KernelEnv {
   FaultInjector faults_;
   EventTrace trace_;
   std::unique_ptr<Kernel> kernel_;
+  std::function<void(Kernel&)> kernel_init_;
   uint64_t next_generation_ = 1;
   uint64_t kexec_count_ = 0;
   abi::KhoData last_handover_ = {};

@@ -67,25 +67,39 @@ class Memblock {
  public:
   explicit Memblock(KernelContext& ctx);
 
-  // memory list
+  // Ranges are [base, base + size); a size reaching past the top of the
+  // address space is capped there, and size 0 is a no-op.
+  //
+  // memory list. Add inserts only the parts not yet covered (covered parts
+  // keep their node and flags); the Mark/Clear calls split regions at the
+  // range's edges and change flags only where memory exists.
   void Add(PhysAddr base, uint64_t size, int nid, uint32_t flags = kMemblockNone);
   void Remove(PhysAddr base, uint64_t size);
   void MarkMemoryFlags(PhysAddr base, uint64_t size, uint32_t flags);
   void ClearMemoryFlags(PhysAddr base, uint64_t size, uint32_t flags);
-  // reserved list
+  // reserved list. Same overlap rules as the memory list. A reserved region
+  // takes the node of the memory beneath it (kNumaNoNode outside memory),
+  // recomputed whenever memory changes, so a reservation crossing a node
+  // boundary is kept as one region per node.
   void Reserve(PhysAddr base, uint64_t size, uint32_t flags = kMemblockNone);
   void Free(PhysAddr base, uint64_t size);
   void MarkReservedFlags(PhysAddr base, uint64_t size, uint32_t flags);
 
   // Returns the base of a newly reserved range, or a null address on failure
   // (also when the "memblock" fault point fires). Contents are not touched.
+  // Each call is one hit of the fault point. Size 0 or a non-power-of-two
+  // alignment WARNs and fails. The first page is never returned (min_addr is
+  // raised to the page size) so that a null address always means failure.
+  // NOMAP and DRIVER_MANAGED memory is never a candidate.
   PhysAddr Alloc(const MemblockAllocRequest& request);
 
   void SetScratchOnly(bool on) { scratch_only_ = on; }
   bool scratch_only() const { return scratch_only_; }
 
-  // Calls |fn| for each free range (memory minus reserved, excluding NOMAP),
-  // clipped to page boundaries, ascending. nid = kNumaNoNode for all nodes.
+  // Calls |fn| for each free range (memory minus reserved, excluding NOMAP
+  // and DRIVER_MANAGED), one memory region at a time, rounded inward to page
+  // boundaries (empty results dropped), ascending. nid = kNumaNoNode for all
+  // nodes. Ignores the scratch-only switch.
   void ForEachFreeRange(int nid, const std::function<void(PhysAddr, PhysAddr, int)>& fn) const;
 
   uint64_t ReservedSizeWithFlags(uint32_t flags) const;
@@ -93,6 +107,7 @@ class Memblock {
   uint64_t ReservedHugetlbSize() const { return ReservedSizeWithFlags(kMemblockRsrvHugetlb); }
   uint64_t TotalReserved() const;
   uint64_t TotalMemory() const;
+  // Both are false for size 0.
   bool IsReserved(PhysAddr base, uint64_t size) const;  // any overlap
   bool IsMemory(PhysAddr base, uint64_t size) const;    // fully covered
   // Node of the memory region holding |pa|, or kNumaNoNode.
@@ -101,7 +116,9 @@ class Memblock {
   const std::vector<MemblockRegion>& memory() const { return memory_; }
   const std::vector<MemblockRegion>& reserved() const { return reserved_; }
 
-  // Sorted, non-overlapping, merged where possible, reserved inside memory.
+  // Sorted, non-overlapping, merged where possible, reserved inside memory
+  // and on the node of the memory beneath it. InternalError names the
+  // first violation.
   absl::Status Validate() const;
   std::string Dump() const;
 

@@ -33,7 +33,9 @@ class Memmap {
   Memmap& operator=(const Memmap&) = delete;
 
   uint64_t end_pfn() const { return end_pfn_; }
-  struct page* PfnToPage(Pfn pfn) const { return pages_ + pfn.value(); }
+  struct page* PfnToPage(Pfn pfn) const {
+    return pages_ + pfn.value();
+  }
   Pfn PageToPfn(const struct page* page) const { return Pfn(static_cast<uint64_t>(page - pages_)); }
   bool Contains(const void* p) const {
     return p >= static_cast<const void*>(pages_) && p < static_cast<const void*>(pages_ + end_pfn_);

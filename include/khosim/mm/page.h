@@ -24,8 +24,8 @@ enum pageflags : unsigned {
   PG_reserved,
   PG_private,
   PG_swapbacked,
-  PG_pinned,  // simulator: a long-term pin is held (FOLL_LONGTERM)
-  PG_vmalloc, // simulator: page backs a vmalloc area
+  PG_pinned,   // simulator: a long-term pin is held (FOLL_LONGTERM)
+  PG_vmalloc,  // simulator: page backs a vmalloc area
 };
 
 struct page {
@@ -38,9 +38,9 @@ struct page {
   int pincount;
   unsigned char compound_order;  // valid on a compound head
   unsigned char pad_[7];
-  void* mapping;       // page cache owner (lib/fs)
-  unsigned long index; // page offset within mapping
-  unsigned long memcg; // charge owner id, 0 = uncharged
+  void* mapping;        // page cache owner (lib/fs)
+  unsigned long index;  // page offset within mapping
+  unsigned long memcg;  // charge owner id, 0 = uncharged
 };
 
 // A folio is a head page; the cast is how the kernel's page_folio() works.

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -50,8 +51,7 @@ namespace khosim::mm {
 
 class Vmalloc {
  public:
-  Vmalloc(KernelContext& ctx, hw::PhysicalMemory& memory, Memmap& memmap,
-          PageAllocator& allocator);
+  Vmalloc(KernelContext& ctx, hw::PhysicalMemory& memory, Memmap& memmap, PageAllocator& allocator);
   ~Vmalloc();  // unmaps every area; pages are the kernel's to leak
   Vmalloc(const Vmalloc&) = delete;
   Vmalloc& operator=(const Vmalloc&) = delete;
@@ -95,6 +95,8 @@ class Vmalloc {
   uint64_t next_offset_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<uint64_t, uint64_t> free_va_ ABSL_GUARDED_BY(mu_);  // offset -> size
   std::map<uintptr_t, Area> areas_ ABSL_GUARDED_BY(mu_);       // by start address
+  // area start -> (window offset, bytes) of the reservation holding it
+  std::map<uintptr_t, std::pair<uint64_t, uint64_t>> reservations_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace khosim::mm

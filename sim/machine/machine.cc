@@ -1,0 +1,187 @@
+// Machine: cold boot and the kexec boundary.
+//
+// Kexec sequence (kernel A -> kernel B):
+//   1. A enters kRebooting and runs its reboot hooks; an error cancels the
+//      kexec (A back to kRunning) and is returned.
+//   2. A places B's image (kexec_file_load's segment placement) and builds
+//      the handover record.
+//   3. A is destroyed: every C++ object of that boot is gone.
+//   4. The "hardware" copies B's image into place (the relocation step of
+//      machine_kexec), overwriting whatever was there.
+//   5. B boots from {cmdline, handover record, image location} alone.
+#include "khosim/machine/machine.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "khosim/base/errno_status.h"
+#include "khosim/base/panic.h"
+
+namespace khosim {
+namespace {
+
+// The byte a freshly loaded kernel image is filled with.
+constexpr uint8_t kImageByte = 0x4b;
+
+}  // namespace
+
+absl::StatusOr<hw::MemoryLayout> Machine::LayoutFor(const MachineConfig& config) {
+  hw::MemoryLayout layout =
+      config.ranges.empty()
+          ? hw::MemoryLayout::Uniform(config.ram, config.nodes, config.page_size, config.hole)
+          : hw::MemoryLayout::FromRanges(config.ranges, config.page_size);
+  if (absl::Status s = layout.Validate(); !s.ok()) return s;
+  if (!layout.IsRam(config.cold_boot_image_base, config.kernel_image_size)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the cold-boot kernel image at ", config.cold_boot_image_base.ToString(), " (",
+                     config.kernel_image_size, " bytes) is not inside RAM"));
+  }
+  return layout;
+}
+
+absl::StatusOr<std::unique_ptr<Machine>> Machine::Create(MachineConfig config) {
+  absl::StatusOr<hw::MemoryLayout> layout = LayoutFor(config);
+  if (!layout.ok()) return layout.status();
+  absl::StatusOr<std::unique_ptr<hw::PhysicalMemory>> memory =
+      hw::PhysicalMemory::Create(*std::move(layout));
+  if (!memory.ok()) return memory.status();
+  return std::unique_ptr<Machine>(new Machine(std::move(config), *std::move(memory)));
+}
+
+Machine::Machine(MachineConfig config)
+    : Machine(config, [&config]() -> std::unique_ptr<hw::PhysicalMemory> {
+        absl::StatusOr<hw::MemoryLayout> layout = LayoutFor(config);
+        absl::StatusOr<std::unique_ptr<hw::PhysicalMemory>> memory =
+            layout.ok() ? hw::PhysicalMemory::Create(*std::move(layout))
+                        : absl::StatusOr<std::unique_ptr<hw::PhysicalMemory>>(layout.status());
+        if (!memory.ok()) {
+          std::fprintf(stderr, "khosim: invalid machine configuration: %s\n",
+                       memory.status().ToString().c_str());
+          std::abort();
+        }
+        return *std::move(memory);
+      }()) {}
+
+Machine::Machine(MachineConfig config, std::unique_ptr<hw::PhysicalMemory> memory)
+    : config_(std::move(config)),
+      memory_(std::move(memory)),
+      rng_(config_.seed),
+      faults_([this] { return rng_(); }) {}
+
+Machine::~Machine() {
+  if (CurrentKernelContext() != nullptr && kernel_ != nullptr &&
+      CurrentKernelContext() == &kernel_->ctx()) {
+    SetCurrentKernelContext(nullptr);
+  }
+  kernel_.reset();
+}
+
+Kernel& Machine::kernel() {
+  if (kernel_ == nullptr) {
+    std::fprintf(stderr, "khosim: Machine::kernel() before Boot()\n");
+    std::abort();
+  }
+  return *kernel_;
+}
+
+void Machine::Activate() {
+  SetCurrentKernelContext(kernel_ == nullptr ? nullptr : &kernel_->ctx());
+}
+
+KernelConfig Machine::KernelConfigFor(PhysAddr image_base) const {
+  KernelConfig config;
+  config.mm.free_memory_policy = config_.scrub;
+  config.mm.image_base = image_base;
+  config.mm.image_size = config_.kernel_image_size;
+  config.mm.early_alloc_bytes_per_node = config_.early_alloc_bytes_per_node;
+  return config;
+}
+
+void Machine::StartKernel(BootParams params) {
+  const PhysAddr image_base = params.image_base;
+  kernel_ = std::make_unique<Kernel>(*this, *memory_, next_generation_++, std::move(params),
+                                     KernelConfigFor(image_base));
+  SetCurrentKernelContext(&kernel_->ctx());
+  if (kernel_init_) kernel_init_(*kernel_);
+  kernel_->Boot();  // a KernelPanic leaves the dead kernel for inspection
+}
+
+void Machine::Boot() {
+  if (kernel_ != nullptr) {
+    SetCurrentKernelContext(nullptr);
+    kernel_.reset();
+  }
+  memory_->ResetAccess();
+  trace_.Record(next_generation_, "machine", "cold_boot", {});
+  StartKernel(BootParams{config_.cmdline, abi::KhoData{}, config_.cold_boot_image_base,
+                         config_.kernel_image_size});
+}
+
+absl::Status Machine::Kexec(KexecOptions options) {
+  if (kernel_ == nullptr || kernel_->phase() != BootPhase::kRunning) {
+    return absl::FailedPreconditionError("kexec needs a running kernel");
+  }
+  Kernel& a = *kernel_;
+  SetCurrentKernelContext(&a.ctx());
+  trace_.Record(a.generation(), "kexec", "start",
+                {{"preserve_context", options.preserve_context ? "1" : "0"}});
+  a.ctx().SetPhase(BootPhase::kRebooting);
+  const int hooks = a.RunRebootHooks(RebootInfo{.preserve_context = options.preserve_context});
+  if (hooks != 0) {
+    a.ctx().CancelReboot();
+    trace_.Record(a.generation(), "kexec", "cancelled", {{"ret", absl::StrCat(hooks)}});
+    return KernelErrorToStatus(hooks, "reboot hooks cancelled the kexec");
+  }
+  PhysAddr image_base;
+  const int placed = a.PlaceKexecSegment(config_.kernel_image_size, 2 * kMiB, &image_base);
+  if (placed != 0) {
+    a.ctx().CancelReboot();
+    trace_.Record(a.generation(), "kexec", "cancelled", {{"ret", absl::StrCat(placed)}});
+    return KernelErrorToStatus(placed, "no room for the next kernel image");
+  }
+  const abi::KhoData handover = a.MakeHandover();
+  trace_.Record(a.generation(), "kexec", "handover",
+                {{"fdt_addr", absl::StrCat(handover.fdt_addr)},
+                 {"scratch_addr", absl::StrCat(handover.scratch_addr)},
+                 {"image_base", image_base.ToString()}});
+  a.ctx().SetPhase(BootPhase::kDead);
+  SetCurrentKernelContext(nullptr);
+  kernel_.reset();
+
+  // machine_kexec: the new kernel starts with its own mappings of all RAM,
+  // and its image lands in memory over whatever was there.
+  memory_->ResetAccess();
+  std::memset(memory_->Virt(image_base), kImageByte, config_.kernel_image_size);
+  last_handover_ = handover;
+  ++kexec_count_;
+  StartKernel(BootParams{config_.cmdline, handover, image_base, config_.kernel_image_size});
+  return absl::OkStatus();
+}
+
+bool Machine::ShouldFail(absl::string_view point) {
+  const bool fail = faults_.Hit(point);
+  if (fail) {
+    trace_.Record(kernel_ != nullptr ? kernel_->generation() : 0, "fault", point, {});
+  }
+  return fail;
+}
+
+void Machine::Trace(uint64_t generation, absl::string_view category, absl::string_view name,
+                    TraceArgs args) {
+  trace_.Record(generation, category, name, std::move(args));
+}
+
+uint64_t Machine::RandomBelow(uint64_t bound) {
+  // Rejection sampling keeps the result uniform and independent of the
+  // standard library's distribution implementation.
+  const uint64_t limit = ~uint64_t{0} - (~uint64_t{0} % bound);
+  uint64_t v;
+  do {
+    v = rng_();
+  } while (v >= limit);
+  return v % bound;
+}
+
+}  // namespace khosim
