@@ -15,6 +15,7 @@
 #include "khosim/mm/mm.h"
 
 #include <algorithm>
+#include <cerrno>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -70,6 +71,16 @@ void Mm::InitMemmap() {
       EarlyAllocOrPanic(config_.early_alloc_bytes_per_node, geometry().page_size(), nid);
     }
   }
+  if (config_.low_early_alloc_bytes > 0) {
+    const PhysAddr pa = memblock_.Alloc({.size = config_.low_early_alloc_bytes,
+                                         .align = geometry().page_size(),
+                                         .max_addr = PhysAddr(kLowAddressLimit)});
+    if (pa.IsNull()) {
+      ctx_.Panic(KHOSIM_SITE, absl::StrFormat("Failed to allocate %d bytes below 4 GiB",
+                                              config_.low_early_alloc_bytes));
+    }
+    ZeroPhys(pa, config_.low_early_alloc_bytes);
+  }
   ctx_.SetPhase(BootPhase::kMmInit);
   if (config_.reserve_memmap_footprint) {
     const uint64_t section = SectionBytes(geometry());
@@ -99,11 +110,11 @@ void Mm::InitMemmap() {
     }
   }
   memmap_ = std::make_unique<Memmap>(memory_.layout().end().value() >> geometry().page_shift);
+  allocator_ = std::make_unique<PageAllocator>(ctx_, memory_, *memmap_, config_.free_memory_policy);
 }
 
 void Mm::FreeAll() {
   memblock_.SetScratchOnly(false);
-  allocator_ = std::make_unique<PageAllocator>(ctx_, memory_, *memmap_, config_.free_memory_policy);
   uint64_t released = 0;
   memblock_.ForEachFreeRange(kNumaNoNode, [&](PhysAddr start, PhysAddr end, int nid) {
     // Whatever an earlier kernel left here is gone before this kernel can
@@ -152,6 +163,29 @@ PhysAddr Mm::EarlyAllocOrPanic(uint64_t size, uint64_t align, int nid, bool exac
   }
   ZeroPhys(pa, size);
   return pa;
+}
+
+int Mm::PlaceKexecSegment(uint64_t size, uint64_t align, PhysAddr* out) {
+  const PageGeometry& g = geometry();
+  const uint64_t nr_pages = AlignUp(size, g.page_size()) >> g.page_shift;
+  const uint64_t align_pages = std::max<uint64_t>(1, align >> g.page_shift);
+  std::vector<PhysRange> windows = kexec_windows_;
+  if (windows.empty()) windows.push_back({PhysAddr(0), memory_.layout().end()});
+  bool found = false;
+  Pfn best;
+  for (const PhysRange& w : windows) {
+    Pfn pfn;
+    if (allocator_->FindFreeRun(nr_pages, align_pages, g.PhysToPfn(w.start), g.PhysToPfn(w.end),
+                                &pfn) &&
+        (!found || pfn > best)) {
+      best = pfn;
+      found = true;
+    }
+  }
+  if (!found || !allocator_->AllocRange(best, nr_pages)) return -EADDRNOTAVAIL;
+  *out = g.PfnToPhys(best);
+  ctx_.Trace("kexec", "segment", {{"base", out->ToString()}, {"size", absl::StrCat(size)}});
+  return 0;
 }
 
 void Mm::ZeroPhys(PhysAddr pa, uint64_t len) { memory_.Zero(pa, len); }

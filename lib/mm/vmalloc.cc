@@ -135,7 +135,10 @@ void* Vmalloc::Map(struct page** pages, unsigned int count, unsigned int page_or
     }
   }
   Area area;
-  area.owns_pages = (vm_flags & VM_MAP_PUT_PAGES) != 0;
+  // The area owns its pages (vfree releases them) when it is an allocation
+  // area or the caller hands them over; the hand-over flag is not kept.
+  area.owns_pages = (vm_flags & (VM_ALLOC | VM_MAP_PUT_PAGES)) != 0;
+  vm_flags &= ~static_cast<unsigned long>(VM_MAP_PUT_PAGES);
   area.pages.assign(pages, pages + count);
   const uint64_t bytes = uint64_t{count} << g.page_shift;
   const uint64_t block_bytes = g.page_size() << page_order;

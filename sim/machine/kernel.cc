@@ -16,10 +16,14 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
                KernelConfig config)
     : ctx_(env, generation, PageGeometry::ForPageSize(memory.page_size()), std::move(params)) {
   mm_ = std::make_unique<mm::Mm>(ctx_, memory, config.mm);
+  kho_ = std::make_unique<kho::Kho>(ctx_, *mm_, config.kho);
+  RegisterInitcall(InitcallLevel::kFs, "kho_init", [this] { return kho_->Init(); });
+  SetHandoverProvider([this](abi::KhoData* out) { return kho_->PrepareHandover(out); });
 }
 
 Kernel::~Kernel() {
   ScopedKernelContext scope(&ctx_);
+  kho_.reset();
   mm_.reset();
 }
 
@@ -31,7 +35,9 @@ void Kernel::Boot() {
   ctx_.Log(absl::StrCat("Linux version khosim (generation ", ctx_.generation(), ")"));
   ctx_.Log(absl::StrCat("Command line: ", ctx_.cmdline().text()));
   mm_->SetupArch();
+  kho_->Populate();
   mm_->InitMemmap();
+  kho_->MemoryInit();
   mm_->FreeAll();
   ctx_.SetPhase(BootPhase::kInitcalls);
   std::stable_sort(initcalls_.begin(), initcalls_.end(),
@@ -66,39 +72,14 @@ int Kernel::RunRebootHooks(const RebootInfo& info) {
   return 0;
 }
 
-int Kernel::PlaceKexecSegment(uint64_t size, uint64_t align, PhysAddr* out) {
-  const PageGeometry& g = ctx_.geometry();
-  const uint64_t nr_pages = AlignUp(size, g.page_size()) >> g.page_shift;
-  const uint64_t align_pages = std::max<uint64_t>(1, align >> g.page_shift);
-  std::vector<PhysRange> windows = kexec_windows_;
-  if (windows.empty()) windows.push_back({PhysAddr(0), mm_->memory().layout().end()});
-  // Highest fit over all windows.
-  bool found = false;
-  Pfn best;
-  for (const PhysRange& w : windows) {
-    Pfn pfn;
-    if (mm_->pages().FindFreeRun(nr_pages, align_pages, g.PhysToPfn(w.start), g.PhysToPfn(w.end),
-                                 &pfn) &&
-        (!found || pfn > best)) {
-      best = pfn;
-      found = true;
-    }
-  }
-  if (!found) return -EADDRNOTAVAIL;
-  *out = g.PfnToPhys(best);
-  return 0;
-}
-
-void Kernel::SetKexecSegmentWindows(std::vector<PhysRange> windows) {
-  kexec_windows_ = std::move(windows);
-}
-
-void Kernel::SetHandoverProvider(std::function<abi::KhoData()> provider) {
+void Kernel::SetHandoverProvider(std::function<int(abi::KhoData*)> provider) {
   handover_provider_ = std::move(provider);
 }
 
-abi::KhoData Kernel::MakeHandover() const {
-  return handover_provider_ ? handover_provider_() : abi::KhoData{};
+int Kernel::MakeHandover(abi::KhoData* out) {
+  ScopedKernelContext scope(&ctx_);
+  *out = abi::KhoData{};
+  return handover_provider_ ? handover_provider_(out) : 0;
 }
 
 }  // namespace khosim

@@ -96,6 +96,8 @@ KernelConfig Machine::KernelConfigFor(PhysAddr image_base) const {
   config.mm.image_base = image_base;
   config.mm.image_size = config_.kernel_image_size;
   config.mm.early_alloc_bytes_per_node = config_.early_alloc_bytes_per_node;
+  config.mm.low_early_alloc_bytes = config_.low_early_alloc_bytes;
+  config.kho = config_.kho;
   return config;
 }
 
@@ -127,6 +129,23 @@ absl::Status Machine::Kexec(KexecOptions options) {
   SetCurrentKernelContext(&a.ctx());
   trace_.Record(a.generation(), "kexec", "start",
                 {{"preserve_context", options.preserve_context ? "1" : "0"}});
+  // kexec_file_load: place the segments once per kernel; a cancelled kexec
+  // leaves the image loaded, as it would stay loaded in a real kernel.
+  if (loaded_generation_ != a.generation()) {
+    abi::KhoData handover = {};
+    PhysAddr image_base;
+    int err = a.MakeHandover(&handover);
+    if (err == 0) {
+      err = a.mm().PlaceKexecSegment(config_.kernel_image_size, 2 * kMiB, &image_base);
+    }
+    if (err != 0) {
+      trace_.Record(a.generation(), "kexec", "load_failed", {{"ret", absl::StrCat(err)}});
+      return KernelErrorToStatus(err, "kexec load");
+    }
+    loaded_generation_ = a.generation();
+    loaded_handover_ = handover;
+    loaded_image_base_ = image_base;
+  }
   a.ctx().SetPhase(BootPhase::kRebooting);
   const int hooks = a.RunRebootHooks(RebootInfo{.preserve_context = options.preserve_context});
   if (hooks != 0) {
@@ -134,14 +153,8 @@ absl::Status Machine::Kexec(KexecOptions options) {
     trace_.Record(a.generation(), "kexec", "cancelled", {{"ret", absl::StrCat(hooks)}});
     return KernelErrorToStatus(hooks, "reboot hooks cancelled the kexec");
   }
-  PhysAddr image_base;
-  const int placed = a.PlaceKexecSegment(config_.kernel_image_size, 2 * kMiB, &image_base);
-  if (placed != 0) {
-    a.ctx().CancelReboot();
-    trace_.Record(a.generation(), "kexec", "cancelled", {{"ret", absl::StrCat(placed)}});
-    return KernelErrorToStatus(placed, "no room for the next kernel image");
-  }
-  const abi::KhoData handover = a.MakeHandover();
+  const abi::KhoData handover = loaded_handover_;
+  const PhysAddr image_base = loaded_image_base_;
   trace_.Record(a.generation(), "kexec", "handover",
                 {{"fdt_addr", absl::StrCat(handover.fdt_addr)},
                  {"scratch_addr", absl::StrCat(handover.scratch_addr)},

@@ -19,9 +19,10 @@ TEST(MmBootTest, ColdBootReservesImageMemmapAndEarlyAllocations) {
   EXPECT_TRUE(mm.memblock().IsReserved(m.config().cold_boot_image_base, 4096));
   // memmap: one 2 MiB section map (128 MiB / 4 KiB x 64 bytes) per present
   // 128 MiB section of each node -- RAM starts at 2 MiB, so each 1 GiB node
-  // touches 9 sections -- plus the early allocations, all RSRV_KERN.
+  // touches 9 sections -- plus the per-node and the low early allocations,
+  // all RSRV_KERN.
   const uint64_t memmap = (9 + 9) * 2 * kMiB;
-  EXPECT_EQ(mm.memblock().ReservedKernSize(), memmap + 2 * 8 * kMiB);
+  EXPECT_EQ(mm.memblock().ReservedKernSize(), memmap + 2 * 8 * kMiB + 2 * kMiB);
   const uint64_t reserved = mm.memblock().TotalReserved();
   EXPECT_EQ(mm.pages().FreePages() * 4096 + reserved, 2 * kGiB);
   EXPECT_EQ(mm.pages().ManagedPages(), mm.pages().FreePages());

@@ -3,10 +3,13 @@
 // KernelContext, Mm, and the layers above as they land) and runs the boot in
 // the kernel's order:
 //
-//   setup_arch      Mm::SetupArch (memblock, image, early allocations)
-//   mm_init         Mm::InitMemmap
+//   setup_arch      Mm::SetupArch (memblock, image), Kho::Populate (accept
+//                   the handover: boot memory, scratch-only)
+//   mm_init         Mm::InitMemmap (early allocations, memmap), Kho::MemoryInit
+//                   (reserve preserved blocks, or size boot memory)
 //   free_all        Mm::FreeAll (memblock_free_all: buddy takes over)
-//   initcalls       registered initcalls by level (core, fs, device, late)
+//   initcalls       registered initcalls by level (core, fs, device, late);
+//                   kho_init is the first fs initcall
 //   running
 //
 // Reboot hooks registered by the layers (LUO's liveupdate_reboot) run from
@@ -24,6 +27,7 @@
 #include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
 #include "khosim/hw/physical_memory.h"
+#include "khosim/kho/kho.h"
 #include "khosim/mm/mm.h"
 
 namespace khosim {
@@ -32,6 +36,7 @@ enum class InitcallLevel { kEarly, kCore, kFs, kDevice, kLate };
 
 struct KernelConfig {
   mm::MmConfig mm;
+  kho::KhoConfig kho;
 };
 
 // What the reboot hooks are told about the kexec under way.
@@ -57,21 +62,18 @@ class Kernel {
   void RegisterRebootHook(std::string name, std::function<int(const RebootInfo&)> fn);
   int RunRebootHooks(const RebootInfo& info);
 
-  // kexec_file_load's placement of the next kernel image: the highest free
-  // run of |size| bytes aligned to |align| inside the allowed windows (all
-  // of RAM unless a layer restricted them; KHO allows only scratch).
-  // -EADDRNOTAVAIL if nothing fits.
-  int PlaceKexecSegment(uint64_t size, uint64_t align, PhysAddr* out);
-  void SetKexecSegmentWindows(std::vector<PhysRange> windows);
-  // The record handed to the next kernel (KHO installs the provider).
-  void SetHandoverProvider(std::function<abi::KhoData()> provider);
-  abi::KhoData MakeHandover() const;
+  // The record handed to the next kernel, built when the next image is
+  // loaded (KHO installs the provider; without it the record is empty).
+  // Returns 0 or the provider's errno.
+  void SetHandoverProvider(std::function<int(abi::KhoData*)> provider);
+  int MakeHandover(abi::KhoData* out);
 
   uint64_t generation() const { return ctx_.generation(); }
   BootPhase phase() const { return ctx_.phase(); }
   KernelContext& ctx() { return ctx_; }
   const KernelContext& ctx() const { return ctx_; }
   mm::Mm& mm() { return *mm_; }
+  kho::Kho& kho() { return *kho_; }
 
   uint64_t WarnCount() const { return ctx_.WarnCount(); }
   uint64_t WarnCount(absl::string_view needle) const { return ctx_.WarnCount(needle); }
@@ -89,10 +91,10 @@ class Kernel {
 
   KernelContext ctx_;
   std::unique_ptr<mm::Mm> mm_;
+  std::unique_ptr<kho::Kho> kho_;
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;
-  std::vector<PhysRange> kexec_windows_;
-  std::function<abi::KhoData()> handover_provider_;
+  std::function<int(abi::KhoData*)> handover_provider_;
 };
 
 }  // namespace khosim

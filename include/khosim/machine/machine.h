@@ -54,6 +54,9 @@ struct MachineConfig {
   uint64_t kernel_image_size = 32 * kMiB;
   PhysAddr cold_boot_image_base = PhysAddr(16 * kMiB);
   uint64_t early_alloc_bytes_per_node = 16 * kMiB;
+  uint64_t low_early_alloc_bytes = 2 * kMiB;
+  // KHO build options (debug checks, extended scratch, release string).
+  kho::KhoConfig kho;
   // Allocations of at least this many bytes appear in the trace.
   uint64_t trace_alloc_threshold = 1 * kMiB;
 };
@@ -113,9 +116,6 @@ class Machine : public KernelEnv {
   static absl::StatusOr<hw::MemoryLayout> LayoutFor(const MachineConfig& config);
   KernelConfig KernelConfigFor(PhysAddr image_base) const;
   void StartKernel(BootParams params);
-  // Where kernel A puts the next image: a free, page-aligned run of its
-  // page allocator (top-down).
-  PhysAddr PlaceNextImage();
 
   MachineConfig config_;
   std::unique_ptr<hw::PhysicalMemory> memory_;
@@ -127,6 +127,10 @@ class Machine : public KernelEnv {
   uint64_t next_generation_ = 1;
   uint64_t kexec_count_ = 0;
   abi::KhoData last_handover_ = {};
+  // The image loaded into the running kernel (kexec_file_load), if any.
+  uint64_t loaded_generation_ = 0;
+  abi::KhoData loaded_handover_ = {};
+  PhysAddr loaded_image_base_;
 };
 
 }  // namespace khosim

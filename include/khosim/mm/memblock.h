@@ -41,6 +41,8 @@ enum MemblockFlag : uint32_t {
 };
 
 inline constexpr int kNumaNoNode = -1;
+// ARCH_LOW_ADDRESS_LIMIT: the top of "low" memory (exclusive here).
+inline constexpr uint64_t kLowAddressLimit = uint64_t{1} << 32;
 
 struct MemblockRegion {
   PhysAddr base;

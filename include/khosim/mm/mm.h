@@ -4,7 +4,8 @@
 //   SetupArch()      memblock_add every RAM range, reserve the kernel image
 //                    and early allocations (scratch-only on a KHO boot)
 //   InitMemmap()     reserve the memmap's physical footprint per node, create
-//                    the struct page array
+//                    the struct page array and the (still empty) page
+//                    allocator, whose pageblock types may now be set
 //   FreeAll()        memblock_free_all: every unreserved page goes to the
 //                    buddy allocator; what the previous kernel left there is
 //                    scrubbed first (poisoned, or unmapped), so only memory
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "khosim/base/kernel_context.h"
 #include "khosim/hw/physical_memory.h"
@@ -39,6 +41,9 @@ struct MmConfig {
   // areas, log buffer...), made per node. They count as RSRV_KERN and so
   // drive KHO's scratch sizing.
   uint64_t early_alloc_bytes_per_node = 0;
+  // Early allocations that must sit below 4 GiB (DMA buffers, trampolines);
+  // they are what KHO's lowmem scratch region is sized from.
+  uint64_t low_early_alloc_bytes = 0;
   // Reserve the memmap's physical footprint (kKernelStructPageBytes/frame).
   bool reserve_memmap_footprint = true;
 };
@@ -76,6 +81,15 @@ class Mm {
   PhysAddr EarlyAllocOrPanic(uint64_t size, uint64_t align, int nid = kNumaNoNode,
                              bool exact_nid = false);
 
+  // kexec_file_load's segment placement: takes the highest free run of
+  // |size| bytes aligned to |align| inside the allowed windows (all of RAM
+  // unless restricted; KHO allows only boot memory) out of the page
+  // allocator, so later segments cannot overlap it. -EADDRNOTAVAIL if none.
+  int PlaceKexecSegment(uint64_t size, uint64_t align, PhysAddr* out);
+  void SetKexecSegmentWindows(std::vector<PhysRange> windows) {
+    kexec_windows_ = std::move(windows);
+  }
+
   // Zeroes [pa, pa+len) cheaply: page-aligned interiors are discarded
   // rather than written, so zeroing untouched memory costs no host memory.
   void ZeroPhys(PhysAddr pa, uint64_t len);
@@ -89,6 +103,7 @@ class Mm {
   std::unique_ptr<PageAllocator> allocator_;
   std::unique_ptr<Vmalloc> vmalloc_;
   bool free_all_done_ = false;
+  std::vector<PhysRange> kexec_windows_;
 };
 
 }  // namespace khosim::mm

@@ -61,7 +61,9 @@ class Vmalloc {
   // on failure (fault point "vmalloc", or page allocation failure).
   void* Alloc(uint64_t size, gfp_t gfp, unsigned long vm_flags = VM_ALLOC);
   // vmap(): maps caller pages (each 2^page_order pages, physically
-  // contiguous). With VM_MAP_PUT_PAGES, Free() frees the pages.
+  // contiguous). With VM_ALLOC or VM_MAP_PUT_PAGES the area owns the pages
+  // and Free() drops one reference on each (VM_MAP_PUT_PAGES itself is not
+  // kept in the area's flags).
   void* Map(struct page** pages, unsigned int count, unsigned int page_order,
             unsigned long vm_flags);
   // vfree()/vunmap(): nullptr is a no-op; an address that is not an area's

@@ -1,0 +1,92 @@
+// KHO wire formats (kho-v4): the root FDT's names, the page tag restored
+// pages carry, the scratch table, the vmalloc descriptor and chunk pages,
+// and the kexec-metadata record.
+//
+// Contract: these layouts are what kernel A writes and kernel B reads.
+// Changing any of them is an ABI break that must bump the compatible
+// string. All multi-byte values are native-endian (little-endian here),
+// including FDT property values, as upstream stores them.
+#ifndef KHOSIM_ABI_KEXEC_HANDOVER_H_
+#define KHOSIM_ABI_KEXEC_HANDOVER_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace khosim::abi {
+
+// Root FDT compatible strings, oldest first. kho-v1: bitmap tracker
+// serialized at finalize; v2: radix tree; v3: blob-size; v4: block sets.
+inline constexpr char kKhoCompatV1[] = "kho-v1";
+inline constexpr char kKhoCompatV2[] = "kho-v2";
+inline constexpr char kKhoCompatV3[] = "kho-v3";
+inline constexpr char kKhoCompatV4[] = "kho-v4";
+inline constexpr char kKhoFdtCompatible[] = "kho-v4";
+
+inline constexpr char kPropCompatible[] = "compatible";
+inline constexpr char kPropPreservedMemoryMap[] = "preserved-memory-map";
+inline constexpr char kPropPreservedData[] = "preserved-data";
+inline constexpr char kPropBlobSize[] = "blob-size";
+
+// Tag in page->private of every preserved head page after retrieval:
+// low 32 bits the order, high 32 bits the magic.
+inline constexpr uint32_t kKhoPageMagic = 0x4b484f50;  // "KHOP"
+inline constexpr uint64_t KhoPageInfo(uint32_t order) {
+  return (uint64_t{kKhoPageMagic} << 32) | order;
+}
+
+// One boot-memory (scratch) region; the table handed over is an array of
+// these: [lowmem, global, one per node with memory].
+struct __attribute__((packed)) KhoScratch {
+  uint64_t addr;
+  uint64_t size;
+};
+static_assert(sizeof(KhoScratch) == 16);
+
+// Scratch regions are sized and aligned to PAGE_SIZE << MAX_PAGE_ORDER
+// (SCRATCH_ALIGNMENT_BYTES: 4 MiB with 4 KiB pages).
+inline constexpr uint64_t ScratchAlignmentBytes(unsigned page_shift, unsigned max_page_order) {
+  return uint64_t{1} << (page_shift + max_page_order);
+}
+
+// vmalloc preservation descriptor, embedded in the owner's blob.
+inline constexpr uint16_t kKhoVmallocAlloc = 0x0001;     // VM_ALLOC
+inline constexpr uint16_t kKhoVmallocHugeVmap = 0x0002;  // VM_ALLOW_HUGE_VMAP
+struct __attribute__((packed)) KhoVmalloc {
+  uint64_t first;        // phys of the first chunk page
+  uint32_t total_pages;  // PAGE_SIZE pages in the area
+  uint16_t flags;        // kKhoVmalloc*
+  uint16_t order;        // page order of each contiguous run
+};
+static_assert(sizeof(KhoVmalloc) == 16);
+static_assert(offsetof(KhoVmalloc, first) == 0);
+static_assert(offsetof(KhoVmalloc, total_pages) == 8);
+static_assert(offsetof(KhoVmalloc, flags) == 12);
+static_assert(offsetof(KhoVmalloc, order) == 14);
+
+// A chunk is one page: u64 next (phys of the next chunk, 0 = last), then
+// (PAGE_SIZE - 8) / 8 physical addresses (511 with 4 KiB pages), zero
+// terminated when not full.
+struct __attribute__((packed)) KhoVmallocChunkHeader {
+  uint64_t next;
+};
+static_assert(sizeof(KhoVmallocChunkHeader) == 8);
+inline constexpr uint64_t KhoVmallocEntriesPerChunk(uint64_t page_size) {
+  return (page_size - sizeof(KhoVmallocChunkHeader)) / sizeof(uint64_t);
+}
+
+// The "kexec-metadata" subtree.
+inline constexpr char kKexecMetadataName[] = "kexec-metadata";
+inline constexpr uint32_t kKexecMetadataVersion = 1;
+inline constexpr size_t kKexecReleaseLength = 65;  // __NEW_UTS_LEN + 1
+struct __attribute__((packed)) KexecMetadata {
+  uint32_t version;
+  char previous_release[kKexecReleaseLength];
+  uint32_t kexec_count;
+};
+static_assert(sizeof(KexecMetadata) == 73);
+static_assert(offsetof(KexecMetadata, previous_release) == 4);
+static_assert(offsetof(KexecMetadata, kexec_count) == 69);
+
+}  // namespace khosim::abi
+
+#endif  // KHOSIM_ABI_KEXEC_HANDOVER_H_

@@ -1,0 +1,189 @@
+// Kho: Kexec HandOver for one kernel (kho-v4 semantics).
+//
+// Outgoing side (any kernel with kho=on): a radix tree of preserved blocks
+// and a one-page root FDT, both in simulated physical memory, that ARE the
+// handover state at every moment (KHO is stateless: no finalize step).
+// Incoming side (a kernel booted by a KHO kexec): the root FDT and scratch
+// table named by the handover record, validated, and the preserved blocks
+// reserved before the page allocator starts, each head page tagged so it can
+// be restored exactly once.
+//
+// Boot steps, called by the Kernel in this order:
+//   Populate()    setup_arch: accept or reject the incoming handover; on
+//                 accept, mark the inherited boot memory (scratch) and enter
+//                 memblock's scratch-only phase
+//   MemoryInit()  before memblock_free_all: KHO boot -> reserve every
+//                 preserved block (or extend scratch first); cold boot ->
+//                 size and reserve boot memory
+//   Init()        fs_initcall: build the outgoing tree, root FDT and
+//                 kexec-metadata; on a cold boot hand boot memory to the
+//                 buddy allocator as CMA pageblocks
+// and PrepareHandover() when the next image is loaded.
+//
+// Errors follow upstream exactly; see each method. The kernel face
+// (khosim/linux/kexec_handover.h) is a thin layer over these methods.
+// Context: preservation calls may be made from any thread; the tree and the
+// FDT have their own locks.
+#ifndef KHOSIM_KHO_KHO_H_
+#define KHOSIM_KHO_KHO_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "khosim/abi/kexec_handover.h"
+#include "khosim/abi/kho_data.h"
+#include "khosim/base/kernel_context.h"
+#include "khosim/kho/radix_tree.h"
+#include "khosim/mm/mm.h"
+
+namespace khosim::kho {
+
+struct KhoConfig {
+  // CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT: KHO on without kho=on.
+  bool enabled_by_default = false;
+  // CONFIG_KEXEC_HANDOVER_DEBUG: preserving memory inside boot memory fails
+  // with -EINVAL. Without it the simulator still reports it (a counted WARN)
+  // and the preservation goes ahead, as upstream's non-debug build does.
+  bool debug = false;
+  // The Aug 2026 extended scratch: kernel B also uses every 1 GiB block that
+  // holds no preserved byte and no tree page for early allocations.
+  bool extended_scratch = false;
+  // The release string this kernel publishes in kexec-metadata.
+  std::string release = "7.3.0-khosim";
+};
+
+// Boot-memory sizing from the command line (kho_scratch=).
+struct ScratchSizing {
+  unsigned scale_percent = 200;  // 0 = explicit sizes below
+  uint64_t lowmem = 0;
+  uint64_t global = 0;
+  uint64_t pernode = 0;
+};
+// Parses a kho_scratch= value: "N%" or "L,G,P" with K/M/G/T suffixes.
+// -EINVAL for anything malformed (the caller keeps the default).
+int ParseScratchSizing(absl::string_view value, ScratchSizing* out);
+
+// What /sys/kernel/debug/kho shows.
+struct KhoDebugView {
+  struct Blob {
+    std::string name;
+    uint64_t phys = 0;
+    uint64_t size = 0;
+  };
+  std::vector<uint8_t> out_fdt;
+  std::vector<uint64_t> scratch_phys;
+  std::vector<uint64_t> scratch_len;
+  std::vector<Blob> out_subtrees;
+  std::vector<uint8_t> in_fdt;  // empty unless a KHO boot
+  std::vector<Blob> in_subtrees;
+  std::string ToString() const;
+};
+
+class Kho {
+ public:
+  Kho(KernelContext& ctx, mm::Mm& mm, KhoConfig config);
+  ~Kho();
+  Kho(const Kho&) = delete;
+  Kho& operator=(const Kho&) = delete;
+
+  static Kho& Current();
+
+  // Boot steps (see the file comment).
+  void Populate();
+  void MemoryInit();
+  int Init();
+  // Writes the scratch table into a kexec segment inside boot memory and
+  // fills the handover record. -EADDRNOTAVAIL if it cannot be placed.
+  int PrepareHandover(abi::KhoData* out);
+
+  bool enabled() const { return enabled_; }
+  bool is_kho_boot() const { return in_fdt_phys_ != 0; }
+
+  // Preservation (outgoing). 0 or -errno.
+  int PreserveFolio(struct folio* folio);
+  void UnpreserveFolio(struct folio* folio);
+  int PreservePages(struct page* page, uint64_t nr_pages);
+  void UnpreservePages(struct page* page, uint64_t nr_pages);
+  int PreserveVmalloc(void* ptr, abi::KhoVmalloc* preservation);
+  void UnpreserveVmalloc(abi::KhoVmalloc* preservation);
+  // kho_alloc_preserve: ERR_PTR(-EINVAL) size 0, ERR_PTR(-E2BIG) above
+  // MAX_PAGE_ORDER, ERR_PTR(-ENOMEM), or a preserve error.
+  void* AllocPreserve(uint64_t size);
+  void UnpreserveFree(void* mem);
+  // True iff every page of [pa, pa + nr_pages pages) is covered by a
+  // preserved block of the outgoing tree.
+  bool IsPreserved(PhysAddr pa, uint64_t nr_pages);
+  bool ScratchOverlap(PhysAddr pa, uint64_t len) const;
+
+  // Restore (incoming). NULL + WARN_ON_ONCE for an address that is not a
+  // preserved head still waiting to be restored.
+  struct folio* RestoreFolio(PhysAddr pa);
+  struct page* RestorePages(PhysAddr pa, uint64_t nr_pages);
+  void* RestoreVmalloc(const abi::KhoVmalloc* preservation);
+  void RestoreFree(void* mem);
+
+  // Subtrees of the root FDT.
+  int AddSubtree(absl::string_view name, const void* blob, uint64_t size);
+  void RemoveSubtree(const void* blob);
+  int RetrieveSubtree(absl::string_view name, uint64_t* phys, uint64_t* size) const;
+
+  // Inspection.
+  const std::vector<abi::KhoScratch>& scratch() const { return scratch_; }
+  RadixTree* out_tree() { return out_tree_.get(); }
+  PhysAddr out_fdt() const { return out_fdt_; }
+  PhysAddr in_fdt() const { return PhysAddr(in_fdt_phys_); }
+  // Blocks reserved at retrieval whose head was never restored.
+  uint64_t UnrestoredBlocks() const;
+  uint64_t retrieved_blocks() const { return retrieved_blocks_; }
+  uint64_t incoming_kexec_count() const { return in_kexec_count_; }
+  const std::string& previous_release() const { return previous_release_; }
+  // Bytes recovered by extended scratch (0 unless enabled on a KHO boot).
+  uint64_t extended_scratch_bytes() const { return extended_scratch_bytes_; }
+  KhoDebugView DebugView() const;
+
+ private:
+  class NodeMemory;
+
+  int PreserveOrder(uint64_t pfn, unsigned order);
+  void UnpreserveRange(uint64_t start_pfn, uint64_t end_pfn);
+  // The deterministic split kho_preserve_pages, unpreserve and restore use.
+  unsigned SplitOrder(uint64_t pfn, uint64_t end_pfn, bool numa_bounded) const;
+  struct page* RestorePage(PhysAddr pa, bool is_folio);
+  void ReserveScratch();
+  void ReleaseScratchAsCma();
+  int RetrieveMemory();
+  void ExtendScratch();
+  bool ReadIncomingMetadata();
+  std::vector<KhoDebugView::Blob> ListSubtrees(PhysAddr fdt) const;
+
+  KernelContext& ctx_;
+  mm::Mm& mm_;
+  const KhoConfig config_;
+  bool enabled_ = false;
+
+  std::vector<abi::KhoScratch> scratch_;
+  PhysAddr scratch_table_;  // where this kernel keeps the table
+
+  std::unique_ptr<NodeMemory> node_memory_;
+  std::unique_ptr<RadixTree> out_tree_;
+  mutable absl::Mutex fdt_mu_;  // kho_out.lock: protects the root FDT
+  PhysAddr out_fdt_;
+  void* metadata_blob_ = nullptr;
+
+  uint64_t in_fdt_phys_ = 0;
+  uint64_t in_tree_root_ = 0;
+  uint64_t retrieved_blocks_ = 0;
+  std::vector<PhysAddr> retrieved_heads_;
+  uint64_t in_kexec_count_ = 0;
+  std::string previous_release_;
+  uint64_t extended_scratch_bytes_ = 0;
+};
+
+}  // namespace khosim::kho
+
+#endif  // KHOSIM_KHO_KHO_H_

@@ -1,0 +1,222 @@
+// The KHO root FDT over a caller-provided buffer.
+//
+// Lifecycle. Kernel A's KHO init maps one preserved page and calls
+// CreateRootFdt, which writes the tree with libfdt's sequential-write API
+// and then reopens it over the whole page, leaving the unused tail as free
+// space. Subsystems then AddSubtree / RemoveSubtree through the read-write
+// API until the kexec. Kernel B receives the page's address and length in the
+// handover record, runs ValidateIncomingRoot before anything else reads the
+// page, and afterwards looks children up with RetrieveSubtree.
+//
+// Safety. libfdt bounds-checks every offset against the header's block sizes
+// once the header has been checked, so each entry point begins with
+// TreeReadable(). Values are copied out with memcpy because property data is
+// only 4-byte aligned, and every length is compared before the copy.
+#include "khosim/kho/kho_fdt.h"
+
+#include <libfdt.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "khosim/abi/kexec_handover.h"
+
+namespace khosim::kho {
+namespace {
+
+// The FDT layout version libfdt writes; earlier ones keep full paths in node
+// names and pad some property values, which we refuse to parse.
+constexpr uint32_t kFdtVersion = 17;
+
+// How much of a hostile string goes into an error message.
+constexpr size_t kMaxQuotedBytes = 64;
+
+bool TreeReadable(const void* fdt) {
+  return fdt != nullptr && fdt_check_header(fdt) == 0 && fdt_version(fdt) >= kFdtVersion;
+}
+
+// A child name the caller may legitimately ask for.
+bool IsPlainNodeName(absl::string_view name) {
+  return !name.empty() && name.find('/') == absl::string_view::npos &&
+         name.find('\0') == absl::string_view::npos;
+}
+
+// Reads property `prop` of node `node` as a native u64. False if it is
+// missing or not exactly 8 bytes.
+bool GetU64(const void* fdt, int node, const char* prop, uint64_t* out) {
+  int len = 0;
+  const void* value = fdt_getprop(fdt, node, prop, &len);
+  if (value == nullptr || len != static_cast<int>(sizeof(uint64_t))) return false;
+  std::memcpy(out, value, sizeof(uint64_t));
+  return true;
+}
+
+// True if a property value is exactly `expected` plus one terminating NUL:
+// no prefix match, no trailing bytes, no second string of a string list.
+bool IsExactString(const void* value, int len, absl::string_view expected) {
+  if (value == nullptr || len < 1 || static_cast<size_t>(len) != expected.size() + 1) return false;
+  const char* bytes = static_cast<const char*>(value);
+  return bytes[expected.size()] == '\0' &&
+         std::memcmp(bytes, expected.data(), expected.size()) == 0;
+}
+
+int SetU64(void* fdt, int node, const char* prop, uint64_t value) {
+  return fdt_setprop(fdt, node, prop, &value, sizeof(value));
+}
+
+// A property value from an untrusted tree, printable and bounded.
+std::string Quote(const void* value, int len) {
+  if (value == nullptr || len <= 0) return "''";
+  absl::string_view bytes(static_cast<const char*>(value), static_cast<size_t>(len));
+  if (bytes.back() == '\0') bytes.remove_suffix(1);
+  const bool cut = bytes.size() > kMaxQuotedBytes;
+  if (cut) bytes = bytes.substr(0, kMaxQuotedBytes);
+  return absl::StrCat("'", absl::CHexEscape(bytes), cut ? "'..." : "'");
+}
+
+int Reject(std::string* why, std::string reason) {
+  if (why != nullptr) *why = std::move(reason);
+  return -EINVAL;
+}
+
+}  // namespace
+
+int CreateRootFdt(void* buf, size_t buf_size, absl::string_view compatible,
+                  uint64_t preserved_memory_map) {
+  if (buf == nullptr || reinterpret_cast<uintptr_t>(buf) % 8 != 0) return -EINVAL;
+  if (buf_size > static_cast<size_t>(INT_MAX)) return -EINVAL;
+  if (compatible.empty() || compatible.find('\0') != absl::string_view::npos) return -EINVAL;
+  if (compatible.size() >= buf_size) return -ENOMEM;  // cannot fit, whatever else
+  const std::string compat(compatible);
+  const int size = static_cast<int>(buf_size);
+
+  int err = fdt_create(buf, size);
+  if (err == 0) err = fdt_finish_reservemap(buf);
+  if (err == 0) err = fdt_begin_node(buf, "");
+  if (err == 0) {
+    err = fdt_property(buf, abi::kPropCompatible, compat.c_str(),
+                       static_cast<int>(compat.size() + 1));
+  }
+  if (err == 0) {
+    err = fdt_property(buf, abi::kPropPreservedMemoryMap, &preserved_memory_map,
+                       sizeof(preserved_memory_map));
+  }
+  if (err == 0) err = fdt_end_node(buf);
+  if (err == 0) err = fdt_finish(buf);
+  if (err == 0) err = fdt_open_into(buf, buf, size);
+  return err == 0 ? 0 : -ENOMEM;
+}
+
+int AddSubtree(void* fdt, absl::string_view name, uint64_t blob_phys, uint64_t blob_size) {
+  if (!IsPlainNodeName(name) || name.size() > static_cast<size_t>(INT_MAX)) return -EINVAL;
+  if (!TreeReadable(fdt)) return -ENOMEM;
+
+  const int node = fdt_add_subnode_namelen(fdt, 0, name.data(), static_cast<int>(name.size()));
+  if (node == -FDT_ERR_EXISTS) return -EEXIST;
+  if (node < 0) return -ENOMEM;
+
+  if (SetU64(fdt, node, abi::kPropPreservedData, blob_phys) == 0 &&
+      SetU64(fdt, node, abi::kPropBlobSize, blob_size) == 0) {
+    return 0;
+  }
+  // Take the half-made node out again. Deleting only shrinks the tree, so
+  // it cannot run out of space; the offset is still the node we created
+  // because setprop only grows the tree after it.
+  fdt_del_node(fdt, node);
+  return -ENOMEM;
+}
+
+bool RemoveSubtree(void* fdt, uint64_t blob_phys) {
+  if (!TreeReadable(fdt)) return false;
+  int node;
+  fdt_for_each_subnode(node, fdt, 0) {
+    uint64_t phys = 0;
+    if (GetU64(fdt, node, abi::kPropPreservedData, &phys) && phys == blob_phys) {
+      return fdt_del_node(fdt, node) == 0;
+    }
+  }
+  return false;
+}
+
+std::vector<SubtreeInfo> ListSubtrees(const void* fdt) {
+  std::vector<SubtreeInfo> out;
+  if (!TreeReadable(fdt)) return out;
+  int node;
+  fdt_for_each_subnode(node, fdt, 0) {
+    int len = 0;
+    const char* name = fdt_get_name(fdt, node, &len);
+    if (name == nullptr || len < 0) break;
+    SubtreeInfo info;
+    info.name.assign(name, static_cast<size_t>(len));
+    info.has_data = GetU64(fdt, node, abi::kPropPreservedData, &info.phys);
+    info.has_size = GetU64(fdt, node, abi::kPropBlobSize, &info.size);
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expected_compatible,
+                         uint64_t* preserved_memory_map, std::string* why) {
+  if (fdt == nullptr) return Reject(why, "no FDT");
+  if (fdt_len < sizeof(struct fdt_header)) {
+    return Reject(why, absl::StrCat("buffer of ", fdt_len, " bytes cannot hold an FDT header"));
+  }
+  if (int err = fdt_check_header(fdt); err != 0) {
+    return Reject(why, absl::StrCat("bad FDT header: ", fdt_strerror(err)));
+  }
+  if (fdt_version(fdt) < kFdtVersion) {
+    return Reject(why, absl::StrCat("unsupported FDT version ", fdt_version(fdt)));
+  }
+  if (fdt_totalsize(fdt) > fdt_len) {
+    return Reject(why, absl::StrCat("FDT totalsize ", fdt_totalsize(fdt), " exceeds the ", fdt_len,
+                                    " bytes handed over"));
+  }
+  if (int err = fdt_check_full(fdt, fdt_len); err != 0) {
+    return Reject(why, absl::StrCat("corrupt FDT structure: ", fdt_strerror(err)));
+  }
+
+  int len = 0;
+  const void* compat = fdt_getprop(fdt, 0, abi::kPropCompatible, &len);
+  if (compat == nullptr) return Reject(why, "root has no compatible property");
+  if (!IsExactString(compat, len, expected_compatible)) {
+    return Reject(why, absl::StrCat("wrong compatible ", Quote(compat, len), " (expected '",
+                                    absl::CHexEscape(expected_compatible), "')"));
+  }
+
+  const void* map = fdt_getprop(fdt, 0, abi::kPropPreservedMemoryMap, &len);
+  if (map == nullptr) return Reject(why, "root has no preserved-memory-map property");
+  if (len != static_cast<int>(sizeof(uint64_t))) {
+    return Reject(why, absl::StrCat("preserved-memory-map is ", len, " bytes, expected 8"));
+  }
+  uint64_t value = 0;
+  std::memcpy(&value, map, sizeof(value));
+  if (value == 0) return Reject(why, "preserved-memory-map is zero");
+  if (preserved_memory_map != nullptr) *preserved_memory_map = value;
+  return 0;
+}
+
+int RetrieveSubtree(const void* fdt, absl::string_view name, uint64_t* phys, uint64_t* size) {
+  if (phys == nullptr) return -EINVAL;
+  if (!TreeReadable(fdt) || !IsPlainNodeName(name) || name.size() > static_cast<size_t>(INT_MAX)) {
+    return -ENOENT;
+  }
+  const int node = fdt_subnode_offset_namelen(fdt, 0, name.data(), static_cast<int>(name.size()));
+  if (node < 0) return -ENOENT;
+  uint64_t value = 0;
+  if (!GetU64(fdt, node, abi::kPropPreservedData, &value)) return -EINVAL;
+  *phys = value;
+  if (!GetU64(fdt, node, abi::kPropBlobSize, &value)) return -EINVAL;
+  if (size != nullptr) *size = value;
+  return 0;
+}
+
+uint64_t FdtTotalSize(const void* fdt) { return TreeReadable(fdt) ? fdt_totalsize(fdt) : 0; }
+
+}  // namespace khosim::kho
