@@ -1,0 +1,36 @@
+// Built-in scenarios: small end-to-end runs the khosim program offers and
+// tests reuse. Each drives a booted-or-not Machine and reports what it saw
+// as text lines; the result says whether every check held.
+#ifndef KHOSIM_MACHINE_SCENARIOS_H_
+#define KHOSIM_MACHINE_SCENARIOS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "khosim/machine/machine.h"
+
+namespace khosim {
+
+struct ScenarioResult {
+  bool passed = true;
+  std::vector<std::string> lines;
+  void Check(bool ok, std::string what);
+};
+
+// "kexec-scrub": with nothing preserved, nothing written in one boot is
+// readable in the next. Needs no KHO.
+ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs);
+
+// "kho": each boot preserves a data set of random-order folios, a vmalloc
+// index of them and a checksummed record in a KHO subtree, plus one folio
+// it does not preserve; after each kexec the previous set must restore
+// byte-exact, the unpreserved folio must be gone, and nothing may be left
+// unclaimed. Needs kho=on on the machine's command line.
+ScenarioResult RunKhoScenario(Machine& m, int kexecs, uint64_t bytes_per_boot);
+
+std::vector<std::string> ScenarioNames();
+
+}  // namespace khosim
+
+#endif  // KHOSIM_MACHINE_SCENARIOS_H_
