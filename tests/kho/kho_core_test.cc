@@ -623,8 +623,11 @@ TEST(KhoMetadataTest, KexecCountAndPreviousReleaseAlongAChain) {
     EXPECT_EQ(it->size, 73u);
     abi::KexecMetadata md;
     std::memcpy(&md, phys_to_virt(it->phys), sizeof(md));
-    EXPECT_EQ(md.version, 1u);
-    EXPECT_EQ(md.kexec_count, hop);
+    // Copies: the record is packed, gtest binds references.
+    const uint32_t version = md.version;
+    const uint32_t count = md.kexec_count;
+    EXPECT_EQ(version, 1u);
+    EXPECT_EQ(count, hop);
   }
 }
 
