@@ -1,6 +1,7 @@
 // The kernel face of lib/kho: upstream names over Kho::Current().
 #include "khosim/kho/kho.h"
 #include "khosim/linux/kexec_handover.h"
+#include "khosim/linux/kho_block.h"
 
 using khosim::PhysAddr;
 using khosim::kho::Kho;
@@ -66,3 +67,22 @@ bool kho_is_preserved(phys_addr_t phys, unsigned long nr_pages) {
 bool kho_scratch_overlap(phys_addr_t phys, size_t size) {
   return Kho::Current().ScratchOverlap(PhysAddr(phys), size);
 }
+
+// kho_block
+
+void kho_block_set_init(struct kho_block_set* bs, size_t entry_size) { bs->Init(entry_size); }
+int kho_block_set_grow(struct kho_block_set* bs, u64 count) { return bs->Grow(count); }
+void kho_block_set_shrink(struct kho_block_set* bs, u64 count) { bs->Shrink(count); }
+int kho_block_set_restore(struct kho_block_set* bs, u64 head_pa) { return bs->Restore(head_pa); }
+void kho_block_set_destroy(struct kho_block_set* bs) { bs->Destroy(); }
+void kho_block_set_clear(struct kho_block_set* bs) { bs->Clear(); }
+u64 kho_block_set_head_pa(struct kho_block_set* bs) { return bs->head_pa(); }
+bool kho_block_set_is_empty(struct kho_block_set* bs) { return bs->empty(); }
+
+void kho_block_set_it_init(struct kho_block_set_it* it, struct kho_block_set* bs) {
+  it->it = khosim::kho::BlockSet::Iterator(*bs);
+}
+
+void* kho_block_set_it_reserve_entry(struct kho_block_set_it* it) { return it->it.ReserveEntry(); }
+void* kho_block_set_it_read_entry(struct kho_block_set_it* it) { return it->it.ReadEntry(); }
+void* kho_block_set_it_prev(struct kho_block_set_it* it) { return it->it.Prev(); }
