@@ -293,8 +293,8 @@ int Kho::RetrieveMemory() {
                     "preserved block inside boot memory: the previous kernel preserved "
                     "memory this kernel's early allocations may have overwritten");
         }
-        mm_.memblock().Reserve(pa, size);
-        mm_.memblock().MarkReservedFlags(pa, size, mm::kMemblockRsrvNoInit);
+        // memblock_reserve + memblock_reserved_mark_noinit, in one step.
+        mm_.memblock().Reserve(pa, size, mm::kMemblockRsrvNoInit);
         mm_.PhysToPage(pa)->private_data = abi::KhoPageInfo(order);
         retrieved_heads_.push_back(pa);
         ++blocks;
@@ -386,6 +386,7 @@ void Kho::ReserveScratch() {
   std::memcpy(mm_.memory().Virt(table_pa), table.data(), table_bytes);
   scratch_ = std::move(table);
   scratch_table_ = table_pa;
+  scratch_reserved_here_ = true;
   for (const abi::KhoScratch& s : scratch_) {
     if (s.size != 0) mb.MarkMemoryFlags(PhysAddr(s.addr), s.size, mm::kMemblockKhoScratch);
   }
@@ -457,7 +458,10 @@ int Kho::Init() {
   if (int err = AddSubtree(abi::kKexecMetadataName, blob, sizeof(md)); err != 0) {
     return disable(err, "kexec-metadata subtree");
   }
-  if (!is_kho_boot()) ReleaseScratchAsCma();
+  // Only boot memory this kernel reserved itself is still held by memblock.
+  // Inherited boot memory went to the buddy allocator at memblock_free_all,
+  // also when retrieval failed and this boot continued without KHO data.
+  if (scratch_reserved_here_) ReleaseScratchAsCma();
   std::vector<PhysRange> windows;
   for (const abi::KhoScratch& s : scratch_) {
     if (s.size != 0) windows.push_back({PhysAddr(s.addr), PhysAddr(s.addr + s.size)});
@@ -696,6 +700,9 @@ void* Kho::RestoreVmalloc(const abi::KhoVmalloc* preservation) {
   const uint64_t total = preservation->total_pages;
   const unsigned order = preservation->order;
   if (order > 63 - g.page_shift) return nullptr;
+  // The count is the previous kernel's word: never size anything from it
+  // beyond what this machine's RAM could hold.
+  if (total > (mm_.memory().layout().total_ram() >> g.page_shift)) return nullptr;
   const uint64_t contig = uint64_t{1} << order;
   const uint64_t per_chunk = abi::KhoVmallocEntriesPerChunk(g.page_size());
   std::vector<struct page*> pages;

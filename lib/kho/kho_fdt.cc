@@ -39,7 +39,7 @@ constexpr uint32_t kFdtVersion = 17;
 constexpr size_t kMaxQuotedBytes = 64;
 
 bool TreeReadable(const void* fdt) {
-  return fdt != nullptr && fdt_check_header(fdt) == 0 && fdt_version(fdt) >= kFdtVersion;
+  return fdt != nullptr && fdt_check_header(fdt) == 0 && fdt_version(fdt) == kFdtVersion;
 }
 
 // A child name the caller may legitimately ask for.
@@ -171,7 +171,9 @@ int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expe
   if (int err = fdt_check_header(fdt); err != 0) {
     return Reject(why, absl::StrCat("bad FDT header: ", fdt_strerror(err)));
   }
-  if (fdt_version(fdt) < kFdtVersion) {
+  // Exactly the version libfdt writes: a later one would be rewritten by
+  // libfdt's first modification, an earlier one has another node layout.
+  if (fdt_version(fdt) != kFdtVersion) {
     return Reject(why, absl::StrCat("unsupported FDT version ", fdt_version(fdt)));
   }
   if (fdt_totalsize(fdt) > fdt_len) {
@@ -180,6 +182,24 @@ int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expe
   }
   if (int err = fdt_check_full(fdt, fdt_len); err != 0) {
     return Reject(why, absl::StrCat("corrupt FDT structure: ", fdt_strerror(err)));
+  }
+  // fdt_check_full does not look at the memory reservation map. KHO's root
+  // has none: the map must be one aligned terminator entry placed before
+  // the structure block, and the blocks must follow each other in order.
+  {
+    const uint64_t rsv = fdt_off_mem_rsvmap(fdt);
+    const uint64_t rsv_end = rsv + sizeof(struct fdt_reserve_entry);
+    if (rsv % 8 != 0 || rsv < sizeof(struct fdt_header) || rsv_end > fdt_off_dt_struct(fdt)) {
+      return Reject(why, "misplaced memory reservation map");
+    }
+    struct fdt_reserve_entry entry;
+    std::memcpy(&entry, static_cast<const char*>(fdt) + rsv, sizeof(entry));
+    if (entry.address != 0 || entry.size != 0) {
+      return Reject(why, "memory reservation map is not empty");
+    }
+    if (uint64_t{fdt_off_dt_struct(fdt)} + fdt_size_dt_struct(fdt) > fdt_off_dt_strings(fdt)) {
+      return Reject(why, "structure and strings blocks overlap");
+    }
   }
 
   int len = 0;

@@ -456,7 +456,7 @@ TEST(KhoVmallocTest, TwoThousandPagesMakeFourChunksAndRestoreByteExact) {
 }
 
 TEST(KhoVmallocTest, RestoreRefusesInconsistentDescriptors) {
-  for (int tamper = 0; tamper < 3; ++tamper) {
+  for (int tamper = 0; tamper < 4; ++tamper) {
     Machine m(KhoMachine());
     m.Boot();
     auto* area = vmalloc(10 * PAGE_SIZE);
@@ -467,9 +467,10 @@ TEST(KhoVmallocTest, RestoreRefusesInconsistentDescriptors) {
     phys_addr_t phys;
     ASSERT_EQ(kho_retrieve_subtree("vm", &phys, nullptr), 0);
     auto* in = static_cast<struct kho_vmalloc*>(phys_to_virt(phys));
-    if (tamper == 0) in->total_pages = 9;   // more pages than announced
-    if (tamper == 1) in->total_pages = 11;  // count mismatch
-    if (tamper == 2) in->flags = 0x8;       // unknown flag
+    if (tamper == 0) in->total_pages = 9;           // more pages than announced
+    if (tamper == 1) in->total_pages = 11;          // count mismatch
+    if (tamper == 2) in->flags = 0x8;               // unknown flag
+    if (tamper == 3) in->total_pages = 0xffffffff;  // sized before any check
     EXPECT_EQ(kho_restore_vmalloc(in), nullptr) << tamper;
   }
 }
@@ -595,6 +596,24 @@ TEST(KhoSubtreeTest, WrongCompatibleBootsKernelBColdAndLosesTheData) {
   EXPECT_FALSE(AllBytes(pa, 4 * PAGE_SIZE, 0x66));
   // Cold-boot path: KHO sized fresh boot memory and works for the next hop.
   EXPECT_TRUE(kho_is_enabled());
+}
+
+TEST(KhoRetrieveTest, ACorruptTreeLeavesKernelBRunningWithoutKhoData) {
+  // Found by kho_incoming_fuzzer: kernel B used to release the inherited
+  // boot memory to the buddy allocator twice after a failed retrieval.
+  Machine m(KhoMachine());
+  m.Boot();
+  struct folio* f = FilledFolio(0, 0x11);
+  ASSERT_EQ(kho_preserve_folio(f), 0);
+  auto* root = static_cast<uint64_t*>(phys_to_virt(Kho(m).out_tree()->root().value()));
+  root[2] += 8;  // the order-0 subtree's pointer, no longer page aligned
+  ASSERT_TRUE(m.Kexec().ok());
+  EXPECT_FALSE(is_kho_boot());
+  EXPECT_THAT(m.kernel().ctx().LogLines(),
+              Contains(HasSubstr("failed to retrieve preserved memory")));
+  EXPECT_TRUE(m.kernel().mm().pages().Validate().ok());
+  EXPECT_TRUE(kho_is_enabled()) << "the outgoing side still works";
+  ASSERT_TRUE(m.Kexec().ok());
 }
 
 TEST(KhoSubtreeTest, ZeroPreservedMemoryMapIsRejected) {

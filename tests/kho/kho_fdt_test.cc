@@ -769,5 +769,46 @@ TEST(KhoFdtRobustnessTest, RandomMutationsNeverCrash) {
   EXPECT_LT(accepted, 2000);
 }
 
+// Found by kho_fdt_fuzzer: layouts libfdt's full check lets through but its
+// writers refuse, and a version libfdt rewrites on first modification.
+TEST(KhoFdtValidateTest, ReservationMapAndVersionMustBeWhatLibfdtWrites) {
+  alignas(8) std::vector<uint8_t> buf(4096);
+  ASSERT_EQ(CreateRootFdt(buf.data(), buf.size(), abi::kKhoFdtCompatible, 0x1000), 0);
+  uint64_t map = 0;
+  ASSERT_EQ(ValidateIncomingRoot(buf.data(), buf.size(), abi::kKhoFdtCompatible, &map, nullptr), 0);
+  auto set_be32 = [&](size_t off, uint32_t v) {
+    buf[off] = v >> 24;
+    buf[off + 1] = v >> 16;
+    buf[off + 2] = v >> 8;
+    buf[off + 3] = v;
+  };
+  auto get_be32 = [&](size_t off) {
+    return uint32_t{buf[off]} << 24 | uint32_t{buf[off + 1]} << 16 | uint32_t{buf[off + 2]} << 8 |
+           buf[off + 3];
+  };
+  std::string why;
+  {
+    std::vector<uint8_t> saved = buf;
+    set_be32(20, 18);  // version
+    EXPECT_EQ(ValidateIncomingRoot(buf.data(), buf.size(), abi::kKhoFdtCompatible, &map, &why),
+              -EINVAL);
+    EXPECT_NE(why.find("version"), std::string::npos) << why;
+    buf = saved;
+  }
+  {
+    std::vector<uint8_t> saved = buf;
+    const uint32_t rsv = get_be32(16);  // off_mem_rsvmap
+    buf[rsv + 7] = 1;                   // a non-empty reservation entry
+    EXPECT_EQ(ValidateIncomingRoot(buf.data(), buf.size(), abi::kKhoFdtCompatible, &map, &why),
+              -EINVAL);
+    buf = saved;
+  }
+  {
+    set_be32(16, get_be32(16) + 4);  // misaligned reservation map
+    EXPECT_EQ(ValidateIncomingRoot(buf.data(), buf.size(), abi::kKhoFdtCompatible, &map, &why),
+              -EINVAL);
+  }
+}
+
 }  // namespace
 }  // namespace khosim::kho

@@ -168,6 +168,8 @@ class Kho {
 
   std::vector<abi::KhoScratch> scratch_;
   PhysAddr scratch_table_;  // where this kernel keeps the table
+  // Cold boot: memblock holds the regions until Init releases them as CMA.
+  bool scratch_reserved_here_ = false;
 
   std::unique_ptr<NodeMemory> node_memory_;
   std::unique_ptr<RadixTree> out_tree_;

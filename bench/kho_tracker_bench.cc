@@ -1,0 +1,481 @@
+// What it costs to preserve and unpreserve memory with KHO's tracker (the
+// kho-v2+ radix tree), and what the tracker's metadata weighs, next to two
+// references measured in the same run on the very same keys.
+//
+// Every row name reads <operation>/<shape>/<structure>:
+//   operation  preserve | unpreserve
+//   shape      order0 | order9 | order18, dense (consecutive blocks) or
+//              sparse (one block per 128 MiB, or per 2 GiB at order 18, at a
+//              random aligned offset, inserted in random order: the radix
+//              worst case, one leaf page per order-0 key)
+//   structure  radix         kho_preserve_pages / kho_unpreserve_pages on a
+//                            freshly booted kho=on machine (the tracker
+//                            under test; each call is exactly one key)
+//              bitmap_limit  setting / clearing the same keys' bits in a flat
+//                            std::vector<uint64_t> bitmap of every block of
+//                            that order in RAM: the physical limit of "one
+//                            bit per key"
+//              btree         absl::btree_set<uint64_t> insert / erase of the
+//                            same encoded keys: a general ordered set
+//
+// The radix preserve rows boot the machine again (cold boot, untimed) before
+// every iteration, so each iteration preserves into an empty tracker and
+// pays for its node pages, as a real kernel does; the unpreserve rows boot
+// once and re-preserve (untimed) after every iteration. Blocks are taken with
+// PageAllocator::AllocRange, so no allocation cost is measured, and their
+// memory is never written (untouched simulated memory costs no host memory).
+// Radix preserve rows run a fixed iteration count derived from
+// --benchmark_min_time (see SetupBoundIterations); the others let the
+// library choose. Times and rates are the benchmark thread's CPU time (the
+// library default), which a busy host cannot inflate by preempting the run;
+// the JSON output also has real_time.
+//
+// Counters (all rows): keys/s and pages/s (rates over the timed part; the
+// items_per_second column equals keys/s), keys (per iteration). Metadata:
+//   radix         node_pages: tree pages this shape added (root, interior
+//                 nodes and leaves, beyond the empty tracker's own path);
+//                 meta_B_per_GiB: node_pages * page size per preserved GiB
+//   bitmap_limit  meta_B_per_GiB: the flat bitmap's bytes per preserved GiB
+//                 (it is proportional to RAM, not to what is preserved)
+//   btree         meta_B_per_GiB: host bytes the set allocated, per GiB
+// Ratios a reader wants are row over row in the same run, e.g.
+// preserve/order0/dense/radix keys/s / preserve/order0/dense/bitmap_limit
+// keys/s. See bench/README.md.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <new>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/btree_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "khosim/kho/kho.h"
+#include "khosim/kho/radix_tree.h"
+#include "khosim/linux/kexec_handover.h"
+#include "khosim/linux/mm.h"
+#include "khosim/machine/machine.h"
+
+namespace khosim {
+namespace {
+
+// The simulated machine: only touched memory costs host memory and the
+// memmap is materialized lazily, so 64 GiB of RAM is cheap to boot.
+constexpr uint64_t kRam = 64 * kGiB;
+constexpr uint64_t kPageShift = 12;
+// Where the shapes live: free after a cold boot of this machine (boot memory
+// and the tree's own pages sit in the top GiBs, early allocations low).
+constexpr uint64_t kRegionStart = 4 * kGiB;
+constexpr uint64_t kRegionEnd = 56 * kGiB;
+// One leaf covers 32768 blocks of its order: 128 MiB of order-0 pages.
+constexpr uint64_t kSparseStride = 128 * kMiB;
+// The btree rows insert into enough sets per iteration to see at least this
+// many keys, so the untimed reset between iterations stays negligible.
+constexpr uint64_t kMinBaselineKeys = 1 << 16;
+
+enum class Layout { kDense, kSparse };
+
+struct Shape {
+  unsigned order;
+  Layout layout;
+  uint64_t dense_keys;  // consecutive blocks (dense only)
+  // Wall time of one radix preserve iteration, cold boot and block setup
+  // included (measured; it sets that row's iteration count, see
+  // SetupBoundIterations).
+  double preserve_wall_seconds;
+
+  std::string Name() const {
+    return absl::StrCat("order", order, layout == Layout::kDense ? "/dense" : "/sparse");
+  }
+  uint64_t block_pages() const { return uint64_t{1} << order; }
+  uint64_t block_bytes() const { return uint64_t{1} << (order + kPageShift); }
+};
+
+// The shapes of the suite: 1 GiB of order-0 pages, 32 GiB of 2 MiB blocks,
+// 32 x 1 GiB, and the sparse form of each order.
+const std::vector<Shape>& Shapes() {
+  static const auto* shapes = new std::vector<Shape>{
+      {0, Layout::kDense, uint64_t{1} << 18, 40e-3},
+      {0, Layout::kSparse, 0, 7e-3},
+      {9, Layout::kDense, uint64_t{1} << 14, 4e-3},
+      {9, Layout::kSparse, 0, 2e-3},
+      {18, Layout::kDense, 32, 2e-3},
+      {18, Layout::kSparse, 0, 2e-3},
+  };
+  return *shapes;
+}
+
+// Head pfns of the shape's blocks, in insertion order (deterministic).
+std::vector<uint64_t> BlockPfns(const Shape& shape) {
+  std::vector<uint64_t> pfns;
+  const uint64_t first = kRegionStart >> kPageShift;
+  if (shape.layout == Layout::kDense) {
+    pfns.reserve(shape.dense_keys);
+    for (uint64_t i = 0; i < shape.dense_keys; ++i) pfns.push_back(first + (i << shape.order));
+    return pfns;
+  }
+  const uint64_t stride = std::max(kSparseStride, 2 * shape.block_bytes());
+  std::mt19937_64 rng(0x6b686f + shape.order);
+  for (uint64_t base = kRegionStart; base + stride <= kRegionEnd; base += stride) {
+    const uint64_t slot = rng() % (stride / shape.block_bytes());
+    pfns.push_back((base + slot * shape.block_bytes()) >> kPageShift);
+  }
+  std::shuffle(pfns.begin(), pfns.end(), rng);
+  return pfns;
+}
+
+MachineConfig TrackerMachineConfig() {
+  MachineConfig config{.ram = kRam, .nodes = 1, .seed = 7};
+  config.cmdline = "kho=on";
+  return config;
+}
+
+// One machine for the whole binary; every radix preserve iteration
+// cold-boots it. Two warm-up boots fault in the host memory later boots
+// reuse, so that the first row does not pay for it.
+Machine& TrackerMachine() {
+  static Machine* machine = [] {
+    auto* m = new Machine(TrackerMachineConfig());
+    m->Boot();
+    m->Boot();
+    return m;
+  }();
+  return *machine;
+}
+
+// Cold-boots the machine and takes the shape's blocks out of the page
+// allocator (one AllocRange over a dense shape's span, one per sparse block).
+// Fills |pages| with each block's head page and returns the tracker's node
+// count of the empty tree; 0 with an error message on failure.
+uint64_t BootAndTakeBlocks(const Shape& shape, const std::vector<uint64_t>& pfns,
+                           std::vector<struct page*>* pages, std::string* error) {
+  Machine& m = TrackerMachine();
+  m.Boot();
+  m.trace().Clear();
+  if (!kho_is_enabled()) {
+    *error = "KHO is not enabled after boot";
+    return 0;
+  }
+  mm::PageAllocator& allocator = m.kernel().mm().pages();
+  if (shape.layout == Layout::kDense) {
+    if (!allocator.AllocRange(Pfn(pfns.front()), pfns.size() << shape.order)) {
+      *error = absl::StrFormat("dense range at pfn 0x%x is not free", pfns.front());
+      return 0;
+    }
+  } else {
+    for (uint64_t pfn : pfns) {
+      if (!allocator.AllocRange(Pfn(pfn), shape.block_pages())) {
+        *error = absl::StrFormat("block at pfn 0x%x is not free", pfn);
+        return 0;
+      }
+    }
+  }
+  pages->clear();
+  pages->reserve(pfns.size());
+  for (uint64_t pfn : pfns) pages->push_back(pfn_to_page(pfn));
+  return m.kernel().kho().out_tree()->NodeCount();
+}
+
+bool PreserveAll(const std::vector<struct page*>& pages, uint64_t nr_pages) {
+  for (struct page* page : pages) {
+    if (kho_preserve_pages(page, nr_pages) != 0) return false;
+  }
+  return true;
+}
+
+void SetRates(benchmark::State& state, const Shape& shape, uint64_t keys_per_iteration) {
+  const double keys = static_cast<double>(state.iterations()) * keys_per_iteration;
+  state.SetItemsProcessed(static_cast<int64_t>(keys));
+  state.counters["keys/s"] = benchmark::Counter(keys, benchmark::Counter::kIsRate);
+  state.counters["pages/s"] = benchmark::Counter(keys * static_cast<double>(shape.block_pages()),
+                                                 benchmark::Counter::kIsRate);
+}
+
+// Counters shared by every structure: the shape's size per iteration and
+// the structure's metadata bytes per preserved GiB.
+void SetShapeCounters(benchmark::State& state, const Shape& shape, uint64_t keys,
+                      double metadata_bytes) {
+  const double preserved_gib =
+      static_cast<double>(keys) * static_cast<double>(shape.block_bytes()) / kGiB;
+  state.counters["keys"] = static_cast<double>(keys);
+  state.counters["meta_B_per_GiB"] = metadata_bytes / preserved_gib;
+}
+
+// ---------------------------------------------------------------------------
+// radix: the tracker under test
+
+void BM_RadixPreserve(benchmark::State& state, Shape shape) {
+  const std::vector<uint64_t> pfns = BlockPfns(shape);
+  std::vector<struct page*> pages;
+  std::string error;
+  uint64_t empty_nodes = 0;
+  uint64_t nodes = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    empty_nodes = BootAndTakeBlocks(shape, pfns, &pages, &error);
+    if (empty_nodes == 0) {
+      state.SkipWithError(error.c_str());
+      return;
+    }
+    state.ResumeTiming();
+    if (!PreserveAll(pages, shape.block_pages())) {
+      state.SkipWithError("kho_preserve_pages failed");
+      return;
+    }
+  }
+  nodes = TrackerMachine().kernel().kho().out_tree()->NodeCount();
+  SetRates(state, shape, pfns.size());
+  const uint64_t added = nodes - empty_nodes;
+  state.counters["node_pages"] = static_cast<double>(added);
+  SetShapeCounters(state, shape, pfns.size(), static_cast<double>(added << kPageShift));
+}
+
+// Unpreserving frees no node page, so the tree is the same after a paused
+// re-preserve: one boot serves every iteration.
+void BM_RadixUnpreserve(benchmark::State& state, Shape shape) {
+  const std::vector<uint64_t> pfns = BlockPfns(shape);
+  std::vector<struct page*> pages;
+  std::string error;
+  const uint64_t empty_nodes = BootAndTakeBlocks(shape, pfns, &pages, &error);
+  if (empty_nodes == 0) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  if (!PreserveAll(pages, shape.block_pages())) {
+    state.SkipWithError("kho_preserve_pages failed");
+    return;
+  }
+  const uint64_t added = TrackerMachine().kernel().kho().out_tree()->NodeCount() - empty_nodes;
+  for (auto _ : state) {
+    for (struct page* page : pages) kho_unpreserve_pages(page, shape.block_pages());
+    state.PauseTiming();
+    if (kho_is_preserved(page_to_phys(pages.front()), shape.block_pages()) ||
+        !PreserveAll(pages, shape.block_pages())) {
+      state.SkipWithError("unpreserve left a block preserved, or re-preserving failed");
+      return;
+    }
+    state.ResumeTiming();
+  }
+  SetRates(state, shape, pfns.size());
+  state.counters["node_pages"] = static_cast<double>(added);
+  SetShapeCounters(state, shape, pfns.size(), static_cast<double>(added << kPageShift));
+}
+
+// ---------------------------------------------------------------------------
+// bitmap_limit: one bit per key in a flat bitmap, nothing else
+
+struct FlatBitmap {
+  std::vector<uint64_t> words;
+  std::vector<uint64_t> bits;  // the keys' bit indices: pfn >> order
+
+  FlatBitmap(const Shape& shape, const std::vector<uint64_t>& pfns)
+      : words(((kRam >> (kPageShift + shape.order)) + 63) / 64) {
+    bits.reserve(pfns.size());
+    for (uint64_t pfn : pfns) bits.push_back(pfn >> shape.order);
+  }
+  double bytes() const { return static_cast<double>(words.size() * sizeof(uint64_t)); }
+};
+
+// Setting a bit that is already set costs the same as setting a clear one,
+// so iterations need no reset (and no paused timer).
+void BM_BitmapPreserve(benchmark::State& state, Shape shape) {
+  FlatBitmap bitmap(shape, BlockPfns(shape));
+  uint64_t* words = bitmap.words.data();
+  for (auto _ : state) {
+    for (uint64_t bit : bitmap.bits) words[bit >> 6] |= uint64_t{1} << (bit & 63);
+    benchmark::DoNotOptimize(words);
+    benchmark::ClobberMemory();
+  }
+  SetRates(state, shape, bitmap.bits.size());
+  SetShapeCounters(state, shape, bitmap.bits.size(), bitmap.bytes());
+}
+
+void BM_BitmapUnpreserve(benchmark::State& state, Shape shape) {
+  FlatBitmap bitmap(shape, BlockPfns(shape));
+  uint64_t* words = bitmap.words.data();
+  for (uint64_t bit : bitmap.bits) words[bit >> 6] |= uint64_t{1} << (bit & 63);
+  for (auto _ : state) {
+    for (uint64_t bit : bitmap.bits) words[bit >> 6] &= ~(uint64_t{1} << (bit & 63));
+    benchmark::DoNotOptimize(words);
+    benchmark::ClobberMemory();
+  }
+  SetRates(state, shape, bitmap.bits.size());
+  SetShapeCounters(state, shape, bitmap.bits.size(), bitmap.bytes());
+}
+
+// ---------------------------------------------------------------------------
+// btree: absl::btree_set of the encoded keys
+
+// Counts the bytes a container holds, for the btree's metadata counter.
+struct ByteCount {
+  int64_t live = 0;
+};
+
+template <typename T>
+class CountingAllocator {
+ public:
+  using value_type = T;
+  explicit CountingAllocator(ByteCount* count) : count_(count) {}
+  template <typename U>
+  CountingAllocator(const CountingAllocator<U>& other) : count_(other.count()) {}
+  T* allocate(size_t n) {
+    count_->live += static_cast<int64_t>(n * sizeof(T));
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, size_t n) {
+    count_->live -= static_cast<int64_t>(n * sizeof(T));
+    std::allocator<T>().deallocate(p, n);
+  }
+  ByteCount* count() const { return count_; }
+  template <typename U>
+  bool operator==(const CountingAllocator<U>& other) const {
+    return count_ == other.count();
+  }
+
+ private:
+  ByteCount* count_;
+};
+
+using KeySet = absl::btree_set<uint64_t, std::less<uint64_t>, CountingAllocator<uint64_t>>;
+
+std::vector<uint64_t> EncodedKeys(const Shape& shape) {
+  const kho::RadixGeometry geometry = kho::RadixGeometry::For(kPageShift);
+  std::vector<uint64_t> keys;
+  for (uint64_t pfn : BlockPfns(shape)) {
+    keys.push_back(kho::EncodeKey(geometry, PhysAddr(pfn << kPageShift), shape.order));
+  }
+  return keys;
+}
+
+// Several sets per iteration when a shape has few keys, so the untimed
+// clear between iterations does not dominate what is timed.
+struct SetBatch {
+  ByteCount count;
+  std::vector<KeySet> sets;
+
+  explicit SetBatch(uint64_t keys) {
+    const uint64_t n = std::max<uint64_t>(1, kMinBaselineKeys / keys);
+    for (uint64_t i = 0; i < n; ++i) sets.emplace_back(CountingAllocator<uint64_t>(&count));
+  }
+};
+
+void BM_BtreePreserve(benchmark::State& state, Shape shape) {
+  const std::vector<uint64_t> keys = EncodedKeys(shape);
+  SetBatch batch(keys.size());
+  double bytes = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    for (KeySet& set : batch.sets) set.clear();
+    state.ResumeTiming();
+    for (KeySet& set : batch.sets) {
+      for (uint64_t key : keys) set.insert(key);
+    }
+  }
+  bytes = static_cast<double>(batch.count.live) / static_cast<double>(batch.sets.size());
+  SetRates(state, shape, keys.size() * batch.sets.size());
+  SetShapeCounters(state, shape, keys.size(), bytes);
+}
+
+void BM_BtreeUnpreserve(benchmark::State& state, Shape shape) {
+  const std::vector<uint64_t> keys = EncodedKeys(shape);
+  SetBatch batch(keys.size());
+  double bytes = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    for (KeySet& set : batch.sets) set.insert(keys.begin(), keys.end());
+    bytes = static_cast<double>(batch.count.live) / static_cast<double>(batch.sets.size());
+    state.ResumeTiming();
+    for (KeySet& set : batch.sets) {
+      for (uint64_t key : keys) set.erase(key);
+    }
+  }
+  SetRates(state, shape, keys.size() * batch.sets.size());
+  SetShapeCounters(state, shape, keys.size(), bytes);
+}
+
+// ---------------------------------------------------------------------------
+
+// --benchmark_min_time as given on the command line, else the library's
+// default. Read before benchmark::Initialize() consumes the flag.
+double MinTimeFlag(int argc, char** argv) {
+  double min_time = 0.5;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg(argv[i]);
+    if (!absl::ConsumePrefix(&arg, "--benchmark_min_time=")) continue;
+    absl::ConsumeSuffix(&arg, "s");  // newer releases take "0.2s"
+    double value = 0;
+    if (absl::SimpleAtod(arg, &value) && value > 0) min_time = value;
+  }
+  return min_time;
+}
+
+// The library counts only timed seconds towards --benchmark_min_time, so a
+// row whose every iteration needs an untimed cold boot would spend most of
+// its wall time paused (over 30 s for the order-18 rows). Those rows run a
+// fixed number of iterations instead: about min_time of wall time.
+int64_t SetupBoundIterations(double min_time, double wall_seconds_per_iteration) {
+  return std::max<int64_t>(1, std::llround(min_time / wall_seconds_per_iteration));
+}
+
+void RegisterAll(double min_time) {
+  using Fn = void (*)(benchmark::State&, Shape);
+  const std::pair<const char*, std::vector<std::pair<const char*, Fn>>> operations[] = {
+      {"preserve",
+       {{"radix", BM_RadixPreserve},
+        {"bitmap_limit", BM_BitmapPreserve},
+        {"btree", BM_BtreePreserve}}},
+      {"unpreserve",
+       {{"radix", BM_RadixUnpreserve},
+        {"bitmap_limit", BM_BitmapUnpreserve},
+        {"btree", BM_BtreeUnpreserve}}},
+  };
+  for (const auto& [operation, structures] : operations) {
+    for (const Shape& shape : Shapes()) {
+      for (const auto& [structure, fn] : structures) {
+        const std::string name = absl::StrCat(operation, "/", shape.Name(), "/", structure);
+        auto* row =
+            benchmark::RegisterBenchmark(name.c_str(), fn, shape)->Unit(benchmark::kMicrosecond);
+        if (fn == BM_RadixPreserve) {
+          row->Iterations(SetupBoundIterations(min_time, shape.preserve_wall_seconds));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace khosim
+
+int main(int argc, char** argv) {
+  const double min_time = khosim::MinTimeFlag(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  // Debian's Abseil is built without NDEBUG, which leaves Mutex deadlock
+  // detection on: every lock and unlock then also updates a global lock
+  // graph (about a tenth of a preserve call). Release kernels have no
+  // lockdep either, so it is off unless KHOSIM_BENCH_DEADLOCK_DETECTION is
+  // set.
+  const bool deadlock_detection = std::getenv("KHOSIM_BENCH_DEADLOCK_DETECTION") != nullptr;
+  if (!deadlock_detection) absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  benchmark::AddCustomContext("absl_deadlock_detection",
+                              deadlock_detection ? "library default" : "off");
+  benchmark::AddCustomContext(
+      "khosim_machine",
+      absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on", khosim::kRam / khosim::kGiB));
+  khosim::RegisterAll(min_time);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
