@@ -67,22 +67,43 @@ void MergeNeighbours(Regions& regions) {
 
 // Fills the holes of [start, end) not yet covered by |regions| with new
 // regions carrying |flags| and |nid|; covered parts keep what they had.
+// Only the window of regions that overlap or touch [start, end) is rebuilt
+// and spliced back, so an insertion costs a binary search plus the move of
+// the regions after it: reserving blocks in ascending address order (how
+// KHO's retrieval walk visits them) stays linear overall.
 void InsertUncovered(Regions& regions, uint64_t start, uint64_t end, uint32_t flags, int nid) {
   if (start >= end) return;
-  Regions out;
-  out.reserve(regions.size() + 2);
+  // [lo, hi): regions whose end >= start and whose base <= end.
+  const auto lo_it = std::partition_point(
+      regions.begin(), regions.end(), [start](const auto& r) { return r.end().value() < start; });
+  const auto hi_it = std::partition_point(lo_it, regions.end(),
+                                          [end](const auto& r) { return r.base.value() <= end; });
+  Regions window;
+  window.reserve(static_cast<size_t>(hi_it - lo_it) + 2);
   uint64_t cursor = start;
-  for (const MemblockRegion& r : regions) {
-    const uint64_t r_base = r.base.value();
+  for (auto it = lo_it; it != hi_it; ++it) {
+    const uint64_t r_base = it->base.value();
     if (cursor < end && r_base > cursor) {
-      out.push_back(MakeRegion(cursor, std::min(r_base, end), flags, nid));
+      window.push_back(MakeRegion(cursor, std::min(r_base, end), flags, nid));
     }
-    cursor = std::max(cursor, r.end().value());
-    out.push_back(r);
+    cursor = std::max(cursor, it->end().value());
+    window.push_back(*it);
   }
-  if (cursor < end) out.push_back(MakeRegion(cursor, end, flags, nid));
-  regions = std::move(out);
-  MergeNeighbours(regions);
+  if (cursor < end) window.push_back(MakeRegion(cursor, end, flags, nid));
+  MergeNeighbours(window);
+  const size_t lo = static_cast<size_t>(lo_it - regions.begin());
+  const size_t hi = static_cast<size_t>(hi_it - regions.begin());
+  // Reuse the slots of the window, then grow or shrink in place.
+  const size_t common = std::min(window.size(), hi - lo);
+  std::copy(window.begin(), window.begin() + static_cast<long>(common),
+            regions.begin() + static_cast<long>(lo));
+  if (window.size() > hi - lo) {
+    regions.insert(regions.begin() + static_cast<long>(hi),
+                   window.begin() + static_cast<long>(common), window.end());
+  } else {
+    regions.erase(regions.begin() + static_cast<long>(lo + common),
+                  regions.begin() + static_cast<long>(hi));
+  }
 }
 
 // Cuts [start, end) out of |regions|, splitting those that straddle it.
@@ -295,7 +316,16 @@ void Memblock::ClearMemoryFlags(PhysAddr base, uint64_t size, uint32_t flags) {
 }
 
 void Memblock::Reserve(PhysAddr base, uint64_t size, uint32_t flags) {
-  InsertUncovered(reserved_, base.value(), CappedEnd(base, size), flags, kNumaNoNode);
+  const uint64_t start = base.value();
+  const uint64_t end = CappedEnd(base, size);
+  // A range inside one memory region takes that region's node directly,
+  // which keeps the reserved list's node invariant without a full pass.
+  const size_t m = FirstEndingAbove(memory_, start);
+  if (m < memory_.size() && memory_[m].base.value() <= start && memory_[m].end().value() >= end) {
+    InsertUncovered(reserved_, start, end, flags, memory_[m].nid);
+    return;
+  }
+  InsertUncovered(reserved_, start, end, flags, kNumaNoNode);
   AssignReservedNodes(memory_, reserved_);
 }
 
