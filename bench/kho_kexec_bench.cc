@@ -51,6 +51,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "bench_util.h"
 #include "khosim/kho/kho.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/kexec_handover.h"
@@ -336,34 +337,10 @@ void BM_VmallocRestore(benchmark::State& state) {
   SetPageRates(state, n);
 }
 
-// --benchmark_min_time as given on the command line, else the library's
-// default. Read before benchmark::Initialize() consumes the flag.
-double MinTimeFlag(int argc, char** argv) {
-  double min_time = 0.5;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg(argv[i]);
-    if (!absl::ConsumePrefix(&arg, "--benchmark_min_time=")) continue;
-    absl::ConsumeSuffix(&arg, "s");  // newer releases take "0.2s"
-    double value = 0;
-    if (absl::SimpleAtod(arg, &value) && value > 0) min_time = value;
-  }
-  return min_time;
-}
-
-// The library counts only timed seconds towards --benchmark_min_time, and
-// every row here has an untimed setup per iteration (a cold boot, a
-// preserved set, often a kexec) that can be a hundred times longer than
-// what is timed. So every row runs a fixed number of iterations instead:
-// about min_time of wall time, from the row's measured wall time per
-// iteration below.
-int64_t SetupBoundIterations(double min_time, double wall_seconds_per_iteration) {
-  return std::max<int64_t>(1, std::llround(min_time / wall_seconds_per_iteration));
-}
-
 void RegisterAll(double min_time) {
   auto row = [&](const std::string& name, auto fn, double wall_seconds, auto... args) {
     return benchmark::RegisterBenchmark(name.c_str(), fn, args...)
-        ->Iterations(SetupBoundIterations(min_time, wall_seconds));
+        ->Iterations(khosim::bench::SetupBoundIterations(min_time, wall_seconds));
   };
   row("kexec/baseline/nothing_preserved", BM_KexecBaseline, 1e-3)->Unit(benchmark::kMillisecond);
   for (int64_t n = 1 << 10; n <= 1 << 18; n *= 4) {
@@ -413,7 +390,7 @@ void RegisterAll(double min_time) {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  const double min_time = khosim::MinTimeFlag(argc, argv);
+  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   // Debian's Abseil is built without NDEBUG, which leaves Mutex deadlock

@@ -62,6 +62,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "bench_util.h"
 #include "khosim/kho/kho.h"
 #include "khosim/kho/radix_tree.h"
 #include "khosim/linux/kexec_handover.h"
@@ -407,28 +408,6 @@ void BM_BtreeUnpreserve(benchmark::State& state, Shape shape) {
 
 // ---------------------------------------------------------------------------
 
-// --benchmark_min_time as given on the command line, else the library's
-// default. Read before benchmark::Initialize() consumes the flag.
-double MinTimeFlag(int argc, char** argv) {
-  double min_time = 0.5;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view arg(argv[i]);
-    if (!absl::ConsumePrefix(&arg, "--benchmark_min_time=")) continue;
-    absl::ConsumeSuffix(&arg, "s");  // newer releases take "0.2s"
-    double value = 0;
-    if (absl::SimpleAtod(arg, &value) && value > 0) min_time = value;
-  }
-  return min_time;
-}
-
-// The library counts only timed seconds towards --benchmark_min_time, so a
-// row whose every iteration needs an untimed cold boot would spend most of
-// its wall time paused (over 30 s for the order-18 rows). Those rows run a
-// fixed number of iterations instead: about min_time of wall time.
-int64_t SetupBoundIterations(double min_time, double wall_seconds_per_iteration) {
-  return std::max<int64_t>(1, std::llround(min_time / wall_seconds_per_iteration));
-}
-
 void RegisterAll(double min_time) {
   using Fn = void (*)(benchmark::State&, Shape);
   const std::pair<const char*, std::vector<std::pair<const char*, Fn>>> operations[] = {
@@ -448,7 +427,8 @@ void RegisterAll(double min_time) {
         auto* row =
             benchmark::RegisterBenchmark(name.c_str(), fn, shape)->Unit(benchmark::kMicrosecond);
         if (fn == BM_RadixPreserve) {
-          row->Iterations(SetupBoundIterations(min_time, shape.preserve_wall_seconds));
+          row->Iterations(
+              khosim::bench::SetupBoundIterations(min_time, shape.preserve_wall_seconds));
         }
       }
     }
@@ -459,7 +439,7 @@ void RegisterAll(double min_time) {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  const double min_time = khosim::MinTimeFlag(argc, argv);
+  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   // Debian's Abseil is built without NDEBUG, which leaves Mutex deadlock

@@ -1,0 +1,40 @@
+// Helpers shared by the benchmark suites.
+#ifndef KHOSIM_BENCH_BENCH_UTIL_H_
+#define KHOSIM_BENCH_BENCH_UTIL_H_
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+
+namespace khosim::bench {
+
+// --benchmark_min_time as given on the command line, else the library's
+// default. Read before benchmark::Initialize() consumes the flag.
+inline double MinTimeFlag(int argc, char** argv) {
+  double min_time = 0.5;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg(argv[i]);
+    if (!absl::ConsumePrefix(&arg, "--benchmark_min_time=")) continue;
+    absl::ConsumeSuffix(&arg, "s");  // newer releases take "0.2s"
+    double value = 0;
+    if (absl::SimpleAtod(arg, &value) && value > 0) min_time = value;
+  }
+  return min_time;
+}
+
+// The library counts only timed seconds towards --benchmark_min_time, so a
+// row whose every iteration needs an untimed setup (a cold boot, a
+// preserved set, a kexec) would spend most of its wall time paused. Such
+// rows run a fixed number of iterations instead: about min_time of wall
+// time, from the row's measured wall time per iteration.
+inline int64_t SetupBoundIterations(double min_time, double wall_seconds_per_iteration) {
+  return std::max<int64_t>(1, std::llround(min_time / wall_seconds_per_iteration));
+}
+
+}  // namespace khosim::bench
+
+#endif  // KHOSIM_BENCH_BENCH_UTIL_H_
