@@ -789,6 +789,15 @@ struct page* Kho::RestorePages(PhysAddr pa, uint64_t nr_pages) {
   return first;
 }
 
+bool Kho::IsPreservedHead(PhysAddr pa, unsigned* order) const {
+  const uint64_t page = mm_.geometry().page_size();
+  if (pa.IsNull() || !IsAligned(pa.value(), page) || !mm_.memory().IsRam(pa, page)) return false;
+  const uint64_t info = mm_.PhysToPage(pa)->private_data;
+  if ((info >> 32) != abi::kKhoPageMagic) return false;
+  if (order != nullptr) *order = static_cast<unsigned>(info & 0xffffffffu);
+  return true;
+}
+
 void Kho::RestoreFree(void* mem) {
   if (mem == nullptr) return;
   struct folio* folio = RestoreFolio(mm_.memory().Phys(mem));

@@ -124,6 +124,11 @@ class Kho {
   // preserved head still waiting to be restored.
   struct folio* RestoreFolio(PhysAddr pa);
   struct page* RestorePages(PhysAddr pa, uint64_t nr_pages);
+  // True iff |pa| is page-aligned RAM whose page carries the KHO tag: the
+  // head of a block the previous kernel preserved that nobody has restored
+  // yet. Reads the tag only; restores nothing. |order| (optional) receives
+  // the block's order.
+  bool IsPreservedHead(PhysAddr pa, unsigned* order = nullptr) const;
   void* RestoreVmalloc(const abi::KhoVmalloc* preservation);
   void RestoreFree(void* mem);
 

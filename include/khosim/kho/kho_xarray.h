@@ -1,0 +1,214 @@
+// KhoXarray: a u64 index -> u64 entry map whose nodes are preserved pages
+// (C++ face; the kernel face is khosim/linux/kho_xarray.h, the wire format
+// khosim/abi/kho_xarray.h, the proposal docs/kho-xarray.md).
+//
+// The map never serializes. Every node page comes from kho_alloc_preserve
+// and the descriptor (root address, entry count, shape) is kept current on
+// every change, optionally mirrored into a |home| inside a preserved blob,
+// so at any moment - including after the owner has registered it for
+// handover - the pages and the descriptor are what the next kernel reads.
+// A memfd that faults in a page after preservation simply stores it.
+//
+// Entries are words: 0 means absent, so a store of 0 is refused; build
+// words with MakeValue (tagged integers up to 2^63 - 1, so a stored 0 is
+// the word 1) or MakePhys (even, non-zero physical addresses).
+//
+// Lifecycles:
+//   outgoing  Init -> Store/Erase/Load/Find ... -> (kexec, or Destroy, which
+//             unpreserves and frees every node)
+//   incoming  Restore(desc) validates the previous kernel's map without
+//             taking anything; then exactly one of
+//               (a) read in place: Load/Find/ForEach, then Destroy, which
+//                   restores and frees every node (kho_restore_free);
+//               (b) Convert: copy into a host btree_map and free the nodes;
+//               (c) Adopt: re-preserve every node in this kernel's tracker,
+//                   restore it into live memory, and continue as an
+//                   outgoing map (mutable, handed over at the next kexec).
+//             An incoming map refuses Store/Erase with -EINVAL until
+//             adopted.
+//
+// Node lifetime: a node's use count (non-empty slots) lives in the node
+// page's struct page private field of the kernel that owns the map, never
+// in the handed-over bytes. A store that fills a slot increments it; an
+// erase that empties the last slot of a node frees the node (unpreserving
+// it) and clears the parent's slot, bottom-up to the root. An incoming map
+// keeps no counts (the private field holds the KHO tag until restore);
+// Adopt computes them.
+//
+// Restore treats the bytes as hostile: see Restore() for every check.
+//
+// Locking: one absl::Mutex per map, as a kernel port would take the map's
+// spinlock or mutex: stores, erases and teardown exclusive, lookups and
+// Validate shared. ForEach takes the lock per step, so its callback may
+// store and erase. Node allocation may sleep (GFP_KERNEL).
+#ifndef KHOSIM_KHO_KHO_XARRAY_H_
+#define KHOSIM_KHO_KHO_XARRAY_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "khosim/abi/kho_xarray.h"
+#include "khosim/base/types.h"
+
+namespace khosim::kho {
+
+class KhoXarray {
+ public:
+  KhoXarray() = default;
+  // Host state only: node pages belong to the kernel (an outgoing map's
+  // pages are meant to outlive it across the kexec). Call Destroy() to give
+  // them back.
+  ~KhoXarray() = default;
+  KhoXarray(const KhoXarray&) = delete;
+  KhoXarray& operator=(const KhoXarray&) = delete;
+
+  // Entry words (see the file comment and abi/kho_xarray.h). A helper
+  // returns 0 for what it cannot encode (a value above 2^63 - 1, an odd or
+  // zero address), and Store refuses 0.
+  static constexpr uint64_t MakeValue(uint64_t v) { return abi::KhoXarrayMakeValue(v); }
+  static constexpr uint64_t MakePhys(PhysAddr pa) { return abi::KhoXarrayMakePhys(pa.value()); }
+  static constexpr bool IsValue(uint64_t word) { return abi::KhoXarrayIsValue(word); }
+  static constexpr uint64_t ValueOf(uint64_t word) { return abi::KhoXarrayToValue(word); }
+  static constexpr bool IsPhys(uint64_t word) { return abi::KhoXarrayIsPhys(word); }
+  static constexpr PhysAddr PhysOf(uint64_t word) { return PhysAddr(abi::KhoXarrayToPhys(word)); }
+
+  // Outgoing: an empty map for indices below 2^key_bits. |home|, if given,
+  // receives the descriptor now and after every change (put it inside a
+  // preserved blob to hand the map over with no step at reboot). -EINVAL
+  // for key_bits outside 1..64, -EBUSY if the map still holds nodes.
+  int Init(unsigned key_bits, abi::KhoXarrayDesc* home = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Sets |index| to |entry|, allocating the missing nodes of its path.
+  // Errors, in the order checked:
+  //   -EINVAL  not initialized, an incoming map not adopted, or entry 0;
+  //   -ERANGE  index >= 2^key_bits;
+  //   -ENOMEM  (or another kho_alloc_preserve error) a node could not be
+  //            allocated: the nodes this call allocated are freed and
+  //            the map is byte-identical to before.
+  // Replacing an entry is success and leaves Count() unchanged.
+  int Store(uint64_t index, uint64_t entry) ABSL_LOCKS_EXCLUDED(mu_);
+  // Clears |index| and frees every node left empty, bottom-up. -EINVAL
+  // (not initialized, incoming), -ERANGE, -ENOENT if nothing is stored
+  // there. |old| (optional) receives the erased word.
+  int Erase(uint64_t index, uint64_t* old = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+  // True and *entry set if |index| holds an entry.
+  bool Load(uint64_t index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(mu_);
+  // The first entry at an index >= *index (Find) or > *index (FindAfter):
+  // true with both written, false (nothing written) if there is none.
+  bool Find(uint64_t* index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(mu_);
+  bool FindAfter(uint64_t* index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Calls |fn|(index, entry) in ascending index order from |start| until it
+  // returns false; entries stored or erased by |fn| ahead of the cursor
+  // are seen or skipped accordingly.
+  void ForEach(uint64_t start, const std::function<bool(uint64_t, uint64_t)>& fn) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  uint64_t Count() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Node pages reachable from the root.
+  uint64_t NodeCount() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The current descriptor (what |home| holds), for owners that embed it
+  // themselves. All zero before Init/Restore.
+  abi::KhoXarrayDesc descriptor() const ABSL_LOCKS_EXCLUDED(mu_);
+  unsigned key_bits() const ABSL_LOCKS_EXCLUDED(mu_);
+  unsigned depth() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t max_index() const ABSL_LOCKS_EXCLUDED(mu_);
+  bool initialized() const ABSL_LOCKS_EXCLUDED(mu_);
+  bool incoming() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Frees every node: outgoing maps unpreserve and free
+  // (kho_unpreserve_free), incoming maps restore and free
+  // (kho_restore_free). The map stays initialized, empty, and in the same
+  // direction.
+  void Destroy() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Incoming: validates |desc| (copied once; the caller's bytes are not
+  // read again) and the nodes it names, taking nothing. -EBUSY if this map
+  // holds nodes; otherwise -EINVAL, with a kernel log line naming the
+  // reason, unless all of these hold:
+  //   magic, version, reserved fields zero, page_shift == this kernel's,
+  //   key_bits in 1..64, depth == KhoXarrayDepth(key_bits, page_shift);
+  //   root == 0 exactly when count == 0;
+  //   every node address (root included) page aligned, RAM, and the head
+  //   of an order-0 block preserved by the previous kernel and not yet
+  //   restored (Kho::IsPreservedHead);
+  //   no node reached twice (cycles, shared children);
+  //   no root slot beyond 2^root_bits, no empty node;
+  //   the leaves hold exactly |count| non-zero words.
+  // On failure the map is left uninitialized and no page is restored: a
+  // hostile descriptor may name pages that another owner will restore.
+  int Restore(const abi::KhoXarrayDesc& desc) ABSL_LOCKS_EXCLUDED(mu_);
+  // Incoming -> outgoing: preserves every node in this kernel's tracker,
+  // then restores each into live memory and sets its use count. -EINVAL if
+  // the map is not an incoming one or a node is no longer a restorable
+  // head; a kho_preserve_pages error (-ENOMEM) undoes the preservations
+  // this call made and leaves the map incoming and unchanged. |home| as in
+  // Init.
+  int Adopt(abi::KhoXarrayDesc* home = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+  // Copies every entry into |out| (added to what it holds), then Destroy().
+  void Convert(absl::btree_map<uint64_t, uint64_t>* out) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Outgoing maps: every node page aligned RAM and preserved in this
+  // kernel's tracker, reached once, non-empty, its use count equal to its
+  // non-empty slots; no root slot beyond the key width; leaf words summing
+  // to Count(); the descriptor consistent and mirrored at |home|.
+  // Incoming maps: what Restore checks. Errors carry EINVAL.
+  absl::Status Validate() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  enum class Mode { kUnused, kOutgoing, kIncoming };
+  struct Shape {
+    unsigned page_shift = 0;
+    unsigned slot_bits = 0;
+    unsigned key_bits = 0;
+    unsigned depth = 0;
+    unsigned root_bits = 0;
+  };
+  // One node reached by a checked walk.
+  struct NodeUse {
+    uint64_t pa;
+    uint64_t used;  // non-empty slots
+  };
+
+  static Shape ShapeFor(unsigned key_bits, unsigned page_shift);
+  uint64_t SlotsAt(int level) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  unsigned SlotOf(uint64_t index, int level) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  uint64_t MaxIndexLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  uint64_t Word(uint64_t node, uint64_t slot) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void SetWord(uint64_t node, uint64_t slot, uint64_t word) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  unsigned long& UseCount(uint64_t node) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  int AllocNode(uint64_t* pa) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeNode(uint64_t pa) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool FindLocked(uint64_t start, uint64_t* index, uint64_t* entry) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  bool FindIn(uint64_t node, int level, uint64_t prefix, uint64_t start, bool at_start,
+              uint64_t* index, uint64_t* entry) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Every node page, parents before children, trusting the map.
+  std::vector<uint64_t> NodesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void DestroyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The checked walk behind Restore, Adopt and Validate: -EINVAL with *why
+  // set at the first violation; |nodes| receives every node reached.
+  int CheckLocked(std::string* why, std::vector<NodeUse>* nodes) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Is |pa| a node page a map may use: preserved in this kernel's tracker
+  // (outgoing) or an unrestored order-0 preserved head (incoming)?
+  static bool NodeIsPreserved(uint64_t pa, bool incoming);
+  // Restore's failure path: logs |why|, forgets the descriptor, -EINVAL.
+  int RejectLocked(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  mutable absl::Mutex mu_;
+  Mode mode_ ABSL_GUARDED_BY(mu_) = Mode::kUnused;
+  Shape shape_ ABSL_GUARDED_BY(mu_);
+  abi::KhoXarrayDesc desc_ ABSL_GUARDED_BY(mu_) = {};
+  abi::KhoXarrayDesc* home_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace khosim::kho
+
+#endif  // KHOSIM_KHO_KHO_XARRAY_H_
