@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "benchmark/benchmark.h"
 
 namespace khosim::bench {
 
@@ -33,6 +36,17 @@ inline double MinTimeFlag(int argc, char** argv) {
 // time, from the row's measured wall time per iteration.
 inline int64_t SetupBoundIterations(double min_time, double wall_seconds_per_iteration) {
   return std::max<int64_t>(1, std::llround(min_time / wall_seconds_per_iteration));
+}
+
+// Debian's Abseil is built without NDEBUG, which leaves Mutex deadlock
+// detection on: every lock and unlock then also updates a global lock graph
+// (about a tenth of a preserve call). Release kernels have no lockdep
+// either, so it is off unless KHOSIM_BENCH_DEADLOCK_DETECTION is set; the
+// choice is recorded in the benchmark context.
+inline void ConfigureDeadlockDetection() {
+  const bool on = std::getenv("KHOSIM_BENCH_DEADLOCK_DETECTION") != nullptr;
+  if (!on) absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  benchmark::AddCustomContext("absl_deadlock_detection", on ? "library default" : "off");
 }
 
 }  // namespace khosim::bench

@@ -442,15 +442,7 @@ int main(int argc, char** argv) {
   const double min_time = khosim::bench::MinTimeFlag(argc, argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  // Debian's Abseil is built without NDEBUG, which leaves Mutex deadlock
-  // detection on: every lock and unlock then also updates a global lock
-  // graph (about a tenth of a preserve call). Release kernels have no
-  // lockdep either, so it is off unless KHOSIM_BENCH_DEADLOCK_DETECTION is
-  // set.
-  const bool deadlock_detection = std::getenv("KHOSIM_BENCH_DEADLOCK_DETECTION") != nullptr;
-  if (!deadlock_detection) absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  benchmark::AddCustomContext("absl_deadlock_detection",
-                              deadlock_detection ? "library default" : "off");
+  khosim::bench::ConfigureDeadlockDetection();
   benchmark::AddCustomContext(
       "khosim_machine",
       absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on", khosim::kRam / khosim::kGiB));

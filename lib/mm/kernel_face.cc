@@ -245,6 +245,19 @@ PhysAddr AllocChecked(const khosim::mm::MemblockAllocRequest& request, bool zero
   return pa;
 }
 
+// The kernel's (min_addr, max_addr) pair, where MEMBLOCK_ALLOC_ANYWHERE and
+// MEMBLOCK_ALLOC_ACCESSIBLE both mean "no upper limit".
+khosim::mm::MemblockAllocRequest RangeRequest(phys_addr_t size, phys_addr_t align,
+                                              phys_addr_t min_addr, phys_addr_t max_addr, int nid,
+                                              bool exact_nid) {
+  return {.size = size,
+          .align = align,
+          .min_addr = PhysAddr(min_addr),
+          .max_addr = PhysAddr(max_addr == MEMBLOCK_ALLOC_ANYWHERE ? 0 : max_addr),
+          .nid = nid,
+          .exact_nid = exact_nid};
+}
+
 }  // namespace
 
 int memblock_add(phys_addr_t base, phys_addr_t size) {
@@ -309,12 +322,7 @@ phys_addr_t memblock_phys_alloc(phys_addr_t size, phys_addr_t align) {
 
 phys_addr_t memblock_phys_alloc_range(phys_addr_t size, phys_addr_t align, phys_addr_t start,
                                       phys_addr_t end) {
-  return AllocChecked({.size = size,
-                       .align = align,
-                       .min_addr = PhysAddr(start),
-                       .max_addr = PhysAddr(end == MEMBLOCK_ALLOC_ANYWHERE ? 0 : end)},
-                      false)
-      .value();
+  return AllocChecked(RangeRequest(size, align, start, end, NUMA_NO_NODE, false), false).value();
 }
 
 phys_addr_t memblock_phys_alloc_try_nid(phys_addr_t size, phys_addr_t align, int nid) {
@@ -335,25 +343,12 @@ void* memblock_alloc_or_panic(phys_addr_t size, phys_addr_t align) {
 
 void* memblock_alloc_try_nid(phys_addr_t size, phys_addr_t align, phys_addr_t min_addr,
                              phys_addr_t max_addr, int nid) {
-  return PhysOrNull(
-      AllocChecked({.size = size,
-                    .align = align,
-                    .min_addr = PhysAddr(min_addr),
-                    .max_addr = PhysAddr(max_addr == MEMBLOCK_ALLOC_ANYWHERE ? 0 : max_addr),
-                    .nid = nid},
-                   true));
+  return PhysOrNull(AllocChecked(RangeRequest(size, align, min_addr, max_addr, nid, false), true));
 }
 
 void* memblock_alloc_exact_nid_raw(phys_addr_t size, phys_addr_t align, phys_addr_t min_addr,
                                    phys_addr_t max_addr, int nid) {
-  return PhysOrNull(
-      AllocChecked({.size = size,
-                    .align = align,
-                    .min_addr = PhysAddr(min_addr),
-                    .max_addr = PhysAddr(max_addr == MEMBLOCK_ALLOC_ANYWHERE ? 0 : max_addr),
-                    .nid = nid,
-                    .exact_nid = true},
-                   false));
+  return PhysOrNull(AllocChecked(RangeRequest(size, align, min_addr, max_addr, nid, true), false));
 }
 
 void* memblock_alloc_node(phys_addr_t size, phys_addr_t align, int nid) {
