@@ -23,6 +23,10 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
 
 Kernel::~Kernel() {
   ScopedKernelContext scope(&ctx_);
+  // Nothing of this kernel runs any more (see linux/fs.h): objects are
+  // freed without their release callbacks, upper layers first.
+  if (ctx_.phase() != BootPhase::kDead) ctx_.SetPhase(BootPhase::kDead);
+  vfs_.reset();
   kho_.reset();
   mm_.reset();
 }
@@ -39,6 +43,7 @@ void Kernel::Boot() {
   mm_->InitMemmap();
   kho_->MemoryInit();
   mm_->FreeAll();
+  vfs_ = std::make_unique<fs::Vfs>(ctx_);  // vfs_caches_init
   ctx_.SetPhase(BootPhase::kInitcalls);
   std::stable_sort(initcalls_.begin(), initcalls_.end(),
                    [](const Initcall& a, const Initcall& b) { return a.level < b.level; });

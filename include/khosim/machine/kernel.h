@@ -7,7 +7,8 @@
 //                   the handover: boot memory, scratch-only)
 //   mm_init         Mm::InitMemmap (early allocations, memmap), Kho::MemoryInit
 //                   (reserve preserved blocks, or size boot memory)
-//   free_all        Mm::FreeAll (memblock_free_all: buddy takes over)
+//   free_all        Mm::FreeAll (memblock_free_all: buddy takes over);
+//                   the Vfs (files, processes, /dev) comes up
 //   initcalls       registered initcalls by level (core, fs, device, late);
 //                   kho_init is the first fs initcall
 //   running
@@ -26,6 +27,7 @@
 
 #include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
+#include "khosim/fs/vfs.h"
 #include "khosim/hw/physical_memory.h"
 #include "khosim/kho/kho.h"
 #include "khosim/mm/mm.h"
@@ -74,6 +76,8 @@ class Kernel {
   const KernelContext& ctx() const { return ctx_; }
   mm::Mm& mm() { return *mm_; }
   kho::Kho& kho() { return *kho_; }
+  // Exists from the end of mm init (before the initcalls).
+  fs::Vfs& vfs() { return *vfs_; }
 
   uint64_t WarnCount() const { return ctx_.WarnCount(); }
   uint64_t WarnCount(absl::string_view needle) const { return ctx_.WarnCount(needle); }
@@ -92,6 +96,7 @@ class Kernel {
   KernelContext ctx_;
   std::unique_ptr<mm::Mm> mm_;
   std::unique_ptr<kho::Kho> kho_;
+  std::unique_ptr<fs::Vfs> vfs_;
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;
   std::function<int(abi::KhoData*)> handover_provider_;
