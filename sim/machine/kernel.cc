@@ -18,6 +18,14 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
   mm_ = std::make_unique<mm::Mm>(ctx_, memory, config.mm);
   kho_ = std::make_unique<kho::Kho>(ctx_, *mm_, config.kho);
   RegisterInitcall(InitcallLevel::kFs, "kho_init", [this] { return kho_->Init(); });
+  RegisterInitcall(InitcallLevel::kEarly, "luo_early_startup", [this] {
+    luo_->EarlyStartup();
+    return 0;
+  });
+  RegisterInitcall(InitcallLevel::kLate, "luo_late_startup", [this] { return luo_->LateStartup(); });
+  RegisterRebootHook("liveupdate_reboot",
+                     [this](const RebootInfo& info) { return luo_->Reboot(info.preserve_context); });
+  luo_config_ = config.luo;
   SetHandoverProvider([this](abi::KhoData* out) { return kho_->PrepareHandover(out); });
 }
 
@@ -26,6 +34,7 @@ Kernel::~Kernel() {
   // Nothing of this kernel runs any more (see linux/fs.h): objects are
   // freed without their release callbacks, upper layers first.
   if (ctx_.phase() != BootPhase::kDead) ctx_.SetPhase(BootPhase::kDead);
+  luo_.reset();
   vfs_.reset();
   kho_.reset();
   mm_.reset();
@@ -44,6 +53,7 @@ void Kernel::Boot() {
   kho_->MemoryInit();
   mm_->FreeAll();
   vfs_ = std::make_unique<fs::Vfs>(ctx_);  // vfs_caches_init
+  luo_ = std::make_unique<luo::Luo>(ctx_, *kho_, *vfs_, luo_config_);
   ctx_.SetPhase(BootPhase::kInitcalls);
   std::stable_sort(initcalls_.begin(), initcalls_.end(),
                    [](const Initcall& a, const Initcall& b) { return a.level < b.level; });

@@ -98,6 +98,7 @@ KernelConfig Machine::KernelConfigFor(PhysAddr image_base) const {
   config.mm.early_alloc_bytes_per_node = config_.early_alloc_bytes_per_node;
   config.mm.low_early_alloc_bytes = config_.low_early_alloc_bytes;
   config.kho = config_.kho;
+  config.luo = config_.luo;
   return config;
 }
 

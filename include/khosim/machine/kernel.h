@@ -8,9 +8,10 @@
 //   mm_init         Mm::InitMemmap (early allocations, memmap), Kho::MemoryInit
 //                   (reserve preserved blocks, or size boot memory)
 //   free_all        Mm::FreeAll (memblock_free_all: buddy takes over);
-//                   the Vfs (files, processes, /dev) comes up
+//                   the Vfs (files, processes, /dev) and LUO come up
 //   initcalls       registered initcalls by level (core, fs, device, late);
-//                   kho_init is the first fs initcall
+//                   kho_init is the first fs initcall; LUO reads the
+//                   previous kernel's state early and sets up its own late
 //   running
 //
 // Reboot hooks registered by the layers (LUO's liveupdate_reboot) run from
@@ -30,6 +31,7 @@
 #include "khosim/fs/vfs.h"
 #include "khosim/hw/physical_memory.h"
 #include "khosim/kho/kho.h"
+#include "khosim/luo/luo.h"
 #include "khosim/mm/mm.h"
 
 namespace khosim {
@@ -39,6 +41,7 @@ enum class InitcallLevel { kEarly, kCore, kFs, kDevice, kLate };
 struct KernelConfig {
   mm::MmConfig mm;
   kho::KhoConfig kho;
+  luo::LuoConfig luo;
 };
 
 // What the reboot hooks are told about the kexec under way.
@@ -78,6 +81,8 @@ class Kernel {
   kho::Kho& kho() { return *kho_; }
   // Exists from the end of mm init (before the initcalls).
   fs::Vfs& vfs() { return *vfs_; }
+  // Exists from the same point; enabled only with liveupdate=on and KHO.
+  luo::Luo& luo() { return *luo_; }
 
   uint64_t WarnCount() const { return ctx_.WarnCount(); }
   uint64_t WarnCount(absl::string_view needle) const { return ctx_.WarnCount(needle); }
@@ -97,6 +102,8 @@ class Kernel {
   std::unique_ptr<mm::Mm> mm_;
   std::unique_ptr<kho::Kho> kho_;
   std::unique_ptr<fs::Vfs> vfs_;
+  luo::LuoConfig luo_config_;
+  std::unique_ptr<luo::Luo> luo_;
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;
   std::function<int(abi::KhoData*)> handover_provider_;

@@ -57,6 +57,8 @@ struct MachineConfig {
   uint64_t low_early_alloc_bytes = 2 * kMiB;
   // KHO build options (debug checks, extended scratch, release string).
   kho::KhoConfig kho;
+  // LUO profile (the command line's khosim.luo_profile= overrides it per boot).
+  luo::LuoConfig luo;
   // Allocations of at least this many bytes appear in the trace.
   uint64_t trace_alloc_threshold = 1 * kMiB;
 };

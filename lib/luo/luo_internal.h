@@ -1,0 +1,214 @@
+// LUO's runtime state (host memory; none of it crosses a kexec) shared by
+// luo_core.cc (boot, device, reboot), luo_session.cc (sessions and their
+// ioctls), luo_file.cc (file sets) and luo_flb.cc (FLBs).
+#ifndef KHOSIM_LIB_LUO_LUO_INTERNAL_H_
+#define KHOSIM_LIB_LUO_LUO_INTERNAL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "khosim/abi/luo.h"
+#include "khosim/base/kernel_context.h"
+#include "khosim/kho/block_set.h"
+#include "khosim/linux/liveupdate.h"
+#include "khosim/luo/luo.h"
+
+namespace khosim::luo {
+
+// A kernel mutex that reports a self-deadlock (the owning thread locking
+// it again) as a WARN with site "luo-hazard: <what>" instead of hanging.
+class HazardMutex {
+ public:
+  // False (and nothing taken) when this thread already holds it.
+  bool Lock(KernelContext& ctx, absl::string_view what);
+  void Unlock();
+  bool HeldByCurrentThread() const { return owner_.load() == std::this_thread::get_id(); }
+
+ private:
+  absl::Mutex mu_;
+  std::atomic<std::thread::id> owner_{};
+};
+
+class HazardLock {
+ public:
+  HazardLock(HazardMutex& mu, KernelContext& ctx, absl::string_view what)
+      : mu_(mu), held_(mu.Lock(ctx, what)) {}
+  ~HazardLock() {
+    if (held_) mu_.Unlock();
+  }
+  HazardLock(const HazardLock&) = delete;
+  HazardLock& operator=(const HazardLock&) = delete;
+  bool held() const { return held_; }
+
+ private:
+  HazardMutex& mu_;
+  bool held_;
+};
+
+struct LuoFile {
+  struct liveupdate_file_handler* fh = nullptr;
+  struct file* file = nullptr;  // NULL in the new kernel until retrieved
+  uint64_t serialized_data = 0;
+  void* private_data = nullptr;
+  int retrieve_status = 0;
+  uint64_t token = 0;
+};
+
+// The files of one session, in preservation order, and their block set.
+struct FileSet {
+  std::vector<std::unique_ptr<LuoFile>> files;
+  kho::BlockSet block_set{sizeof(abi::LuoFileSer)};
+};
+
+}  // namespace khosim::luo
+
+// The kernel's struct luo_session; handlers see it as the opaque
+// `struct liveupdate_session *`.
+struct liveupdate_session {
+  std::string name;
+  bool retrieved = false;  // set on an incoming session handed to userspace
+  bool incoming = false;
+  khosim::luo::FileSet file_set;
+  khosim::luo::HazardMutex mutex;
+};
+
+namespace khosim::luo {
+
+using Session = struct liveupdate_session;
+
+// One side (outgoing or incoming) of an FLB.
+struct FlbSide {
+  HazardMutex mutex;
+  long count = 0;
+  uint64_t data = 0;
+  void* obj = nullptr;
+  bool loaded = false;       // incoming: count and data read from the record
+  bool retrieved = false;    // incoming: retrieve() succeeded
+  bool finished = false;     // incoming: finish() ran
+  int retrieve_status = 0;   // incoming, 7.3: the latched retrieve errno
+  long extra_refs = 0;       // outgoing: get_outgoing references
+};
+
+struct FlbState {
+  struct liveupdate_flb* flb = nullptr;
+  int users = 0;  // handler links
+  FlbSide outgoing;
+  FlbSide incoming;
+};
+
+struct HandlerEntry {
+  struct liveupdate_file_handler* fh = nullptr;
+  std::vector<FlbState*> flbs;  // in link order
+};
+
+class LuoState {
+ public:
+  LuoState(KernelContext& ctx, kho::Kho& kho, fs::Vfs& vfs, LuoConfig config);
+  ~LuoState();
+
+  // ---- luo_core.cc
+  void EarlyStartup();
+  int LateStartup();
+  int Reboot(bool preserve_context);
+  int DeviceOpen();
+  void DeviceRelease();
+  long DeviceIoctl(unsigned int cmd, unsigned long arg);
+  // False (and the call recorded as blocked) once frozen for the kexec.
+  bool EnterSessionCall(absl::string_view what);
+  bool Is73() const { return config_.profile == LuoProfile::k7_3; }
+  void TraceCallback(absl::string_view op, const struct liveupdate_file_handler* fh,
+                     const Session* session, uint64_t token);
+
+  // ---- luo_session.cc
+  int CreateSession(const uint8_t (&name)[abi::kLiveupdateSessionNameLength], struct file** out);
+  int RetrieveSession(const uint8_t (&name)[abi::kLiveupdateSessionNameLength],
+                      struct file** out);
+  long SessionIoctl(Session* session, unsigned int cmd, unsigned long arg);
+  int SessionRelease(Session* session);
+  int SerializeSessions();
+  int DeserializeSessions();
+  int SetupIncomingSessions(uint64_t sessions_pa);
+
+  // ---- luo_file.cc
+  int PreserveFile(Session* s, uint64_t token, int fd);
+  void UnpreserveFiles(Session* s);
+  int FreezeFiles(Session* s, abi::LuoFileSetSer* ser);
+  void UnfreezeFiles(Session* s, abi::LuoFileSetSer* ser, const LuoFile* failed);
+  int RetrieveFile(Session* s, uint64_t token, struct file** out);
+  int FinishFiles(Session* s);
+  int DeserializeFiles(Session* s, const abi::LuoFileSetSer& ser);
+  bool RegistryInsert(unsigned long id, struct file* file);
+  void RegistryErase(unsigned long id);
+  unsigned long FileId(const struct liveupdate_file_handler* fh, struct file* file) const;
+  HandlerEntry* FindHandler(const struct liveupdate_file_handler* fh);
+  int RegisterFileHandler(struct liveupdate_file_handler* fh);
+  void UnregisterFileHandler(struct liveupdate_file_handler* fh);
+  int GetTokenOutgoing(Session* s, struct file* file, uint64_t* token);
+  int GetFileIncoming(Session* s, uint64_t token, struct file** out);
+
+  // ---- luo_flb.cc
+  int RegisterFlb(struct liveupdate_file_handler* fh, struct liveupdate_flb* flb);
+  void UnregisterFlb(struct liveupdate_file_handler* fh, struct liveupdate_flb* flb);
+  int FlbFilePreserve(HandlerEntry& h);
+  void FlbFileUnpreserve(HandlerEntry& h);
+  void FlbFileFinish(HandlerEntry& h);
+  int FlbGetIncoming(struct liveupdate_flb* flb, void** objp);
+  void FlbPutIncoming(struct liveupdate_flb* flb);
+  int FlbGetOutgoing(struct liveupdate_flb* flb, void** objp);
+  void FlbPutOutgoing(struct liveupdate_flb* flb);
+  void SerializeFlbs();
+  int SetupIncomingFlbs(uint64_t flbs_pa);
+  FlbState* FindFlb(const struct liveupdate_flb* flb);
+
+  KernelContext& ctx_;
+  kho::Kho& kho_;
+  fs::Vfs& vfs_;
+  const LuoConfig config_;
+  bool enabled_ = false;
+  uint64_t incoming_num_ = 0;
+
+  // Outgoing handover records (preserved memory, written at reboot).
+  abi::LuoSer* out_ser_ = nullptr;
+  abi::LuoFlbHeaderSer* out_flbs_ = nullptr;
+  // Incoming FLB page (restored), or nullptr.
+  abi::LuoFlbHeaderSer* in_flbs_ = nullptr;
+
+  // The session rwsem's write side, kept after a successful reboot.
+  std::atomic<bool> frozen_{false};
+  std::atomic<uint64_t> blocked_calls_{0};
+
+  std::atomic<bool> device_in_use_{false};
+  absl::Mutex deserialize_mu_;
+  bool deserialize_done_ = false;
+  int deserialize_error_ = 0;
+
+  // Handler and FLB registries (luo_register_rwlock), in registration order.
+  mutable absl::Mutex register_mu_;
+  std::vector<std::unique_ptr<HandlerEntry>> handlers_;
+  std::vector<std::unique_ptr<FlbState>> flbs_;
+
+  // Session lists: creation order; the outgoing block set holds one
+  // LuoSessionSer per outgoing session.
+  mutable absl::Mutex sessions_mu_;
+  std::vector<std::unique_ptr<Session>> outgoing_;
+  std::vector<std::unique_ptr<Session>> incoming_;
+  kho::BlockSet outgoing_blocks_{sizeof(abi::LuoSessionSer)};
+  kho::BlockSet incoming_blocks_{sizeof(abi::LuoSessionSer)};
+  bool incoming_active_ = false;
+
+  // Identities of every outgoing file and retrieved, unfinished incoming
+  // file (luo_preserved_files).
+  mutable absl::Mutex registry_mu_;
+  absl::flat_hash_map<unsigned long, struct file*> preserved_files_;
+};
+
+}  // namespace khosim::luo
+
+#endif  // KHOSIM_LIB_LUO_LUO_INTERNAL_H_
