@@ -23,7 +23,7 @@ class LuoFixture : public ::testing::Test {
 
   void SetUp() override {
     ResetTestControl();
-    MachineConfig config{.ram = 512 * kMiB, .seed = 11};
+    MachineConfig config{.ram = 1 * kGiB, .seed = 11};
     config.cmdline = Cmdline();
     machine_ = std::make_unique<Machine>(config);
     machine_->Boot();
