@@ -105,7 +105,10 @@ const struct liveupdate_file_ops kTestOps = {
 };
 
 int FlbPreserve(struct liveupdate_flb_op_args* args) {
-  if (control.flb_preserve_error != 0) return control.flb_preserve_error;
+  if (control.flb_preserve_error != 0 && (control.flb_preserve_error_only.empty() ||
+                                          control.flb_preserve_error_only == args->flb->compatible)) {
+    return control.flb_preserve_error;
+  }
   void* mem = kho_alloc_preserve(sizeof(FlbRecord));
   if (IS_ERR(mem)) return static_cast<int>(PTR_ERR(mem));
   *static_cast<FlbRecord*>(mem) = {kRecordMagic, 1};

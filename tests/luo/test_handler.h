@@ -24,6 +24,7 @@ struct TestHandlerControl {
   int retrieve_error = 0;
   std::set<uint64_t> can_finish_veto;  // values whose can_finish says no
   int flb_preserve_error = 0;
+  std::string flb_preserve_error_only;  // if set, only this FLB fails
   int flb_retrieve_error = 0;
   // finish() records the retrieve_status it was given per value.
   std::vector<std::pair<uint64_t, int>> finish_status;
