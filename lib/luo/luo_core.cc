@@ -134,6 +134,13 @@ const struct file_operations kLiveupdateFops = {
 
 int LuoState::LateStartup() {
   if (!enabled_) return 0;
+  // kho_init may have failed and turned KHO off after LUO was set up: with
+  // no handover, nothing LUO preserved would reach the next kernel.
+  if (!kho_.enabled()) {
+    ctx_.Log("luo: warning: KHO was disabled during boot; live update disabled");
+    enabled_ = false;
+    return 0;
+  }
   void* ser = kho_.AllocPreserve(sizeof(abi::LuoSer));
   void* flbs = IS_ERR(ser) ? ser : kho_.AllocPreserve(PAGE_SIZE);
   int err = 0;

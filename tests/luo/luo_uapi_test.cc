@@ -236,6 +236,20 @@ TEST_F(LuoUapiTest, UnloadingModuleMakesPreserveEnoent) {
   EXPECT_EQ(module_refcount(&mod), 0);
 }
 
+// Found by the countdown test: kho_init failing after LUO was set up used
+// to leave LUO enabled with no handover to carry its state.
+TEST(LuoBootTest, KhoFailingInItsInitDisablesLuo) {
+  MachineConfig config{.ram = 1 * kGiB, .seed = 11};
+  config.cmdline = "kho=on liveupdate=on";
+  Machine m(config);
+  m.faults().FailNth("kho_alloc_preserve", 2);  // kho_init's kexec-metadata blob
+  m.Boot();
+  m.Activate();
+  EXPECT_FALSE(m.kernel().kho().enabled());
+  EXPECT_FALSE(liveupdate_enabled());
+  EXPECT_EQ(luo::OpenLiveupdate(m.kernel().vfs().CreateProcess("vmm")), -ENOENT);
+}
+
 class LuoDisabledTest : public LuoFixture {
  protected:
   std::string Cmdline() override { return "kho=on"; }
