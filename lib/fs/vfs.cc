@@ -252,6 +252,7 @@ void fput(struct file* f) {
     fops->release(f->f_inode, f);
   }
   if (fops != nullptr) module_put(fops->owner);
+  if (f->f_free != nullptr) f->f_free(f);
   iput(f->f_inode);
   Count(true, -1);
   delete f;

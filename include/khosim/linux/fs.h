@@ -33,6 +33,7 @@
 
 #include "khosim/linux/types.h"
 
+struct address_space;
 struct file;
 struct inode;
 struct module;
@@ -73,6 +74,9 @@ struct inode {
   loff_t i_size;
   const struct file_operations* i_fop;
   void* i_private;
+  // The page cache of a regular file (shmem, see linux/shmem_fs.h); NULL
+  // for inodes without one.
+  struct address_space* i_mapping;
   std::atomic<long> i_count;
   // Releases kernel resources (page cache, charges); may be NULL.
   void (*i_evict)(struct inode* inode);
@@ -90,6 +94,10 @@ struct file {
   void* private_data;
   // What /proc/<pid>/fd shows, e.g. "anon_inode:[luo_session] vm0".
   std::string f_name;
+  // Simulator: frees host memory the file owns (private_data). Runs when
+  // the struct file is freed - after release, or instead of it when the
+  // kernel is torn down - so host objects never outlive their kernel.
+  void (*f_free)(struct file* file);
 };
 
 static inline struct inode* file_inode(const struct file* f) { return f->f_inode; }
