@@ -33,7 +33,9 @@ class LuoFixture : public ::testing::Test {
   // Loads the test handler in the running kernel and starts a process.
   void StartUserspace(bool register_handler = true) {
     machine_->Activate();
-    if (register_handler) ASSERT_EQ(RegisterTestHandler(), 0);
+    if (register_handler) {
+      ASSERT_EQ(RegisterTestHandler(), 0);
+    }
     p_ = &vfs().CreateProcess("vmm");
     p_->SetRlimitNofile(1 << 20);
     dev_ = -1;

@@ -139,6 +139,7 @@ TEST_F(LuoUapiTest, ClosingAnOutgoingSessionUnpreservesInReverse) {
   EXPECT_THAT(luo().OutgoingSessions(), IsEmpty());
   EXPECT_EQ(luo().preserved_file_count(), 0u);
   EXPECT_EQ(TestControl().live_records, 0);
+  EXPECT_EQ(TestControl().private_data_mismatch, 0);
   // The files themselves are userspace's again.
   EXPECT_EQ(p().OpenFds().size(), 4u);  // the device and three test files
 }

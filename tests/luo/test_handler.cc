@@ -25,15 +25,19 @@ struct FlbRecord {
 
 TestHandlerControl control;
 
-int TestRelease(struct inode*, struct file* f) {
-  delete static_cast<uint64_t*>(f->private_data);
-  return 0;
-}
+const struct file_operations kTestFileFops = {.owner = nullptr};
 
-const struct file_operations kTestFileFops = {.owner = nullptr, .release = TestRelease};
-
+// The value is host memory the file owns: freed with the file, even when
+// the kernel is torn down at kexec without running release.
 struct file* NewTestFile(uint64_t value) {
-  return anon_inode_getfile("[test_file]", &kTestFileFops, new uint64_t(value), O_RDWR);
+  auto* owned = new uint64_t(value);
+  struct file* f = anon_inode_getfile("[test_file]", &kTestFileFops, owned, O_RDWR);
+  if (IS_ERR(f)) {
+    delete owned;
+    return f;
+  }
+  f->f_free = [](struct file* file) { delete static_cast<uint64_t*>(file->private_data); };
+  return f;
 }
 
 uint64_t ValueOf(const struct file* f) { return *static_cast<const uint64_t*>(f->private_data); }
@@ -47,13 +51,16 @@ int Preserve(struct liveupdate_file_op_args* args) {
   auto* rec = static_cast<TestRecord*>(mem);
   *rec = {kRecordMagic, ValueOf(args->file), 0};
   args->serialized_data = virt_to_phys(rec);
-  args->private_data = new uint64_t(ValueOf(args->file));
+  // Runtime-only state: the record's address, checked at unpreserve. Kept
+  // allocation-free so that a kexec (which never calls unpreserve) leaks
+  // nothing on the host.
+  args->private_data = rec;
   control.live_records++;
   return 0;
 }
 
 void Unpreserve(struct liveupdate_file_op_args* args) {
-  delete static_cast<uint64_t*>(args->private_data);
+  if (args->private_data != phys_to_virt(args->serialized_data)) control.private_data_mismatch++;
   kho_unpreserve_free(phys_to_virt(args->serialized_data));
   control.live_records--;
 }

@@ -31,6 +31,8 @@ struct TestHandlerControl {
   // Live records: preserved and not yet unpreserved/finished.
   int64_t live_records = 0;
   int64_t flb_live_objects = 0;
+  // unpreserve() calls whose private_data was not what preserve() set.
+  int64_t private_data_mismatch = 0;
 };
 
 TestHandlerControl& TestControl();
