@@ -38,8 +38,51 @@ constexpr uint32_t kFdtVersion = 17;
 // How much of a hostile string goes into an error message.
 constexpr size_t kMaxQuotedBytes = 64;
 
+// 0 when the tag stream is one well-nested tree of readable properties
+// ending in FDT_END, else a libfdt error. Every step must move forward and
+// there are at most size_dt_struct / 4 + 1 of them.
+int CheckStructure(const void* fdt) {
+  const uint64_t max_steps = fdt_size_dt_struct(fdt) / 4 + 1;
+  int next = 0;
+  uint64_t depth = 0;
+  bool expect_end = false;
+  for (uint64_t step = 0; step < max_steps; ++step) {
+    const int offset = next;
+    const uint32_t tag = fdt_next_tag(fdt, offset, &next);
+    if (next < 0) return next;
+    if (next <= offset) return -FDT_ERR_BADSTRUCTURE;
+    if (expect_end && tag != FDT_END && tag != FDT_NOP) return -FDT_ERR_BADSTRUCTURE;
+    switch (tag) {
+      case FDT_NOP:
+        break;
+      case FDT_END:
+        return depth == 0 ? 0 : -FDT_ERR_BADSTRUCTURE;
+      case FDT_BEGIN_NODE:
+        ++depth;
+        break;
+      case FDT_END_NODE:
+        if (depth == 0) return -FDT_ERR_BADSTRUCTURE;
+        if (--depth == 0) expect_end = true;
+        break;
+      case FDT_PROP: {
+        const char* name = nullptr;
+        int len = 0;
+        if (fdt_getprop_by_offset(fdt, offset, &name, &len) == nullptr) return len;
+        break;
+      }
+      default:
+        return -FDT_ERR_BADSTRUCTURE;
+    }
+  }
+  return -FDT_ERR_BADSTRUCTURE;
+}
+
+// libfdt's readers assume a sound tag stream: on some corrupt ones Debian's
+// libfdt 1.6.1 loops forever (kho_fdt_fuzzer, finding-reader-hang). The
+// readers therefore also require the bounded structure walk to pass.
 bool TreeReadable(const void* fdt) {
-  return fdt != nullptr && fdt_check_header(fdt) == 0 && fdt_version(fdt) == kFdtVersion;
+  return fdt != nullptr && fdt_check_header(fdt) == 0 && fdt_version(fdt) == kFdtVersion &&
+         CheckStructure(fdt) == 0;
 }
 
 // A child name the caller may legitimately ask for.
@@ -179,6 +222,11 @@ int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expe
   if (fdt_totalsize(fdt) > fdt_len) {
     return Reject(why, absl::StrCat("FDT totalsize ", fdt_totalsize(fdt), " exceeds the ", fdt_len,
                                     " bytes handed over"));
+  }
+  // A bounded walk first: Debian's libfdt 1.6.1 fdt_check_full never
+  // returns on some corrupt tag streams (kho_fdt_fuzzer, finding-reader-hang).
+  if (int err = CheckStructure(fdt); err != 0) {
+    return Reject(why, absl::StrCat("corrupt FDT structure: ", fdt_strerror(err)));
   }
   if (int err = fdt_check_full(fdt, fdt_len); err != 0) {
     return Reject(why, absl::StrCat("corrupt FDT structure: ", fdt_strerror(err)));
