@@ -119,13 +119,19 @@ void BlockSet::Shrink(uint64_t count) {
 }
 
 bool BlockSet::ChainIsBad(uint64_t head_pa) const {
-  // Every address is checked before it is read; then Floyd's cycle search
-  // under the same block cap the writer has.
+  // Every address is checked before it is read: page-aligned RAM and an
+  // order-0 block the previous kernel preserved that nobody has restored
+  // (a hostile link may name a page this kernel already reuses, or has
+  // unmapped). Then Floyd's cycle search, with the writer's bound counted
+  // in blocks (the fast pointer walks two per iteration).
   const mm::Mm& mm = mm::Mm::Current();
+  const Kho& kho = Kho::Current();
   const uint64_t page = mm.geometry().page_size();
   auto valid = [&](uint64_t pa) {
+    unsigned order = 0;
     return IsAligned(pa, page) && pa != 0 &&
-           const_cast<mm::Mm&>(mm).memory().IsRam(PhysAddr(pa), page);
+           const_cast<mm::Mm&>(mm).memory().IsRam(PhysAddr(pa), page) &&
+           kho.IsPreservedHead(PhysAddr(pa), &order) && order == 0;
   };
   auto next_of = [&](uint64_t pa) {
     return reinterpret_cast<const abi::KhoBlockHeader*>(
@@ -135,16 +141,15 @@ bool BlockSet::ChainIsBad(uint64_t head_pa) const {
   if (!valid(head_pa)) return true;
   uint64_t slow = head_pa;
   uint64_t fast = head_pa;
-  uint64_t steps = 0;
+  uint64_t blocks = 1;  // reached by fast, head included
   while (true) {
-    if (steps++ >= abi::kKhoMaxBlocks) return true;
     uint64_t n = next_of(fast);
     if (n == 0) return false;
-    if (!valid(n)) return true;
+    if (!valid(n) || ++blocks > abi::kKhoMaxBlocks) return true;
     fast = n;
     n = next_of(fast);
     if (n == 0) return false;
-    if (!valid(n)) return true;
+    if (!valid(n) || ++blocks > abi::kKhoMaxBlocks) return true;
     fast = n;
     slow = next_of(slow);
     if (slow == fast) return true;
@@ -174,7 +179,8 @@ int BlockSet::Restore(uint64_t head_pa) {
   }
   if (err == 0) return 0;
   // Give back what was taken and the rest of the chain. Restore's
-  // validation already proved every remaining address is RAM.
+  // validation already proved every remaining address is an unrestored
+  // preserved block.
   Destroy();
   while (next != 0) {
     auto* ser = reinterpret_cast<abi::KhoBlockHeader*>(mm.memory().Virt(PhysAddr(next)));

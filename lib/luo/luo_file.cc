@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "khosim/linux/err.h"
 #include "luo/luo_internal.h"
@@ -28,6 +29,28 @@ absl::string_view CompatOf(const char (&raw)[abi::kLiveupdateCompatLength]) {
 
 unsigned long LuoState::FileId(const struct liveupdate_file_handler* fh, struct file* file) const {
   return fh->ops->get_id != nullptr ? fh->ops->get_id(file) : reinterpret_cast<unsigned long>(file);
+}
+
+// The fields unpreserve, freeze and unfreeze get.
+struct liveupdate_file_op_args LuoState::RuntimeArgs(Session* s, const LuoFile& f) const {
+  struct liveupdate_file_op_args args = {};
+  args.handler = f.fh;
+  args.session = Is73() ? s : nullptr;
+  args.file = f.file;
+  args.serialized_data = f.serialized_data;
+  args.private_data = f.private_data;
+  return args;
+}
+
+// The fields can_finish and finish get.
+struct liveupdate_file_op_args LuoState::FinishArgs(Session* s, const LuoFile& f) const {
+  struct liveupdate_file_op_args args = {};
+  args.handler = f.fh;
+  args.session = Is73() ? s : nullptr;
+  args.file = f.file;
+  args.serialized_data = f.serialized_data;
+  args.retrieve_status = f.retrieve_status;
+  return args;
 }
 
 bool LuoState::RegistryInsert(unsigned long id, struct file* file) {
@@ -158,12 +181,7 @@ void LuoState::UnpreserveFiles(Session* s) {
   FileSet& set = s->file_set;
   while (!set.files.empty()) {
     LuoFile& f = *set.files.back();
-    struct liveupdate_file_op_args args = {};
-    args.handler = f.fh;
-    args.session = Is73() ? s : nullptr;
-    args.file = f.file;
-    args.serialized_data = f.serialized_data;
-    args.private_data = f.private_data;
+    struct liveupdate_file_op_args args = RuntimeArgs(s, f);
     TraceCallback("unpreserve", f.fh, s, f.token);
     f.fh->ops->unpreserve(&args);
     if (HandlerEntry* h = FindHandler(f.fh)) FlbFileUnpreserve(*h);
@@ -189,12 +207,7 @@ int LuoState::FreezeFiles(Session* s, abi::LuoFileSetSer* ser) {
       return -ENOSPC;
     }
     if (f->fh->ops->freeze != nullptr) {
-      struct liveupdate_file_op_args args = {};
-      args.handler = f->fh;
-      args.session = Is73() ? s : nullptr;
-      args.file = f->file;
-      args.serialized_data = f->serialized_data;
-      args.private_data = f->private_data;
+      struct liveupdate_file_op_args args = RuntimeArgs(s, *f);
       TraceCallback("freeze", f->fh, s, f->token);
       if (int err = f->fh->ops->freeze(&args); err != 0) {
         ctx_.Log(absl::StrCat("luo: warning: freeze failed for token ", f->token, " handler ",
@@ -222,12 +235,7 @@ void LuoState::UnfreezeFiles(Session* s, abi::LuoFileSetSer* ser, const LuoFile*
   for (auto& f : set.files) {
     if (f.get() == failed) break;
     if (f->fh->ops->unfreeze == nullptr) continue;
-    struct liveupdate_file_op_args args = {};
-    args.handler = f->fh;
-    args.session = Is73() ? s : nullptr;
-    args.file = f->file;
-    args.serialized_data = f->serialized_data;
-    args.private_data = f->private_data;
+    struct liveupdate_file_op_args args = RuntimeArgs(s, *f);
     TraceCallback("unfreeze", f->fh, s, f->token);
     f->fh->ops->unfreeze(&args);
   }
@@ -259,8 +267,8 @@ int LuoState::RetrieveFile(Session* s, uint64_t token, struct file** out) {
     return err;
   }
   if (args.file == nullptr) {
-    ctx_.Warn(KHOSIM_SITE, absl::StrCat("handler ", f->fh->compatible,
-                                        " retrieve() succeeded without a file"));
+    ctx_.Warn(KHOSIM_SITE,
+              absl::StrCat("handler ", f->fh->compatible, " retrieve() succeeded without a file"));
     f->retrieve_status = -EIO;
     return -EIO;
   }
@@ -278,23 +286,13 @@ int LuoState::FinishFiles(Session* s) {
   if (set.files.empty()) return 0;
   for (auto& f : set.files) {
     if (f->fh->ops->can_finish == nullptr) continue;
-    struct liveupdate_file_op_args args = {};
-    args.handler = f->fh;
-    args.session = Is73() ? s : nullptr;
-    args.file = f->file;
-    args.serialized_data = f->serialized_data;
-    args.retrieve_status = f->retrieve_status;
+    struct liveupdate_file_op_args args = FinishArgs(s, *f);
     TraceCallback("can_finish", f->fh, s, f->token);
     if (!f->fh->ops->can_finish(&args)) return -EBUSY;
   }
   while (!set.files.empty()) {
     LuoFile& f = *set.files.back();
-    struct liveupdate_file_op_args args = {};
-    args.handler = f.fh;
-    args.session = Is73() ? s : nullptr;
-    args.file = f.file;
-    args.serialized_data = f.serialized_data;
-    args.retrieve_status = f.retrieve_status;
+    struct liveupdate_file_op_args args = FinishArgs(s, f);
     TraceCallback("finish", f.fh, s, f.token);
     f.fh->ops->finish(&args);
     if (HandlerEntry* h = FindHandler(f.fh)) FlbFileFinish(*h);
@@ -317,8 +315,17 @@ int LuoState::DeserializeFiles(Session* s, const abi::LuoFileSetSer& ser) {
   }
   if (int err = set.block_set.Restore(ser.files); err != 0) return err;
   int err = 0;
+  // Tokens name files within a session: a repeated one would leave a file
+  // RETRIEVE_FD can never reach (and break the session's invariant).
+  absl::flat_hash_set<uint64_t> tokens;
   kho::BlockSet::Iterator it(set.block_set);
   while (auto* file_ser = static_cast<abi::LuoFileSer*>(it.ReadEntry())) {
+    if (!tokens.insert(file_ser->token).second) {
+      ctx_.Log(absl::StrCat("luo: warning: duplicate token ", file_ser->token, " in session [",
+                            s->name, "]"));
+      err = -EEXIST;
+      break;
+    }
     const absl::string_view compat = CompatOf(file_ser->compatible);
     struct liveupdate_file_handler* fh = nullptr;
     {

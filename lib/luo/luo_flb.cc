@@ -14,6 +14,7 @@
 // callback that calls back into the same side would deadlock in the kernel;
 // here the HazardMutex reports it and the call fails (-EDEADLK) instead.
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -102,8 +103,8 @@ namespace {
 
 void TraceFlb(KernelContext& ctx, absl::string_view op, const struct liveupdate_flb* flb,
               long count) {
-  ctx.Trace("luo", op, {{"flb", std::string(CompatOf(flb->compatible))},
-                        {"count", absl::StrCat(count)}});
+  ctx.Trace("luo", op,
+            {{"flb", std::string(CompatOf(flb->compatible))}, {"count", absl::StrCat(count)}});
 }
 
 // Drops one outgoing reference; the last one unpreserves. Lock held.
@@ -196,9 +197,9 @@ void LuoState::FlbPutOutgoing(struct liveupdate_flb* flb) {
   HazardLock lock(s->outgoing.mutex, ctx_, "flb outgoing lock");
   if (!lock.held()) return;
   if (s->outgoing.extra_refs <= 0) {
-    ctx_.Warn("luo-hazard: flb outgoing underflow",
-              absl::StrCat("liveupdate_flb_put_outgoing(", CompatOf(flb->compatible),
-                           ") without a get"));
+    ctx_.Warn(
+        "luo-hazard: flb outgoing underflow",
+        absl::StrCat("liveupdate_flb_put_outgoing(", CompatOf(flb->compatible), ") without a get"));
     return;
   }
   s->outgoing.extra_refs--;
@@ -289,6 +290,13 @@ int LuoState::FlbGetIncoming(struct liveupdate_flb* flb, void** objp) {
   if (!lock.held()) return -EDEADLK;
   if (s->incoming.finished) return -ENODATA;
   if (int err = RetrieveIncomingLocked(*this, *s); err != 0) return err;
+  // The count came from the FLB page: a hostile one may already be at the
+  // top, where the kernel's increment would silently wrap.
+  if (s->incoming.count == LONG_MAX) {
+    ctx_.Warn("luo-hazard: flb incoming overflow",
+              absl::StrCat("incoming FLB ", CompatOf(flb->compatible), " count would wrap"));
+    return -EOVERFLOW;
+  }
   s->incoming.count++;
   *objp = s->incoming.obj;
   return 0;
@@ -314,8 +322,7 @@ static void PutIncoming(LuoState& luo, FlbState& s) {
   }
   if (in.count <= 0) {
     luo.ctx_.Warn("luo-hazard: flb incoming underflow",
-                  absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible),
-                               " put without a get"));
+                  absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible), " put without a get"));
     return;
   }
   if (--in.count > 0) return;
@@ -348,9 +355,9 @@ std::vector<Luo::FlbInfo> Luo::Flbs() const {
   std::vector<FlbInfo> out;
   absl::MutexLock lock(&state_->register_mu_);
   for (const auto& s : state_->flbs_) {
-    out.push_back({std::string(CompatOf(s->flb->compatible)), s->outgoing.count,
-                   s->incoming.count, s->incoming.retrieved, s->incoming.finished,
-                   s->incoming.retrieve_status, s->users});
+    out.push_back({std::string(CompatOf(s->flb->compatible)), s->outgoing.count, s->incoming.count,
+                   s->incoming.retrieved, s->incoming.finished, s->incoming.retrieve_status,
+                   s->users});
   }
   return out;
 }

@@ -92,11 +92,11 @@ struct FlbSide {
   long count = 0;
   uint64_t data = 0;
   void* obj = nullptr;
-  bool loaded = false;       // incoming: count and data read from the record
-  bool retrieved = false;    // incoming: retrieve() succeeded
-  bool finished = false;     // incoming: finish() ran
-  int retrieve_status = 0;   // incoming, 7.3: the latched retrieve errno
-  long extra_refs = 0;       // outgoing: get_outgoing references
+  bool loaded = false;      // incoming: count and data read from the record
+  bool retrieved = false;   // incoming: retrieve() succeeded
+  bool finished = false;    // incoming: finish() ran
+  int retrieve_status = 0;  // incoming, 7.3: the latched retrieve errno
+  long extra_refs = 0;      // outgoing: get_outgoing references
 };
 
 struct FlbState {
@@ -131,8 +131,7 @@ class LuoState {
 
   // ---- luo_session.cc
   int CreateSession(const uint8_t (&name)[abi::kLiveupdateSessionNameLength], struct file** out);
-  int RetrieveSession(const uint8_t (&name)[abi::kLiveupdateSessionNameLength],
-                      struct file** out);
+  int RetrieveSession(const uint8_t (&name)[abi::kLiveupdateSessionNameLength], struct file** out);
   long SessionIoctl(Session* session, unsigned int cmd, unsigned long arg);
   int SessionRelease(Session* session);
   int SerializeSessions();
@@ -147,6 +146,8 @@ class LuoState {
   int RetrieveFile(Session* s, uint64_t token, struct file** out);
   int FinishFiles(Session* s);
   int DeserializeFiles(Session* s, const abi::LuoFileSetSer& ser);
+  struct liveupdate_file_op_args RuntimeArgs(Session* s, const LuoFile& f) const;
+  struct liveupdate_file_op_args FinishArgs(Session* s, const LuoFile& f) const;
   bool RegistryInsert(unsigned long id, struct file* file);
   void RegistryErase(unsigned long id);
   unsigned long FileId(const struct liveupdate_file_handler* fh, struct file* file) const;

@@ -39,8 +39,7 @@ const struct file_operations kSessionFops = {
       return Luo::Current().state().SessionRelease(static_cast<Session*>(f->private_data));
     },
     .unlocked_ioctl = [](struct file* f, unsigned int cmd, unsigned long arg) -> long {
-      return Luo::Current().state().SessionIoctl(static_cast<Session*>(f->private_data), cmd,
-                                                 arg);
+      return Luo::Current().state().SessionIoctl(static_cast<Session*>(f->private_data), cmd, arg);
     },
 };
 
@@ -210,8 +209,8 @@ long LuoState::SessionIoctl(Session* session, unsigned int cmd, unsigned long ar
   if (copy_from_user(&user_size, ubuf, sizeof(user_size)) != 0) return -EFAULT;
   const SessionOp op = OpFor(nr - LIVEUPDATE_CMD_SESSION_BASE, Is73());
   if (op.cmd != cmd) return -ENOIOCTLCMD;
-  const bool kind_ok = op.kind == SessionKind::kAll ||
-                       (op.kind == SessionKind::kIncoming) == session->retrieved;
+  const bool kind_ok =
+      op.kind == SessionKind::kAll || (op.kind == SessionKind::kIncoming) == session->retrieved;
   if (!kind_ok) return -EINVAL;
   if (user_size < op.min_size) return -EINVAL;
   SessionCmdBuffer buf;

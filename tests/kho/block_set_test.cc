@@ -9,6 +9,7 @@
 #include "khosim/kho/kho.h"
 #include "khosim/linux/kexec_handover.h"
 #include "khosim/linux/kho_block.h"
+#include "khosim/linux/mm.h"
 #include "khosim/machine/machine.h"
 
 namespace khosim {
@@ -253,6 +254,92 @@ TEST(BlockSetReaderTest, RejectsCorruptChainsAndFreesThem) {
                 2, 10, [](auto& b) { b[1]->next = 1ull << 45; }, &freed),
             -EINVAL)
       << "next outside RAM";
+}
+
+// The bound is on blocks, not on Floyd iterations (each walks two blocks):
+// a chain one block over KHO_MAX_BLOCKS is corrupt (-EINVAL, nothing
+// taken), not -ENOSPC from the reader's own list.
+TEST(BlockSetReaderTest, ChainOverKhoMaxBlocksIsEinvalAndTakesNothing) {
+  uint64_t freed = 0;
+  EXPECT_EQ(RestoreCorrupted(
+                10000, 1, [](auto&) {}, &freed),
+            0);
+  EXPECT_EQ(RestoreCorrupted(
+                10001, 1, [](auto&) {}, &freed),
+            -EINVAL);
+  EXPECT_EQ(freed, 0u);
+}
+
+// A link may only name an unrestored order-0 block of the previous kernel:
+// the reader must not read (under kInaccessible: fault on) or take a page
+// it cannot prove to be one. Each case points the head's next at a faithful
+// copy of a valid last block.
+TEST(BlockSetReaderTest, LinksToPagesThatAreNotUnrestoredOrderZeroHeadsAreEinval) {
+  enum class Where { kOrder1Head, kOrder1Tail, kUnpreserved, kRestoredByB };
+  for (mm::FreeMemoryPolicy scrub :
+       {mm::FreeMemoryPolicy::kPoison, mm::FreeMemoryPolicy::kInaccessible}) {
+    for (Where where :
+         {Where::kOrder1Head, Where::kOrder1Tail, Where::kUnpreserved, Where::kRestoredByB}) {
+      SCOPED_TRACE(static_cast<int>(where) * 10 + static_cast<int>(scrub));
+      MachineConfig config = KhoMachine();
+      config.scrub = scrub;
+      Machine m(config);
+      m.Boot();
+      auto* head = static_cast<abi::KhoBlockHeader*>(kho_alloc_preserve(PAGE_SIZE));
+      head->count = 10;
+      abi::KhoBlockHeader last = {0, 10};
+      uint64_t target = 0;
+      switch (where) {
+        case Where::kOrder1Head:
+        case Where::kOrder1Tail: {
+          auto* big = static_cast<uint8_t*>(kho_alloc_preserve(2 * PAGE_SIZE));
+          std::memcpy(big, &last, sizeof(last));
+          std::memcpy(big + PAGE_SIZE, &last, sizeof(last));
+          target = virt_to_phys(big) + (where == Where::kOrder1Tail ? PAGE_SIZE : 0);
+          break;
+        }
+        case Where::kUnpreserved: {
+          struct page* p = alloc_page(GFP_KERNEL);
+          std::memcpy(page_address(p), &last, sizeof(last));
+          target = page_to_phys(p);
+          break;
+        }
+        case Where::kRestoredByB: {
+          // Preserved, but kernel B restores it for itself before reading
+          // the chain: a stale link into B's live memory.
+          void* other = kho_alloc_preserve(PAGE_SIZE);
+          std::memcpy(other, &last, sizeof(last));
+          ASSERT_EQ(kho_add_subtree("other", other, PAGE_SIZE), 0);
+          target = virt_to_phys(other);
+          break;
+        }
+      }
+      head->next = target;
+      auto* root = static_cast<uint64_t*>(kho_alloc_preserve(8));
+      *root = virt_to_phys(head);
+      ASSERT_EQ(kho_add_subtree("blocks", root, 8), 0);
+      ASSERT_TRUE(m.Kexec().ok());
+      struct folio* mine = nullptr;
+      if (where == Where::kRestoredByB) {
+        mine = kho_restore_folio(target);
+        ASSERT_NE(mine, nullptr);
+      }
+      phys_addr_t phys;
+      ASSERT_EQ(kho_retrieve_subtree("blocks", &phys, nullptr), 0);
+      const uint64_t unrestored = m.kernel().kho().UnrestoredBlocks();
+      const uint64_t warns = m.kernel().WarnCount();
+      struct kho_block_set in = KHO_BLOCK_SET_INIT(in, 64);
+      EXPECT_EQ(kho_block_set_restore(&in, *static_cast<uint64_t*>(phys_to_virt(phys))), -EINVAL);
+      EXPECT_EQ(in.nblocks(), 0u);
+      kho_block_set_destroy(&in);
+      EXPECT_EQ(m.kernel().kho().UnrestoredBlocks(), unrestored) << "nothing was taken";
+      EXPECT_EQ(m.kernel().WarnCount(), warns);
+      if (mine != nullptr) {
+        EXPECT_EQ(static_cast<const abi::KhoBlockHeader*>(folio_address(mine))->count, 10u);
+        folio_put(mine);
+      }
+    }
+  }
 }
 
 TEST(BlockSetPropertyTest, RandomSequencesMatchAVectorAcrossKexecs) {

@@ -102,8 +102,9 @@ void liveupdate_unregister_flb(struct liveupdate_file_handler* fh, struct liveup
 
 // Incoming (after kexec): 0 and a reference that put_incoming drops;
 // -EOPNOTSUPP, -ENODATA (no incoming FLB data, or already finished),
-// -ENOENT (no record of this name), -ENODEV (module unloading), or the
-// latched retrieve() errno.
+// -ENOENT (no record of this name), -ENODEV (module unloading), the
+// latched retrieve() errno, or -EOVERFLOW with a "luo-hazard" WARN when the
+// count (from the FLB page) is already LONG_MAX.
 int liveupdate_flb_get_incoming(struct liveupdate_flb* flb, void** objp);
 void liveupdate_flb_put_incoming(struct liveupdate_flb* flb);
 // Outgoing (before kexec), 7.3: 0 and a reference that put_outgoing drops;

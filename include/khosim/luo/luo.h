@@ -31,7 +31,8 @@
 // Hazards the kernel would turn into a deadlock or a silent wrap are
 // reported as WARNs instead (site names start with "luo-hazard"): get/put
 // from inside the same FLB's callbacks, a put without a get, outgoing
-// references still held at reboot.
+// references still held at reboot, an incoming get that would wrap a
+// serialized count of LONG_MAX.
 //
 // Threading: a session's calls into handlers run under that session's
 // lock; handler registration, FLB state and the device have their own. The
