@@ -223,7 +223,9 @@ class FdRef {
   }
   FdRef(const FdRef&) = delete;
   FdRef& operator=(const FdRef&) = delete;
-  struct file* get() const { return file_; }
+  struct file* get() const {
+    return file_;
+  }
 
  private:
   struct file* file_;

@@ -1,11 +1,12 @@
 // User-memory access and module references (kernel face).
+#include "khosim/linux/uaccess.h"
+
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 
 #include "khosim/base/kernel_context.h"
 #include "khosim/linux/module.h"
-#include "khosim/linux/uaccess.h"
 
 namespace {
 

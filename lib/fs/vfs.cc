@@ -115,8 +115,7 @@ int Vfs::OpenDevice(absl::string_view path, int flags, struct file** out) {
     iput(inode);
     return -ENXIO;
   }
-  struct file* file = alloc_file_pseudo(inode, std::string(path).c_str(),
-                                        flags & ~O_CLOEXEC, fops);
+  struct file* file = alloc_file_pseudo(inode, std::string(path).c_str(), flags & ~O_CLOEXEC, fops);
   if (IS_ERR(file)) {
     if (fops != nullptr) module_put(fops->owner);
     iput(inode);
@@ -201,7 +200,8 @@ struct inode* new_inode_pseudo(umode_t mode) {
 struct file* alloc_file_pseudo(struct inode* inode, const char* name, int flags,
                                const struct file_operations* fops) {
   KernelContext* ctx = khosim::CurrentKernelContext();
-  if (ctx != nullptr && ctx->ShouldFail("alloc_file")) return static_cast<struct file*>(ERR_PTR(-ENOMEM));
+  if (ctx != nullptr && ctx->ShouldFail("alloc_file"))
+    return static_cast<struct file*>(ERR_PTR(-ENOMEM));
   auto* file = new struct file();
   file->f_count.store(1);
   file->f_op = fops;
@@ -217,8 +217,8 @@ struct file* alloc_file_pseudo(struct inode* inode, const char* name, int flags,
   return file;
 }
 
-struct file* anon_inode_getfile(const char* name, const struct file_operations* fops,
-                                void* priv, int flags) {
+struct file* anon_inode_getfile(const char* name, const struct file_operations* fops, void* priv,
+                                int flags) {
   Vfs* vfs = Vfs::CurrentOrNull();
   if (WARN_ON_ONCE(vfs == nullptr)) return static_cast<struct file*>(ERR_PTR(-ENODEV));
   if (fops != nullptr && !try_module_get(fops->owner)) {

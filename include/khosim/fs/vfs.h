@@ -156,7 +156,9 @@ class Vfs {
 
   unsigned long NextIno() { return next_ino_.fetch_add(1) + 1; }
   // The shared inode behind every anon_inode_getfile file.
-  struct inode* anon_inode() { return anon_inode_; }
+  struct inode* anon_inode() {
+    return anon_inode_;
+  }
 
   // Accounting for leak checks: files and inodes alive now (the anonymous
   // inode and device inodes included).

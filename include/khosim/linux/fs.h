@@ -118,8 +118,8 @@ struct inode* new_inode_pseudo(umode_t mode);
 struct file* alloc_file_pseudo(struct inode* inode, const char* name, int flags,
                                const struct file_operations* fops);
 // A file on the shared anonymous inode: "anon_inode:<name>".
-struct file* anon_inode_getfile(const char* name, const struct file_operations* fops,
-                                void* priv, int flags);
+struct file* anon_inode_getfile(const char* name, const struct file_operations* fops, void* priv,
+                                int flags);
 
 // fd reservation in the calling process: the lowest free fd, -EMFILE past
 // RLIMIT_NOFILE (fault point "get_unused_fd"). flags: O_CLOEXEC.

@@ -67,7 +67,7 @@ struct liveupdate_session_finish {
 
 struct liveupdate_session_get_name {
   uint32_t size;
-  uint32_t reserved;  // must be 0
+  uint32_t reserved;                             // must be 0
   uint8_t name[LIVEUPDATE_SESSION_NAME_LENGTH];  // out, NUL-terminated
 };
 #define LIVEUPDATE_SESSION_GET_NAME _IO(LIVEUPDATE_IOCTL_TYPE, LIVEUPDATE_CMD_SESSION_GET_NAME)
