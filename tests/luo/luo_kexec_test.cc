@@ -3,6 +3,7 @@
 // across-kexec cases (simple, multi-session with empty sessions, 500 files,
 // 2000 sessions, the state-session pattern).
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -349,6 +350,56 @@ TEST_F(LuoCorruptionTest, FileCountMismatchIsEioAtFirstOpen) {
   Kexec();
   EXPECT_EQ(luo::OpenLiveupdate(p()), -EIO);
   EXPECT_EQ(luo().deserialize_error(), -EINVAL);
+}
+
+// Found by luo_incoming_fuzzer (tests/fuzz/README.md): a file chain that
+// repeats a token used to deserialize into a session whose second file no
+// RETRIEVE_FD can reach, breaking the token-uniqueness invariant.
+TEST_F(LuoCorruptionTest, DuplicateTokenIsEexistAtFirstOpen) {
+  const int s = Create("vm0");
+  ASSERT_EQ(PreserveNew(s, 1), 0);
+  ASSERT_EQ(PreserveNew(s, 2), 0);
+  abi::LuoSer* ser = const_cast<abi::LuoSer*>(luo().outgoing_record());
+  m().kernel().RegisterRebootHook("corrupt", [ser](const RebootInfo&) {
+    auto* b = static_cast<abi::KhoBlockHeader*>(phys_to_virt(ser->sessions_pa));
+    const auto* session = reinterpret_cast<const abi::LuoSessionSer*>(b + 1);
+    auto* files = static_cast<abi::KhoBlockHeader*>(phys_to_virt(session->file_set.files));
+    reinterpret_cast<abi::LuoFileSer*>(files + 1)[1].token = 1;
+    return 0;
+  });
+  Kexec();
+  EXPECT_EQ(luo::OpenLiveupdate(p()), -EIO);
+  EXPECT_EQ(luo().deserialize_error(), -EEXIST);
+  EXPECT_EQ(luo::OpenLiveupdate(p()), -EIO);
+  EXPECT_TRUE(luo().Validate().ok()) << luo().Validate();
+}
+
+// Found by luo_incoming_fuzzer: an FLB record whose count is LONG_MAX made
+// get_incoming's increment overflow (undefined behaviour here, a silent
+// wrap in the kernel). It is a hazard: reported, refused, nothing wraps.
+TEST_F(LuoCorruptionTest, FlbIncomingCountAtLongMaxIsRefused) {
+  ASSERT_EQ(liveupdate_register_flb(&test_file_handler, &test_flb), 0);
+  const int s = Create("vm0");
+  ASSERT_EQ(PreserveNew(s, 1), 0);
+  abi::LuoSer* ser = const_cast<abi::LuoSer*>(luo().outgoing_record());
+  m().kernel().RegisterRebootHook("corrupt", [ser](const RebootInfo&) {
+    auto* header = static_cast<abi::LuoFlbHeaderSer*>(phys_to_virt(ser->flbs_pa));
+    reinterpret_cast<abi::LuoFlbSer*>(header + 1)[0].count = LONG_MAX;
+    return 0;
+  });
+  Kexec();
+  ASSERT_EQ(liveupdate_register_flb(&test_file_handler, &test_flb), 0);
+  ASSERT_GE(Dev(), 0);
+  void* obj = nullptr;
+  EXPECT_EQ(liveupdate_flb_get_incoming(&test_flb, &obj), -EOVERFLOW);
+  EXPECT_EQ(liveupdate_flb_get_incoming(&test_flb, &obj), -EOVERFLOW);
+  EXPECT_EQ(m().kernel().ctx().WarnCount("luo-hazard: flb incoming overflow"), 2u);
+  // The file's finish still drops one reference; the count never wrapped.
+  const int r = Retrieve("vm0");
+  EXPECT_EQ(luo::FinishSession(p(), r), 0);
+  ASSERT_EQ(luo().Flbs().size(), 1u);
+  EXPECT_EQ(luo().Flbs()[0].incoming_count, LONG_MAX - 1);
+  EXPECT_FALSE(luo().Flbs()[0].incoming_finished);
 }
 
 TEST_F(LuoKexecTest, FiveHundredFilesInOneSession) {
