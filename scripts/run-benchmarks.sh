@@ -3,7 +3,8 @@
 # produced, each with
 #   --benchmark_format=json --benchmark_out=<results-dir>/<name>.json
 # then prints the ratios bench/README.md describes (tracker vs the bitmap
-# limit and the btree; kexec retrieve cost over the baseline kexec).
+# limit and the btree; kexec retrieve cost over the baseline kexec; block
+# sets and the KHO xarray per entry against host containers).
 #
 #   scripts/run-benchmarks.sh [results-dir]   (default build/release/bench-results)
 #
@@ -11,8 +12,12 @@
 #   BENCH_MIN_TIME  --benchmark_min_time in seconds (default 0.2). Rows with
 #                   an untimed setup per iteration (cold boots, kexecs) take
 #                   it as a wall-time budget instead; see bench/README.md.
-#                   Both suites together take about 40 s at 0.2 on 2 cores.
+#                   kho_tracker_bench and kho_kexec_bench take about 40 s at
+#                   0.2 on 2 cores, kho_containers_bench about 5 minutes.
 #   BENCH_FILTER    optional --benchmark_filter regex, given to every suite.
+#   KHOSIM_BENCH_LARGE  if set, kho_containers_bench adds its xarray sizes
+#                   that take gigabytes (about 10 more minutes; see
+#                   bench/README.md).
 #
 # Exits non-zero if the build or any suite fails, or if any row reported an
 # error (SkipWithError).
@@ -119,6 +124,56 @@ if [[ -f "$kexec" ]]; then
        (if $d > 0 then (.retrieved_blocks / $d * 1000 | floor) else "-" end), .walk_nodes]
     | @tsv' "$kexec" |
     column -t -s $'\t' -N "row,kexec_us,retrieve_us,blocks,retrieve_blocks/s,walk_nodes" >&2
+fi
+
+containers="$out_dir/kho_containers_bench.json"
+if [[ -f "$containers" ]]; then
+  # Rows of one run, without errors: {name (no /iterations:N), shape
+  # (<entry or pattern>/n:N), op, structure, order, s (s/entry), bpe}.
+  rows='
+    def ns: if . == null then "-" else (. * 1e10 | round / 10) end;
+    def ratio($a; $b): if $a == null or $b == null or $b == 0 then "-"
+                       else ($a / $b * 10 | round / 10) end;
+    [.benchmarks[] | select(.run_type == "iteration" and .error_occurred != true)
+     | (.name | sub("/iterations:[0-9]+$"; "") | split("/")) as $p
+     | select($p | length == 4)
+     | {op: $p[0], shape: ($p[1:3] | join("/")), structure: $p[3], order: .family_index,
+        s: .["s/entry"], bpe: .B_per_entry}]
+    | group_by(.shape) | sort_by(map(.order) | min)[]
+    | (map({key: "\(.op)/\(.structure)", value: .}) | from_entries) as $r'
+  step "Block sets: ns per entry (CPU time), and kho_block against the host references"
+  jq -r "$rows"'
+    | select($r["bs_grow/kho_block"] != null)
+    | (if $r["bs_append/kho_block"] then $r["bs_grow/kho_block"].s + $r["bs_append/kho_block"].s
+       else null end) as $ga
+    | [.[0].shape, ($r["bs_grow/kho_block"].s | ns), ($r["bs_append/kho_block"].s | ns),
+       ($r["bs_iterate/kho_block"].s | ns), ($r["bs_restore/kho_block"].s | ns),
+       ($r["bs_append/vector"].s | ns), ($r["bs_append/btree_map"].s | ns),
+       ratio($ga; $r["bs_append/vector"].s), ratio($r["bs_iterate/kho_block"].s; $r["bs_iterate/vector"].s),
+       ratio($r["bs_restore/kho_block"].s; $r["bs_iterate/kho_block"].s)]
+    | @tsv' "$containers" |
+    column -t -s $'\t' -N "shape,grow,append,iterate,restore,vector_push_back,btree_emplace,(grow+append)/push_back,iterate/vector_iterate,restore/iterate" >&2
+  step "KHO xarray in kernel A: ns per entry (per seek for iterate_from), and how many times faster the host maps are"
+  jq -r "$rows"'
+    | select($r["xa_store/kho_xarray"] != null) | .[0].shape as $shape
+    | ("xa_store", "xa_load", "xa_iterate", "xa_iterate_from") as $op
+    | select($r["\($op)/kho_xarray"] != null)
+    | $r["\($op)/kho_xarray"].s as $k
+    | ["\($op)/\($shape)", ($k | ns), ($r["\($op)/std_map"].s | ns), ($r["\($op)/btree_map"].s | ns),
+       ratio($k; $r["\($op)/std_map"].s), ratio($k; $r["\($op)/btree_map"].s),
+       ($r["\($op)/kho_xarray"].bpe | floor), ($r["\($op)/std_map"].bpe // "-"), ($r["\($op)/btree_map"].bpe // "-" | if type == "number" then . * 10 | round / 10 else . end)]
+    | @tsv' "$containers" |
+    column -t -s $'\t' -N "operation/shape,kho_xarray,std_map,btree_map,xarray/std_map,xarray/btree_map,xarray_B/entry,std_map_B/entry,btree_B/entry" >&2
+  step "KHO xarray in kernel B: ns per entry, against storing the entries again in a btree_map"
+  jq -r "$rows"'
+    | select($r["xa_restore/kho_xarray"] != null)
+    | [.[0].shape, ($r["xa_store/kho_xarray"].s | ns), ($r["xa_restore/kho_xarray"].s | ns),
+       ($r["xa_read_in_place/kho_xarray"].s | ns), ($r["xa_adopt/kho_xarray"].s | ns),
+       ($r["xa_convert/kho_xarray"].s | ns), ($r["xa_store/btree_map"].s | ns),
+       ratio($r["xa_convert/kho_xarray"].s; $r["xa_store/btree_map"].s),
+       ratio($r["xa_read_in_place/kho_xarray"].s; $r["xa_iterate/kho_xarray"].s)]
+    | @tsv' "$containers" |
+    column -t -s $'\t' -N "shape,store,restore,read_in_place,adopt,convert,btree_store,convert/btree_store,read_in_place/iterate_in_A" >&2
 fi
 
 step "Done in $((SECONDS - start)) s; JSON results in $out_dir/"
