@@ -80,10 +80,13 @@ int CheckStructure(const void* fdt) {
 // libfdt's readers assume a sound tag stream: on some corrupt ones Debian's
 // libfdt 1.6.1 loops forever (kho_fdt_fuzzer, finding-reader-hang). The
 // readers therefore also require the bounded structure walk to pass.
-bool TreeReadable(const void* fdt) {
-  return fdt != nullptr && fdt_check_header(fdt) == 0 && fdt_version(fdt) == kFdtVersion &&
-         CheckStructure(fdt) == 0;
+// Only the header is read: what callers check before trusting totalsize.
+bool HeaderReadable(const void* fdt) {
+  return fdt != nullptr && fdt_check_header(fdt) == 0 && fdt_version(fdt) == kFdtVersion;
 }
+
+// The walk reads up to totalsize bytes: callers guarantee they are there.
+bool TreeReadable(const void* fdt) { return HeaderReadable(fdt) && CheckStructure(fdt) == 0; }
 
 // A child name the caller may legitimately ask for.
 bool IsPlainNodeName(absl::string_view name) {
@@ -285,6 +288,6 @@ int RetrieveSubtree(const void* fdt, absl::string_view name, uint64_t* phys, uin
   return 0;
 }
 
-uint64_t FdtTotalSize(const void* fdt) { return TreeReadable(fdt) ? fdt_totalsize(fdt) : 0; }
+uint64_t FdtTotalSize(const void* fdt) { return HeaderReadable(fdt) ? fdt_totalsize(fdt) : 0; }
 
 }  // namespace khosim::kho
