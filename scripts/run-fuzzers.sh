@@ -22,7 +22,8 @@ seconds="${FUZZ_SECONDS:-20}"
 artifacts="${FUZZ_ARTIFACTS:-$repo/build/fuzz/fuzz-artifacts}"
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-  targets=(kho_fdt_fuzzer kho_radix_walk_fuzzer kho_incoming_fuzzer)
+  targets=(kho_fdt_fuzzer kho_radix_walk_fuzzer kho_incoming_fuzzer kho_block_set_fuzzer
+           kho_xarray_fuzzer luo_incoming_fuzzer)
 fi
 
 # Largest input each target reads (bytes beyond are ignored or truncated).
@@ -31,6 +32,9 @@ max_len_for() {
     kho_fdt_fuzzer) echo 4160 ;;          # one 4 KiB root FDT page + a name
     kho_radix_walk_fuzzer) echo 65553 ;;  # 17-byte header + 16 pages of 4 KiB
     kho_incoming_fuzzer) echo 1024 ;;     # 2-byte header + patch records
+    kho_block_set_fuzzer) echo 512 ;;     # 6-byte header + up to 32 patch records
+    kho_xarray_fuzzer) echo 512 ;;        # 5-byte header + up to 32 patch records
+    luo_incoming_fuzzer) echo 2048 ;;     # 4-byte header + patch records
     *) echo 4096 ;;
   esac
 }

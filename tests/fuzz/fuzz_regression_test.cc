@@ -19,6 +19,9 @@
 extern "C" int KhoFdtFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int KhoRadixWalkFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int KhoIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int KhoBlockSetFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int KhoXarrayFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int LuoIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -62,6 +65,18 @@ TEST(FuzzRegressionTest, KhoRadixWalkFuzzer) {
 
 TEST(FuzzRegressionTest, KhoIncomingFuzzer) {
   Replay("kho_incoming_fuzzer", KhoIncomingFuzzerTestOneInput);
+}
+
+TEST(FuzzRegressionTest, KhoBlockSetFuzzer) {
+  Replay("kho_block_set_fuzzer", KhoBlockSetFuzzerTestOneInput);
+}
+
+TEST(FuzzRegressionTest, KhoXarrayFuzzer) {
+  Replay("kho_xarray_fuzzer", KhoXarrayFuzzerTestOneInput);
+}
+
+TEST(FuzzRegressionTest, LuoIncomingFuzzer) {
+  Replay("luo_incoming_fuzzer", LuoIncomingFuzzerTestOneInput);
 }
 
 }  // namespace

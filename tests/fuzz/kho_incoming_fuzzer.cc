@@ -22,6 +22,7 @@
 #include <memory>
 #include <vector>
 
+#include "container_fuzz_machine.h"
 #include "fuzz_util.h"
 #include "incoming_fuzz_format.h"
 #include "khosim/base/panic.h"
@@ -41,29 +42,10 @@ namespace fz = khosim::fuzz;
 constexpr unsigned kFolioOrder = 2;
 constexpr uint8_t kFolioByte = 0xc3;
 
-khosim::MachineConfig SmallKhoMachine() {
-  khosim::MachineConfig c;
-  c.ram = 256 * khosim::kMiB;
-  c.nodes = 1;
-  c.seed = 11;
-  c.cmdline = "kho=on";
-  c.kernel_image_size = 4 * khosim::kMiB;
-  c.early_alloc_bytes_per_node = 1 * khosim::kMiB;
-  c.low_early_alloc_bytes = 1 * khosim::kMiB;
-  return c;
-}
-
 // Every descriptor goes to kho_restore_vmalloc, however large its
 // total_pages: the library must refuse absurd counts itself (finding 1 in
 // README.md, fixed).
 bool PlausibleVmallocSize(const khosim::Machine&, const struct kho_vmalloc&) { return true; }
-
-// KHOSIM_FUZZ_VERBOSE=1 prints one line per input: what was corrupted and
-// how far kernel B got (for reading a corpus, not for fuzzing).
-bool Verbose() {
-  static const bool verbose = std::getenv("KHOSIM_FUZZ_VERBOSE") != nullptr;
-  return verbose;
-}
 
 struct Outcome {
   int retrieve = 1;  // 1: not tried
@@ -243,7 +225,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (mode & fz::kIncomingLargeArea) != 0 ? fz::kLargeAreaPages : fz::kSmallAreaPages;
 
   absl::StatusOr<std::unique_ptr<khosim::Machine>> made =
-      khosim::Machine::Create(SmallKhoMachine());
+      khosim::Machine::Create(fz::SmallKhoMachine());
   KHOSIM_FUZZ_CHECK(made.ok());
   khosim::Machine& m = **made;
   m.Boot();
@@ -275,9 +257,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // but not for metadata nobody touched.
     KHOSIM_FUZZ_CHECK(changed);
     panicked = true;
-    if (Verbose()) std::fprintf(stderr, "[incoming] panic: %s\n", e.what());
+    if (fz::Verbose()) std::fprintf(stderr, "[incoming] panic: %s\n", e.what());
   }
-  if (Verbose()) {
+  if (fz::Verbose()) {
     std::fprintf(stderr,
                  "[incoming] target %d page 0x%llx changed %d: %s kho_boot %d retrieve %d "
                  "blob %d vmalloc %d folio %d\n",
