@@ -24,6 +24,8 @@
 // through the direct map.
 #include "khosim/kho/kho_xarray.h"
 
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -82,11 +84,53 @@ uint64_t KhoXarray::MaxIndexLocked() const {
   return shape_.key_bits >= 64 ? ~uint64_t{0} : (uint64_t{1} << shape_.key_bits) - 1;
 }
 
-uint64_t KhoXarray::Word(uint64_t node, uint64_t slot) const {
+const uint8_t* KhoXarray::NodeBytes(uint64_t node) {
+  return CurrentMm().memory().Virt(PhysAddr(node));
+}
+
+uint64_t KhoXarray::LoadWord(const uint8_t* node, uint64_t slot) {
   uint64_t word;
-  std::memcpy(&word, CurrentMm().memory().Virt(PhysAddr(node)) + slot * sizeof(uint64_t),
-              sizeof(word));
+  std::memcpy(&word, node + slot * sizeof(uint64_t), sizeof(word));
   return word;
+}
+
+uint64_t KhoXarray::NextUsedSlot(const uint8_t* node, uint64_t from, uint64_t slots) {
+  // Sparse maps are mostly zero words: test eight at a time (one cache
+  // line), which the compiler turns into vector ORs.
+  constexpr uint64_t kChunk = 8;
+  if (from < slots && LoadWord(node, from) != 0) return from;  // dense maps
+  uint64_t slot = from;
+  while (slot % kChunk != 0 && slot < slots && LoadWord(node, slot) == 0) ++slot;
+  if (slot % kChunk == 0) {
+    while (slot + kChunk <= slots) {
+      uint64_t words[kChunk];
+      std::memcpy(words, node + slot * sizeof(uint64_t), sizeof(words));
+      uint64_t any = 0;
+      for (uint64_t w : words) any |= w;
+      if (any != 0) break;
+      slot += kChunk;
+    }
+  }
+  while (slot < slots && LoadWord(node, slot) == 0) ++slot;
+  return slot;
+}
+
+template <typename SlotFn>
+void KhoXarray::ForEachUsedSlot(const uint8_t* node, uint64_t first, uint64_t slots,
+                                SlotFn&& slot_fn) {
+  for (uint64_t i = first; i < slots; ++i) {
+    uint64_t word = LoadWord(node, i);
+    if (word == 0) {  // a hole: skip the rest of it in chunks
+      i = NextUsedSlot(node, i, slots);
+      if (i == slots) return;
+      word = LoadWord(node, i);
+    }
+    if (!slot_fn(i, word)) return;
+  }
+}
+
+uint64_t KhoXarray::Word(uint64_t node, uint64_t slot) const {
+  return LoadWord(NodeBytes(node), slot);
 }
 
 void KhoXarray::SetWord(uint64_t node, uint64_t slot, uint64_t word) {
@@ -118,6 +162,7 @@ void KhoXarray::FreeNode(uint64_t pa) {
 }
 
 void KhoXarray::Publish() {
+  generation_.fetch_add(1, std::memory_order_release);
   if (home_ != nullptr) std::memcpy(static_cast<void*>(home_), &desc_, sizeof(desc_));
 }
 
@@ -247,28 +292,55 @@ bool KhoXarray::Load(uint64_t index, uint64_t* entry) const {
   return true;
 }
 
-bool KhoXarray::FindIn(uint64_t node, int level, uint64_t prefix, uint64_t start, bool at_start,
-                       uint64_t* index, uint64_t* entry) const {
-  const unsigned shift = static_cast<unsigned>(level) * shape_.slot_bits;
-  const uint64_t first = at_start ? SlotOf(start, level) : 0;
-  const uint64_t slots = SlotsAt(level);
-  for (uint64_t i = first; i < slots; ++i) {
-    const uint64_t word = Word(node, i);
-    if (word == 0) continue;
-    const uint64_t here = prefix | (i << shift);
+template <typename LeafFn>
+void KhoXarray::WalkLeavesLocked(uint64_t start, LeafFn&& leaf_fn) const {
+  if (mode_ == Mode::kUnused || desc_.root == 0 || start > MaxIndexLocked()) return;
+  // One frame per level: the node, the index bits above it, the next slot
+  // to look at, and whether the node lies on |start|'s path (then its
+  // first slot is start's digit, otherwise 0).
+  struct Frame {
+    const uint8_t* node;
+    uint64_t prefix;
+    uint64_t slot;
+    bool on_start_path;
+  };
+  Frame stack[kMaxDepth];
+  const int top = static_cast<int>(shape_.depth) - 1;
+  stack[top] = {NodeBytes(desc_.root), 0, SlotOf(start, top), true};
+  int level = top;
+  for (;;) {
+    Frame& f = stack[level];
+    const uint64_t slots = SlotsAt(level);
     if (level == 0) {
-      *index = here;
-      *entry = word;
-      return true;
+      if (f.slot < slots && !leaf_fn(f.prefix, f.node, f.slot, slots)) return;
+      f.slot = slots;
     }
-    if (FindIn(word, level - 1, here, start, at_start && i == first, index, entry)) return true;
+    f.slot = NextUsedSlot(f.node, f.slot, slots);
+    if (f.slot >= slots) {
+      if (++level > top) return;
+      ++stack[level].slot;
+      continue;
+    }
+    const unsigned shift = static_cast<unsigned>(level) * shape_.slot_bits;
+    const bool child_on_path = f.on_start_path && f.slot == SlotOf(start, level);
+    stack[level - 1] = {NodeBytes(LoadWord(f.node, f.slot)), f.prefix | (f.slot << shift),
+                        child_on_path ? SlotOf(start, level - 1) : 0, child_on_path};
+    --level;
   }
-  return false;
 }
 
 bool KhoXarray::FindLocked(uint64_t start, uint64_t* index, uint64_t* entry) const {
-  if (mode_ == Mode::kUnused || desc_.root == 0 || start > MaxIndexLocked()) return false;
-  return FindIn(desc_.root, static_cast<int>(shape_.depth) - 1, 0, start, true, index, entry);
+  bool found = false;
+  WalkLeavesLocked(start,
+                   [&](uint64_t prefix, const uint8_t* leaf, uint64_t first, uint64_t slots) {
+                     const uint64_t i = NextUsedSlot(leaf, first, slots);
+                     if (i == slots) return true;
+                     *index = prefix | i;
+                     *entry = LoadWord(leaf, i);
+                     found = true;
+                     return false;
+                   });
+  return found;
 }
 
 bool KhoXarray::Find(uint64_t* index, uint64_t* entry) const {
@@ -283,11 +355,52 @@ bool KhoXarray::FindAfter(uint64_t* index, uint64_t* entry) const {
 }
 
 void KhoXarray::ForEach(uint64_t start, const std::function<bool(uint64_t, uint64_t)>& fn) const {
-  uint64_t index = start;
-  uint64_t entry = 0;
-  if (!Find(&index, &entry)) return;
-  while (fn(index, entry)) {
-    if (!FindAfter(&index, &entry)) return;
+  // A batch at a time: under the lock, copy the next entries at >= |next|
+  // in index order; then call |fn| on them unlocked. Any change to the map
+  // (by |fn| or anyone else) bumps generation_, and the rest of the batch
+  // is dropped for a fresh lookup from the entry not yet visited, so
+  // stores and erases ahead of the cursor are honoured exactly as a lookup
+  // per step would. Batches start small, since a range walk often stops at
+  // its first entry, and grow to several leaves' worth for long walks.
+  using Entry = std::pair<uint64_t, uint64_t>;
+  constexpr size_t kFirstBatch = 4;
+  constexpr size_t kMaxBatch = 4096;
+  std::array<Entry, kFirstBatch> first_batch;
+  std::vector<Entry> grown;
+  Entry* batch = first_batch.data();
+  size_t limit = kFirstBatch;
+  uint64_t next = start;
+  for (;;) {
+    size_t n = 0;
+    uint64_t generation = 0;
+    {
+      absl::ReaderMutexLock lock(&mu_);
+      WalkLeavesLocked(next,
+                       [&](uint64_t prefix, const uint8_t* leaf, uint64_t first, uint64_t slots) {
+                         ForEachUsedSlot(leaf, first, slots, [&](uint64_t i, uint64_t word) {
+                           batch[n++] = {prefix | i, word};
+                           return n < limit;
+                         });
+                         return n < limit;
+                       });
+      generation = generation_.load(std::memory_order_relaxed);
+    }
+    size_t visited = 0;
+    for (; visited < n; ++visited) {
+      if (generation_.load(std::memory_order_acquire) != generation) break;
+      if (!fn(batch[visited].first, batch[visited].second)) return;
+    }
+    if (visited < n) {  // stale: look up again from the first unvisited
+      next = batch[visited].first;
+      continue;
+    }
+    if (n < limit || batch[n - 1].first == ~uint64_t{0}) return;  // the walk reached the end
+    next = batch[n - 1].first + 1;
+    if (limit < kMaxBatch) {
+      limit = std::min(limit * 8, kMaxBatch);
+      grown.resize(limit);
+      batch = grown.data();
+    }
   }
 }
 
@@ -372,13 +485,14 @@ void KhoXarray::Destroy() {
 void KhoXarray::Convert(absl::btree_map<uint64_t, uint64_t>* out) {
   absl::MutexLock lock(&mu_);
   if (mode_ == Mode::kUnused) return;
-  uint64_t index = 0;
-  uint64_t entry = 0;
-  bool found = FindLocked(0, &index, &entry);
-  while (found) {
-    (*out)[index] = entry;
-    found = index != ~uint64_t{0} && FindLocked(index + 1, &index, &entry);
-  }
+  // Entries arrive in ascending order, so the end is the right hint.
+  WalkLeavesLocked(0, [&](uint64_t prefix, const uint8_t* leaf, uint64_t first, uint64_t slots) {
+    ForEachUsedSlot(leaf, first, slots, [&](uint64_t i, uint64_t word) {
+      out->insert_or_assign(out->end(), prefix | i, word);
+      return true;
+    });
+    return true;
+  });
   DestroyLocked();
 }
 
@@ -485,6 +599,7 @@ int KhoXarray::RejectLocked(const std::string& why) {
   shape_ = Shape{};
   desc_ = abi::KhoXarrayDesc{};
   home_ = nullptr;
+  generation_.fetch_add(1, std::memory_order_release);
   return -EINVAL;
 }
 
@@ -521,6 +636,7 @@ int KhoXarray::Restore(const abi::KhoXarrayDesc& desc) {
   std::string why;
   std::vector<NodeUse> nodes;
   if (CheckLocked(&why, &nodes) != 0) return RejectLocked(why);
+  generation_.fetch_add(1, std::memory_order_release);
   ctx.Trace("kho", "xarray_restore",
             {{"entries", absl::StrCat(desc_.count)}, {"nodes", absl::StrCat(nodes.size())}});
   return 0;

@@ -250,10 +250,12 @@ TEST(BlockSetReaderTest, RejectsCorruptChainsAndFreesThem) {
                 2, 10, [](auto& b) { b[1]->next = 0x123; }, &freed),
             -EINVAL)
       << "unaligned next";
+  EXPECT_EQ(freed, 0u);
   EXPECT_EQ(RestoreCorrupted(
                 2, 10, [](auto& b) { b[1]->next = 1ull << 45; }, &freed),
             -EINVAL)
       << "next outside RAM";
+  EXPECT_EQ(freed, 0u);
 }
 
 // The bound is on blocks, not on Floyd iterations (each walks two blocks):

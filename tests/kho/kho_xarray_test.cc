@@ -422,6 +422,36 @@ TEST(KhoXarrayTest, IterationInIndexOrderFromAStart) {
   EXPECT_TRUE(Entries(xa).empty());
 }
 
+// ForEach hands out a leaf's entries in batches; a callback that changes
+// the map inside the current leaf must still see the change, as it would
+// with a fresh lookup per step.
+TEST(KhoXarrayTest, ForEachSeesChangesTheCallbackMakesAheadOfTheCursor) {
+  Machine m(XaMachine());
+  m.Boot();
+  KhoXarray xa;
+  ASSERT_EQ(xa.Init(20), 0);
+  for (uint64_t i : {0, 1, 2, 3, 4, 5, 6, 7, 9, 600, 601}) {
+    ASSERT_EQ(xa.Store(i, KhoXarray::MakeValue(i)), 0);
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> seen;
+  xa.ForEach(0, [&](uint64_t i, uint64_t e) {
+    seen.push_back({i, KhoXarray::ValueOf(e)});
+    if (i == 2) {
+      EXPECT_EQ(xa.Erase(5), 0);
+      EXPECT_EQ(xa.Store(7, KhoXarray::MakeValue(70)), 0);
+      EXPECT_EQ(xa.Store(8, KhoXarray::MakeValue(80)), 0);
+      EXPECT_EQ(xa.Store(1, KhoXarray::MakeValue(10)), 0) << "behind the cursor";
+    }
+    if (i == 9) {
+      EXPECT_EQ(xa.Erase(601), 0) << "in the next leaf";
+    }
+    return true;
+  });
+  const std::vector<std::pair<uint64_t, uint64_t>> want = {
+      {0, 0}, {1, 1}, {2, 2}, {3, 3}, {4, 4}, {6, 6}, {7, 70}, {8, 80}, {9, 9}, {600, 600}};
+  EXPECT_EQ(seen, want);
+}
+
 TEST(KhoXarrayTest, ValidateCatchesBrokenUseCountsAndStaleHome) {
   Machine m(XaMachine());
   m.Boot();

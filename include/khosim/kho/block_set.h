@@ -8,10 +8,17 @@
 // zeroes every count and payload; Destroy() unpreserves and frees every
 // block.
 // Incoming (reader) side: Restore(head_pa) adopts a chain from the previous
-// kernel after checking it (every block address page-aligned RAM, no cycle
-// (Floyd), at most kKhoMaxBlocks blocks, every count in 1..count_per_block);
-// on any error it frees what it took and the rest of the chain. An incoming
-// set never grows (-EINVAL plus a WARN). Destroy() restores and frees.
+// kernel in two passes, each failing with -EINVAL:
+//   1. the chain's shape, before anything is taken: every link page-aligned
+//      RAM and the head of an order-0 block the previous kernel preserved
+//      and nobody has restored yet, no cycle (Floyd), at most kKhoMaxBlocks
+//      blocks. A failure here takes and frees nothing: a hostile link may
+//      name a page that belongs to another owner.
+//   2. each block's count in 1..count_per_block, restoring block by block.
+//      A failure here frees the blocks already taken and the rest of the
+//      chain, which pass 1 proved to be this set's own preserved pages.
+// An incoming set never grows (-EINVAL plus a WARN). Destroy() restores and
+// frees.
 //
 // The block list is host memory (runtime state); the blocks are simulated
 // pages. Context: the caller serializes access, as upstream's callers hold

@@ -39,11 +39,13 @@
 //
 // Locking: one absl::Mutex per map, as a kernel port would take the map's
 // spinlock or mutex: stores, erases and teardown exclusive, lookups and
-// Validate shared. ForEach takes the lock per step, so its callback may
-// store and erase. Node allocation may sleep (GFP_KERNEL).
+// Validate shared. ForEach holds the lock only while it copies one leaf's
+// entries, never across its callback, so the callback may store and erase. Node allocation may
+// sleep (GFP_KERNEL).
 #ifndef KHOSIM_KHO_KHO_XARRAY_H_
 #define KHOSIM_KHO_KHO_XARRAY_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -179,16 +181,31 @@ class KhoXarray {
   uint64_t SlotsAt(int level) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   unsigned SlotOf(uint64_t index, int level) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   uint64_t MaxIndexLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The node page through the direct map, and one little-endian word of it.
+  static const uint8_t* NodeBytes(uint64_t node);
+  static uint64_t LoadWord(const uint8_t* node, uint64_t slot);
+  // The first slot in [from, slots) holding a non-zero word, or |slots|.
+  static uint64_t NextUsedSlot(const uint8_t* node, uint64_t from, uint64_t slots);
+  // slot_fn(slot, word) for each non-zero word in [first, slots), in order,
+  // until it returns false.
+  template <typename SlotFn>
+  static void ForEachUsedSlot(const uint8_t* node, uint64_t first, uint64_t slots,
+                              SlotFn&& slot_fn);
   uint64_t Word(uint64_t node, uint64_t slot) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void SetWord(uint64_t node, uint64_t slot, uint64_t word) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   unsigned long& UseCount(uint64_t node) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   int AllocNode(uint64_t* pa) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeNode(uint64_t pa) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After every change: bumps generation_ and mirrors the descriptor home.
   void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool FindLocked(uint64_t start, uint64_t* index, uint64_t* entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  bool FindIn(uint64_t node, int level, uint64_t prefix, uint64_t start, bool at_start,
-              uint64_t* index, uint64_t* entry) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // In-order walk of the leaves that may hold an entry at an index >=
+  // |start|: calls leaf_fn(prefix, leaf, first_slot, slots), where the
+  // entry at slot i has index prefix | i, until it returns false. One
+  // descent per leaf, not per entry.
+  template <typename LeafFn>
+  void WalkLeavesLocked(uint64_t start, LeafFn&& leaf_fn) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Every node page, parents before children, trusting the map.
   std::vector<uint64_t> NodesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void DestroyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -207,6 +224,9 @@ class KhoXarray {
   Shape shape_ ABSL_GUARDED_BY(mu_);
   abi::KhoXarrayDesc desc_ ABSL_GUARDED_BY(mu_) = {};
   abi::KhoXarrayDesc* home_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Bumped, under mu_ held exclusively, by every change to the entries or
+  // the mode; ForEach reads it unlocked to notice that its batch is stale.
+  std::atomic<uint64_t> generation_{0};
 };
 
 }  // namespace khosim::kho
