@@ -13,7 +13,7 @@ include(CMakePackageConfigHelpers)
 set(KHOSIM_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/khosim"
     CACHE STRING "Where the khosim CMake package files are installed")
 
-install(TARGETS khosim_base khosim_hw khosim_kernel khosim_machine khosim
+install(TARGETS khosim_base khosim_hw khosim_kernel khosim_handlers khosim_machine khosim
   EXPORT khosimTargets
   ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
   LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"

@@ -922,6 +922,14 @@ unsigned ShmemInode::GetFolios(pgoff_t* start, pgoff_t end, bool contig, struct 
   return n;
 }
 
+bool ShmemInode::RemoveFolio(struct folio* folio) {
+  absl::MutexLock lock(&mu_);
+  auto it = cache_.find(folio_index(folio));
+  if (it == cache_.end() || it->second != folio) return false;
+  DeleteLocked(it);
+  return true;
+}
+
 void ShmemInode::TruncateRange(loff_t lstart, loff_t lend) {
   absl::MutexLock lock(&mu_);
   TruncateRangeLocked(lstart, lend);

@@ -136,6 +136,13 @@ void shmem_truncate_range(struct inode* inode, loff_t lstart, loff_t lend) {
 
 // ---- page cache lookup ------------------------------------------------------
 
+void filemap_remove_folio(struct folio* folio) {
+  ShmemInode* shmem = ShmemOfMapping(folio_mapping(folio));
+  if (WARN_ON_ONCE(shmem == nullptr)) return;
+  WARN_ON_ONCE(!folio_test_locked(folio));
+  WARN_ON_ONCE(!shmem->RemoveFolio(folio));
+}
+
 struct folio* filemap_get_folio(struct address_space* mapping, pgoff_t index) {
   ShmemInode* shmem = ShmemOfMapping(mapping);
   struct folio* folio = nullptr;

@@ -305,6 +305,7 @@ int Luo::Reboot(bool preserve_context) { return state_->Reboot(preserve_context)
 bool Luo::enabled() const { return state_->enabled_; }
 LuoProfile Luo::profile() const { return state_->config_.profile; }
 uint64_t Luo::incoming_liveupdate_num() const { return state_->incoming_num_; }
+uint64_t Luo::incoming_sessions_pa() const { return state_->incoming_blocks_.head_pa(); }
 const abi::LuoSer* Luo::outgoing_record() const { return state_->out_ser_; }
 bool Luo::frozen_for_kexec() const { return state_->frozen_.load(); }
 uint64_t Luo::blocked_calls() const { return state_->blocked_calls_.load(); }

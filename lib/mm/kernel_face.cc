@@ -6,10 +6,14 @@
 // head.
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
+#include "khosim/base/kernel_context.h"
 #include "khosim/linux/bug.h"
 #include "khosim/linux/memblock.h"
 #include "khosim/linux/mm.h"
+#include "khosim/linux/slab.h"
 #include "khosim/linux/vmalloc.h"
 #include "khosim/mm/mm.h"
 
@@ -370,6 +374,35 @@ void* vmalloc_huge(unsigned long size, gfp_t gfp) {
 }
 void* __vmalloc(unsigned long size, gfp_t gfp) { return CurrentMm().vmalloc().Alloc(size, gfp); }
 void vfree(const void* addr) { CurrentMm().vmalloc().Free(addr); }
+
+void* vcalloc(size_t n, size_t size) {
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(n, size, &bytes)) return nullptr;
+  return vzalloc(bytes);
+}
+
+// ---- slab (host heap) ---------------------------------------------------------
+
+void* kmalloc(size_t size, gfp_t gfp) {
+  if (khosim::RequireKernelContext().ShouldFail("kmalloc")) return nullptr;
+  // malloc(0) may return NULL; the kernel returns ZERO_SIZE_PTR, which is
+  // not NULL either.
+  void* p = std::malloc(size == 0 ? 1 : size);
+  if (p != nullptr && (gfp & __GFP_ZERO) != 0) std::memset(p, 0, size);
+  return p;
+}
+void* kzalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp | __GFP_ZERO); }
+void* kmalloc_array(size_t n, size_t size, gfp_t gfp) {
+  size_t bytes = 0;
+  if (__builtin_mul_overflow(n, size, &bytes)) return nullptr;
+  return kmalloc(bytes, gfp);
+}
+void* kcalloc(size_t n, size_t size, gfp_t gfp) { return kmalloc_array(n, size, gfp | __GFP_ZERO); }
+void kfree(const void* p) { std::free(const_cast<void*>(p)); }
+void* kvmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
+void* kvmalloc_array(size_t n, size_t size, gfp_t gfp) { return kmalloc_array(n, size, gfp); }
+void* kvcalloc(size_t n, size_t size, gfp_t gfp) { return kcalloc(n, size, gfp); }
+void kvfree(const void* p) { kfree(p); }
 
 void* vmap(struct page** pages, unsigned int count, unsigned long flags, int prot) {
   return CurrentMm().vmalloc().Map(pages, count, 0, flags | VM_MAP);

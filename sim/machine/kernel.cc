@@ -9,6 +9,7 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "khosim/handlers/memfd_luo.h"
 
 namespace khosim {
 
@@ -26,6 +27,7 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
   RegisterRebootHook("liveupdate_reboot",
                      [this](const RebootInfo& info) { return luo_->Reboot(info.preserve_context); });
   luo_config_ = config.luo;
+  if (config.handlers.memfd) RegisterInitcall(InitcallLevel::kLate, "memfd_luo_init", memfd_luo_init);
   SetHandoverProvider([this](abi::KhoData* out) { return kho_->PrepareHandover(out); });
 }
 

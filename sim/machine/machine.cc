@@ -99,6 +99,7 @@ KernelConfig Machine::KernelConfigFor(PhysAddr image_base) const {
   config.mm.low_early_alloc_bytes = config_.low_early_alloc_bytes;
   config.kho = config_.kho;
   config.luo = config_.luo;
+  config.handlers = config_.handlers;
   return config;
 }
 

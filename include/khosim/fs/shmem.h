@@ -168,6 +168,9 @@ class ShmemInode : public shmem_inode_info {
   // filemap_get_folios.
   unsigned GetFolios(pgoff_t* start, pgoff_t end, bool contig, struct folio** out, unsigned max);
   void TruncateRange(loff_t lstart, loff_t lend);
+  // Takes |folio| out of the cache (dropping the cache's reference);
+  // false if it is not this inode's folio at its index.
+  bool RemoveFolio(struct folio* folio);
   long PinFolios(loff_t start, loff_t end, struct folio** folios, unsigned int max_folios,
                  pgoff_t* offset, unsigned long memcg);
   // The page fault at |index|: *out = the page's host address. -EFAULT

@@ -172,6 +172,9 @@ void shmem_truncate_range(struct inode* inode, loff_t lstart, loff_t lend);
 extern const struct file_operations shmem_file_operations;
 
 // ---- page cache lookup and iteration (<linux/pagemap.h>) -------------------
+// Takes a locked folio out of its mapping's page cache; the cache's
+// reference is dropped (the caller's stays), and the folio leaves its memcg.
+void filemap_remove_folio(struct folio* folio);
 
 // The folio containing |index| with a reference, ERR_PTR(-ENOENT) if none.
 struct folio* filemap_get_folio(struct address_space* mapping, pgoff_t index);

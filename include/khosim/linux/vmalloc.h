@@ -10,6 +10,8 @@ void* vzalloc(unsigned long size);
 void* vmalloc_huge(unsigned long size, gfp_t gfp);
 void* __vmalloc(unsigned long size, gfp_t gfp);
 void vfree(const void* addr);
+// A zeroed area of n * size bytes; NULL when that overflows.
+void* vcalloc(size_t n, size_t size);
 void* vmap(struct page** pages, unsigned int count, unsigned long flags, int prot);
 void vunmap(const void* addr);
 bool is_vmalloc_addr(const void* addr);

@@ -97,6 +97,9 @@ class Luo {
   // Live updates counted so far: the previous kernel's luo_ser number (0
   // after a cold boot); this boot writes incoming + 1 for the next.
   uint64_t incoming_liveupdate_num() const;
+  // Head of the previous kernel's session block chain (0 if none): the
+  // LuoSer record itself is freed at early startup, the chain is not.
+  uint64_t incoming_sessions_pa() const;
   uint64_t liveupdate_num() const { return incoming_liveupdate_num() + 1; }
   // Locked for the kexec after a successful Reboot.
   bool frozen_for_kexec() const;

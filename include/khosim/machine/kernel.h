@@ -38,10 +38,17 @@ namespace khosim {
 
 enum class InitcallLevel { kEarly, kCore, kFs, kDevice, kLate };
 
+// The file handlers built into the kernel image (as CONFIG_* options
+// would); each registers itself with LUO from a late initcall.
+struct KernelHandlers {
+  bool memfd = true;  // mm/memfd_luo.c, "memfd-v2"
+};
+
 struct KernelConfig {
   mm::MmConfig mm;
   kho::KhoConfig kho;
   luo::LuoConfig luo;
+  KernelHandlers handlers;
 };
 
 // What the reboot hooks are told about the kexec under way.

@@ -59,6 +59,8 @@ struct MachineConfig {
   kho::KhoConfig kho;
   // LUO profile (the command line's khosim.luo_profile= overrides it per boot).
   luo::LuoConfig luo;
+  // File handlers built into every kernel this machine boots.
+  KernelHandlers handlers;
   // Allocations of at least this many bytes appear in the trace.
   uint64_t trace_alloc_threshold = 1 * kMiB;
 };

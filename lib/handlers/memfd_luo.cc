@@ -1,0 +1,449 @@
+// memfd preservation across a live update: the "memfd-v2" file handler
+// (mm/memfd_luo.c), written against the kernel face only so that it reads
+// as, and ports back to, kernel C.
+//
+// Outgoing kernel:
+//   preserve    inode lock; freeze the mapping (no grow, shrink or punch);
+//               allocate the record in preserved memory; check the seals
+//               (-EOPNOTSUPP) and the size (-EFBIG above UINT_MAX pages);
+//               pin every folio of the size, allocating the holes; preserve
+//               each folio, mark it dirty and zero it if not uptodate;
+//               write the folio array into a vmalloc area and preserve it.
+//               Any failure undoes exactly what was done and unfreezes.
+//   freeze      refresh the position (the only field that may still move).
+//   unpreserve  unfreeze, unpreserve the array and every folio, unpin,
+//               free the record.
+// Incoming kernel:
+//   retrieve    check the seals again; create an unnamed memfd that allows
+//               sealing and re-apply the seals; restore position and size;
+//               restore the array and move every folio into the new page
+//               cache, charged to the retriever. The record is freed on
+//               success and on failure; on failure the folios already in
+//               the file go with it and the rest are put.
+//   finish      only for a file never retrieved: restore and put every
+//               folio, which discards the data.
+//
+// The record layout is khosim/abi/memfd_luo.h; the struct definitions here
+// are the kernel's names for the same bytes.
+#include "khosim/handlers/memfd_luo.h"
+
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstring>
+
+#include "khosim/abi/memfd_luo.h"
+#include "khosim/linux/bug.h"
+#include "khosim/linux/err.h"
+#include "khosim/linux/fs.h"
+#include "khosim/linux/kexec_handover.h"
+#include "khosim/linux/liveupdate.h"
+#include "khosim/linux/memfd.h"
+#include "khosim/linux/mm.h"
+#include "khosim/linux/shmem_fs.h"
+#include "khosim/linux/slab.h"
+#include "khosim/linux/vmalloc.h"
+
+namespace {
+
+#define MEMFD_LUO_FOLIO_DIRTY (1U << 0)
+#define MEMFD_LUO_FOLIO_UPTODATE (1U << 1)
+#define MEMFD_LUO_ALL_SEALS \
+  (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC)
+
+struct memfd_luo_folio_ser {
+  u64 pfn : 52;
+  u64 flags : 12;
+  u64 index;
+} __attribute__((packed));
+
+// __packed in the kernel; here the fields fall on their natural offsets
+// already (the static_asserts below check them), and struct kho_vmalloc is
+// not a plain C struct in the simulator, which the packed attribute refuses.
+struct memfd_luo_ser {
+  u64 pos;
+  u64 size;
+  u32 seals;
+  u32 flags;
+  u64 nr_folios;
+  struct kho_vmalloc folios;
+};
+
+static_assert(sizeof(struct memfd_luo_folio_ser) == sizeof(khosim::abi::MemfdLuoFolioSer));
+static_assert(sizeof(struct memfd_luo_ser) == sizeof(khosim::abi::MemfdLuoSer));
+static_assert(offsetof(struct memfd_luo_ser, seals) == offsetof(khosim::abi::MemfdLuoSer, seals));
+static_assert(offsetof(struct memfd_luo_ser, nr_folios) ==
+              offsetof(khosim::abi::MemfdLuoSer, nr_folios));
+static_assert(offsetof(struct memfd_luo_ser, folios) == offsetof(khosim::abi::MemfdLuoSer, folios));
+static_assert(MEMFD_LUO_ALL_SEALS == khosim::abi::kMemfdLuoAllSeals);
+static_assert(MEMFD_LUO_FOLIO_DIRTY == khosim::abi::kMemfdLuoFolioDirty);
+static_assert(MEMFD_LUO_FOLIO_UPTODATE == khosim::abi::kMemfdLuoFolioUptodate);
+
+int memfd_luo_preserve_folios(struct file* file, struct kho_vmalloc* kho_vmalloc,
+                              struct memfd_luo_folio_ser** out_folios_ser, u64* nr_foliosp) {
+  struct inode* inode = file_inode(file);
+  const loff_t size = i_size_read(inode);
+  if (size == 0) {
+    *nr_foliosp = 0;
+    *out_folios_ser = nullptr;
+    std::memset(static_cast<void*>(kho_vmalloc), 0, sizeof(*kho_vmalloc));
+    return 0;
+  }
+
+  // An upper bound: large folios make the real count smaller. The caller
+  // has checked that it fits an unsigned int.
+  const unsigned int max_folios =
+      static_cast<unsigned int>((static_cast<u64>(size) + PAGE_SIZE - 1) / PAGE_SIZE);
+  auto** folios =
+      static_cast<struct folio**>(kvmalloc_array(max_folios, sizeof(struct folio*), GFP_KERNEL));
+  if (folios == nullptr) return -ENOMEM;
+
+  // Long-term pins keep the folios where they are (and out of CMA, so out
+  // of the scratch areas). Pinning allocates every hole: a sparse memfd
+  // costs its full size.
+  pgoff_t offset = 0;
+  const long nr_pinned = memfd_pin_folios(file, 0, size - 1, folios, max_folios, &offset);
+  if (nr_pinned < 0) {
+    pr_err("memfd_luo: failed to pin folios: %ld", nr_pinned);
+    kvfree(folios);
+    return static_cast<int>(nr_pinned);
+  }
+  const u64 nr_folios = static_cast<u64>(nr_pinned);
+
+  auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(
+      vcalloc(nr_folios, sizeof(struct memfd_luo_folio_ser)));
+  int err = 0;
+  long i = 0;
+  if (folios_ser == nullptr) {
+    err = -ENOMEM;
+    goto err_unpin;
+  }
+
+  for (i = 0; i < static_cast<long>(nr_folios); i++) {
+    struct memfd_luo_folio_ser* pfolio = &folios_ser[i];
+    struct folio* folio = folios[i];
+
+    err = kho_preserve_folio(folio);
+    if (err != 0) goto err_unpreserve;
+
+    folio_lock(folio);
+    // The dirty bit can still change after preserve (through a mapping),
+    // and a folio the next kernel believes clean may be reclaimed: every
+    // preserved folio is handed over dirty.
+    folio_mark_dirty(folio);
+    // A folio fallocate left not uptodate would reach the next kernel with
+    // whatever it holds; zero it now, since the holes were paid for anyway.
+    if (!folio_test_uptodate(folio)) {
+      folio_zero_range(folio, 0, folio_size(folio));
+      flush_dcache_folio(folio);
+      folio_mark_uptodate(folio);
+    }
+    folio_unlock(folio);
+
+    pfolio->pfn = folio_pfn(folio);
+    pfolio->flags = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
+    pfolio->index = folio_index(folio);
+  }
+
+  err = kho_preserve_vmalloc(folios_ser, kho_vmalloc);
+  if (err != 0) goto err_unpreserve;
+
+  kvfree(folios);
+  *nr_foliosp = nr_folios;
+  // The array stays allocated: it is preserved memory now, and unpreserve
+  // finds it through private_data.
+  *out_folios_ser = folios_ser;
+  return 0;
+
+err_unpreserve:
+  for (i = i - 1; i >= 0; i--) kho_unpreserve_folio(folios[i]);
+  vfree(folios_ser);
+err_unpin:
+  unpin_folios(folios, nr_folios);
+  kvfree(folios);
+  return err;
+}
+
+void memfd_luo_unpreserve_folios(struct kho_vmalloc* kho_vmalloc,
+                                 const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
+  if (nr_folios == 0) return;
+  kho_unpreserve_vmalloc(kho_vmalloc);
+  for (u64 i = 0; i < nr_folios; i++) {
+    const struct memfd_luo_folio_ser* pfolio = &folios_ser[i];
+    if (pfolio->pfn == 0) continue;
+    struct folio* folio = pfn_folio(pfolio->pfn);
+    kho_unpreserve_folio(folio);
+    unpin_folio(folio);
+  }
+  vfree(folios_ser);
+}
+
+int memfd_luo_preserve(struct liveupdate_file_op_args* args) {
+  struct inode* inode = file_inode(args->file);
+  struct memfd_luo_folio_ser* folios_ser = nullptr;
+  u64 nr_folios = 0;
+  u64 inode_size = 0;
+  int seals = 0;
+  int err = 0;
+
+  inode_lock(inode);
+  shmem_freeze(inode, true);
+
+  auto* ser = static_cast<struct memfd_luo_ser*>(kho_alloc_preserve(sizeof(struct memfd_luo_ser)));
+  if (IS_ERR(ser)) {
+    err = static_cast<int>(PTR_ERR(ser));
+    goto err_unlock;
+  }
+
+  seals = memfd_get_seals(args->file);
+  if (seals < 0) {
+    err = seals;
+    goto err_free_ser;
+  }
+  // A seal this version cannot carry would silently disappear.
+  if ((static_cast<unsigned int>(seals) & ~static_cast<unsigned int>(MEMFD_LUO_ALL_SEALS)) != 0) {
+    err = -EOPNOTSUPP;
+    goto err_free_ser;
+  }
+
+  ser->pos = static_cast<u64>(args->file->f_pos);
+  inode_size = static_cast<u64>(i_size_read(inode));
+  // memfd_pin_folios counts folios in an unsigned int: a larger file would
+  // be preserved only in part.
+  if ((inode_size + PAGE_SIZE - 1) / PAGE_SIZE > UINT_MAX) {
+    err = -EFBIG;
+    goto err_free_ser;
+  }
+  ser->size = inode_size;
+  ser->seals = static_cast<u32>(seals);
+
+  err = memfd_luo_preserve_folios(args->file, &ser->folios, &folios_ser, &nr_folios);
+  if (err != 0) goto err_free_ser;
+
+  ser->nr_folios = nr_folios;
+  inode_unlock(inode);
+
+  args->private_data = folios_ser;
+  args->serialized_data = virt_to_phys(ser);
+  return 0;
+
+err_free_ser:
+  kho_unpreserve_free(ser);
+err_unlock:
+  shmem_freeze(inode, false);
+  inode_unlock(inode);
+  return err;
+}
+
+int memfd_luo_freeze(struct liveupdate_file_op_args* args) {
+  if (WARN_ON_ONCE(args->serialized_data == 0)) return -EINVAL;
+  auto* ser = static_cast<struct memfd_luo_ser*>(phys_to_virt(args->serialized_data));
+  // Everything else is frozen since preserve; the position is not.
+  ser->pos = static_cast<u64>(args->file->f_pos);
+  return 0;
+}
+
+void memfd_luo_unpreserve(struct liveupdate_file_op_args* args) {
+  struct inode* inode = file_inode(args->file);
+  if (WARN_ON_ONCE(args->serialized_data == 0)) return;
+
+  inode_lock(inode);
+  shmem_freeze(inode, false);
+  auto* ser = static_cast<struct memfd_luo_ser*>(phys_to_virt(args->serialized_data));
+  memfd_luo_unpreserve_folios(&ser->folios,
+                              static_cast<const struct memfd_luo_folio_ser*>(args->private_data),
+                              ser->nr_folios);
+  kho_unpreserve_free(ser);
+  inode_unlock(inode);
+}
+
+void memfd_luo_discard_folios(const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
+  for (u64 i = 0; i < nr_folios; i++) {
+    const struct memfd_luo_folio_ser* pfolio = &folios_ser[i];
+    if (pfolio->pfn == 0) continue;
+    const phys_addr_t phys = PFN_PHYS(pfolio->pfn);
+    struct folio* folio = kho_restore_folio(phys);
+    if (folio == nullptr) {
+      pr_warn("memfd_luo: unable to restore folio at physical address 0x%llx",
+              static_cast<unsigned long long>(phys));
+      continue;
+    }
+    folio_put(folio);
+  }
+}
+
+void memfd_luo_finish(struct liveupdate_file_op_args* args) {
+  // A retrieve that succeeded handed everything to the new file; one that
+  // failed cleaned up what it could. Only a file never retrieved is left.
+  if (args->retrieve_status != 0) return;
+  auto* ser = static_cast<struct memfd_luo_ser*>(phys_to_virt(args->serialized_data));
+  if (ser == nullptr) return;
+  if (ser->nr_folios != 0) {
+    auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
+    if (folios_ser != nullptr) {
+      memfd_luo_discard_folios(folios_ser, ser->nr_folios);
+      vfree(folios_ser);
+    }
+  }
+  kho_restore_free(ser);
+}
+
+int memfd_luo_retrieve_folios(struct file* file, const struct memfd_luo_folio_ser* folios_ser,
+                              u64 nr_folios) {
+  struct inode* inode = file_inode(file);
+  struct address_space* mapping = inode->i_mapping;
+  struct folio* folio = nullptr;
+  long nr_added_pages = 0;
+  int err = -EIO;
+  long i = 0;
+
+  for (i = 0; i < static_cast<long>(nr_folios); i++) {
+    const struct memfd_luo_folio_ser* pfolio = &folios_ser[i];
+    if (pfolio->pfn == 0) continue;
+
+    const phys_addr_t phys = PFN_PHYS(pfolio->pfn);
+    folio = kho_restore_folio(phys);
+    if (folio == nullptr) {
+      pr_err("memfd_luo: unable to restore folio at physical address 0x%llx",
+             static_cast<unsigned long long>(phys));
+      err = -EIO;
+      goto put_folios;
+    }
+    const pgoff_t index = pfolio->index;
+    const unsigned int flags = static_cast<unsigned int>(pfolio->flags);
+
+    __folio_set_locked(folio);
+    __folio_set_swapbacked(folio);
+
+    // The retriever pays for the memory from now on.
+    err = mem_cgroup_charge(folio, nullptr, mapping_gfp_mask(mapping));
+    if (err != 0) {
+      pr_err("memfd_luo: failed to charge folio %ld: %d", i, err);
+      goto unlock_folio;
+    }
+    err = shmem_add_to_page_cache(folio, mapping, index, nullptr, mapping_gfp_mask(mapping));
+    if (err != 0) {
+      pr_err("memfd_luo: failed to add folio %ld to the page cache: %d", i, err);
+      goto unlock_folio;
+    }
+    if ((flags & MEMFD_LUO_FOLIO_UPTODATE) != 0) folio_mark_uptodate(folio);
+    if ((flags & MEMFD_LUO_FOLIO_DIRTY) != 0) folio_mark_dirty(folio);
+
+    const long npages = static_cast<long>(folio_nr_pages(folio));
+    err = shmem_inode_acct_blocks(inode, npages);
+    if (err != 0) {
+      pr_err("memfd_luo: failed to account folio %ld (%ld pages): %d", i, npages, err);
+      goto remove_from_cache;
+    }
+    nr_added_pages += npages;
+    folio_add_lru(folio);
+    folio_unlock(folio);
+    folio_put(folio);
+  }
+  shmem_recalc_inode(inode, nr_added_pages, 0);
+  return 0;
+
+remove_from_cache:
+  filemap_remove_folio(folio);
+unlock_folio:
+  folio_unlock(folio);
+  folio_put(folio);
+put_folios:
+  // Folios already in the file go when the file goes; the ones not yet
+  // reached are put here.
+  for (long j = i + 1; j < static_cast<long>(nr_folios); j++) {
+    const struct memfd_luo_folio_ser* rest = &folios_ser[j];
+    if (rest->pfn == 0) continue;
+    struct folio* f = kho_restore_folio(PFN_PHYS(rest->pfn));
+    if (f != nullptr) folio_put(f);
+  }
+  shmem_recalc_inode(inode, nr_added_pages, 0);
+  return err;
+}
+
+int memfd_luo_retrieve(struct liveupdate_file_op_args* args) {
+  auto* ser = static_cast<struct memfd_luo_ser*>(phys_to_virt(args->serialized_data));
+  struct file* file = nullptr;
+  int err = 0;
+  if (ser == nullptr) return -EINVAL;
+
+  if ((ser->seals & ~static_cast<u32>(MEMFD_LUO_ALL_SEALS)) != 0) {
+    err = -EOPNOTSUPP;
+    goto free_ser;
+  }
+  // Sealing must be allowed for the preserved seals to be re-applied (F_SEAL_SEAL among them).
+  file = memfd_alloc_file("", MFD_ALLOW_SEALING);
+  if (IS_ERR(file)) {
+    err = static_cast<int>(PTR_ERR(file));
+    pr_err("memfd_luo: failed to set up the file: %d", err);
+    goto free_ser;
+  }
+  err = memfd_add_seals(file, ser->seals);
+  if (err != 0) {
+    pr_err("memfd_luo: failed to add seals: %d", err);
+    goto put_file;
+  }
+  vfs_setpos(file, static_cast<loff_t>(ser->pos), MAX_LFS_FILESIZE);
+  i_size_write(file_inode(file), static_cast<loff_t>(ser->size));
+
+  if (ser->nr_folios != 0) {
+    auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
+    if (folios_ser == nullptr) {
+      err = -EINVAL;
+      goto put_file;
+    }
+    err = memfd_luo_retrieve_folios(file, folios_ser, ser->nr_folios);
+    vfree(folios_ser);
+    if (err != 0) goto put_file;
+  }
+
+  args->file = file;
+  kho_restore_free(ser);
+  return 0;
+
+put_file:
+  fput(file);
+free_ser:
+  kho_restore_free(ser);
+  return err;
+}
+
+bool memfd_luo_can_preserve(struct liveupdate_file_handler* /*handler*/, struct file* file) {
+  return shmem_file(file) && file_inode(file)->i_nlink == 0;
+}
+
+// Two fds (or two struct files) of one memfd are one preservation.
+unsigned long memfd_luo_get_id(struct file* file) {
+  return reinterpret_cast<unsigned long>(file_inode(file));
+}
+
+const struct liveupdate_file_ops memfd_luo_file_ops = {
+    .can_preserve = memfd_luo_can_preserve,
+    .preserve = memfd_luo_preserve,
+    .unpreserve = memfd_luo_unpreserve,
+    .freeze = memfd_luo_freeze,
+    .unfreeze = nullptr,
+    .retrieve = memfd_luo_retrieve,
+    .can_finish = nullptr,
+    .finish = memfd_luo_finish,
+    .get_id = memfd_luo_get_id,
+    .owner = nullptr,  // built in
+};
+
+struct liveupdate_file_handler memfd_luo_handler = {
+    .ops = &memfd_luo_file_ops,
+    .compatible = "memfd-v2",
+};
+
+}  // namespace
+
+int memfd_luo_init(void) {
+  const int err = liveupdate_register_file_handler(&memfd_luo_handler);
+  if (err != 0 && err != -EOPNOTSUPP) {
+    pr_err("memfd_luo: could not register the file handler: %d", err);
+    return err;
+  }
+  return 0;
+}
+
+void memfd_luo_exit(void) { liveupdate_unregister_file_handler(&memfd_luo_handler); }
