@@ -9,7 +9,8 @@ packages=(
   build-essential cmake ninja-build ccache
   clang clang-format clang-tidy lld libclang-rt-14-dev
   libabsl-dev libboost-dev libgtest-dev libgmock-dev libbenchmark-dev libfdt-dev
-  gnuplot-nox python3 jq
+  libyaml-cpp-dev nlohmann-json3-dev
+  gnuplot-nox python3 python3-jsonschema jq
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the khosim CLI (default preset) and runs it. With no arguments it
-# runs its built-in default scenario; any arguments are passed through.
+# runs `khosim run`: the built-in default scenario. Any arguments are passed
+# to khosim instead (e.g. `scripts/run-khosim.sh --help`).
 # Setup output goes to stderr, so stdout is khosim's alone.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,5 +27,8 @@ if [[ -z "$binary" ]]; then
   exit 1
 fi
 
+if [[ $# -eq 0 ]]; then
+  set -- run
+fi
 echo "==> Running $binary $*" >&2
 exec "$binary" "$@"

@@ -171,7 +171,8 @@ absl::Status Machine::Kexec(KexecOptions options) {
   std::memset(memory_->Virt(image_base), kImageByte, config_.kernel_image_size);
   last_handover_ = handover;
   ++kexec_count_;
-  StartKernel(BootParams{config_.cmdline, handover, image_base, config_.kernel_image_size});
+  StartKernel(BootParams{options.cmdline.value_or(config_.cmdline), handover, image_base,
+                         config_.kernel_image_size});
   return absl::OkStatus();
 }
 

@@ -69,6 +69,9 @@ struct KexecOptions {
   // A preserve-context (KEXEC_JUMP) image: reboot hooks see it and LUO
   // skips serialization.
   bool preserve_context = false;
+  // The next kernel's command line (kexec_file_load's cmdline); unset:
+  // MachineConfig::cmdline, as for every boot.
+  std::optional<std::string> cmdline;
 };
 
 class Machine : public KernelEnv {

@@ -27,7 +27,13 @@ ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs);
 // it does not preserve; after each kexec the previous set must restore
 // byte-exact, the unpreserved folio must be gone, and nothing may be left
 // unclaimed. Needs kho=on on the machine's command line.
-ScenarioResult RunKhoScenario(Machine& m, int kexecs, uint64_t bytes_per_boot);
+struct KhoScenarioOptions {
+  // Index the first folio of each boot's set without preserving it: a
+  // deliberate data loss that the next kernel's restore must report.
+  bool skip_preserve_folio = false;
+};
+ScenarioResult RunKhoScenario(Machine& m, int kexecs, uint64_t bytes_per_boot,
+                              KhoScenarioOptions options = {});
 
 std::vector<std::string> ScenarioNames();
 

@@ -1,0 +1,192 @@
+// Scenario: what `khosim run` simulates, as data. A scenario is written in
+// YAML (docs/scenarios.md has the annotated format and field reference) and
+// parsed into this model by ParseScenario, which checks everything that can
+// be checked without running: every field's type and range, unknown fields,
+// references between boots (a file preserved in boot 2 must exist there),
+// and features this build does not have (kho-v1..v3, hugetlb files), so a
+// bad file is rejected with its line and field before anything runs.
+//
+// Shape:
+//   machine          RAM, nodes, page size, seed, scrub policy
+//   files            named guest files: kind, size, content generator
+//   boots[0]         the cold boot; boots[i] is the kernel kexec'd into by
+//                    hop i. Each has a command line, ABI profiles and the
+//                    userspace that runs in it: processes, each with LUO
+//                    sessions it retrieves (from the previous kernel),
+//                    verifies, finishes, and creates/preserves (for the next)
+//   faults           a fault plan for the machine's FaultInjector
+//   program          instead of processes: one of the procedural KHO-only
+//                    scenarios of khosim/machine/scenarios.h
+#ifndef KHOSIM_SCENARIO_SCENARIO_H_
+#define KHOSIM_SCENARIO_SCENARIO_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "khosim/luo/luo.h"
+#include "khosim/mm/mm.h"
+
+namespace khosim::scenario {
+
+// Where a value came from, for messages that name the line and field.
+struct SourcePos {
+  int line = 0;       // 1-based; 0 = not from a file (a default)
+  int column = 0;     // 1-based
+  std::string field;  // e.g. "boots[1].processes[0].sessions[0].retrieve[0].token"
+};
+
+struct MachineSpec {
+  uint64_t ram = 4ull << 30;
+  int nodes = 2;
+  uint64_t page_size = 4096;
+  uint64_t seed = 1;
+  mm::FreeMemoryPolicy scrub = mm::FreeMemoryPolicy::kPoison;
+};
+
+enum class FileKind { kMemfd, kHugetlb };
+absl::string_view FileKindName(FileKind kind);
+
+enum class ContentKind {
+  kRandom,   // seeded random bytes over the whole size
+  kPattern,  // a byte string repeated over the whole size
+  kZeros,    // nothing written: every page a hole that reads as zero
+  kSparse,   // holes except the listed extents
+};
+
+struct Extent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct ContentSpec {
+  ContentKind kind = ContentKind::kRandom;
+  // kRandom, kSparse: unset derives one from the machine seed and the
+  // file's name, so files differ and runs repeat.
+  std::optional<uint64_t> seed;
+  std::string pattern;          // kPattern; kSparse: extents filled with it
+  std::vector<Extent> extents;  // kSparse: random bytes unless a pattern
+};
+
+struct FileSpec {
+  std::string name;
+  FileKind kind = FileKind::kMemfd;
+  uint64_t size = 0;
+  uint64_t page_size = 0;  // 0: the machine's page size
+  ContentSpec content;
+  SourcePos pos;
+};
+
+enum class VerifyMode {
+  kFull,    // every byte compared against the generator, plus the hash
+  kSample,  // the hash, plus a sample of pages compared byte for byte
+  kNone,
+};
+
+// One file of a session, by token.
+struct FileRef {
+  uint64_t token = 0;
+  std::string file;                       // a name in Scenario::files
+  VerifyMode verify = VerifyMode::kFull;  // retrieve only
+  // preserve only: create the file but deliberately do not preserve it,
+  // to show what the next boot's verification reports.
+  bool omit = false;
+  SourcePos pos;
+};
+
+struct SessionSpec {
+  std::string name;
+  // Retrieve the incoming session of this name and these files (nullopt:
+  // do not retrieve; empty: retrieve a session expected to hold no file).
+  std::optional<std::vector<FileRef>> retrieve;
+  // FINISH the retrieved session after verification.
+  bool finish = true;
+  // Create an outgoing session of this name and preserve these files.
+  std::optional<std::vector<FileRef>> preserve;
+  SourcePos pos;
+};
+
+struct ProcessSpec {
+  std::string name;
+  std::vector<SessionSpec> sessions;
+  SourcePos pos;
+};
+
+struct BootSpec {
+  std::string cmdline = "kho=on liveupdate=on";
+  std::string kho_profile = "kho-v4";
+  luo::LuoProfile luo_profile = luo::LuoProfile::k7_3;
+  std::vector<ProcessSpec> processes;
+  SourcePos pos;
+  // The command line this boot really gets: cmdline plus the LUO profile.
+  std::string EffectiveCmdline() const;
+};
+
+// When a fault plan is armed: before the cold boot, once boot N is up
+// (before its userspace runs), or right before kexec N.
+struct FaultArm {
+  enum Kind { kStart, kBoot, kKexec } kind = kStart;
+  int index = 0;
+};
+
+struct FaultSpec {
+  std::string point;  // "" with kNthAny
+  enum Kind { kNth, kNthAny, kOnce, kProbability } kind = kOnce;
+  uint64_t nth = 0;
+  double probability = 0;
+  FaultArm arm;
+  SourcePos pos;
+};
+
+// A procedural scenario from khosim/machine/scenarios.h, for KHO-only runs.
+struct ProgramSpec {
+  std::string name;                          // "kho" or "kexec-scrub"
+  uint64_t preserve_per_boot = 64ull << 20;  // kho
+  // kho: record one folio in the index without preserving it, so the next
+  // kernel finds it gone (a deliberate data loss).
+  bool skip_preserve_folio = false;
+};
+
+struct Scenario {
+  std::string name;
+  std::string description;
+  std::string source;  // file path or "builtin:<name>"
+  MachineSpec machine;
+  std::vector<FileSpec> files;
+  std::vector<BootSpec> boots;  // at least one; boots.size() - 1 kexecs
+  std::vector<FaultSpec> faults;
+  std::optional<ProgramSpec> program;
+
+  int kexecs() const { return static_cast<int>(boots.size()) - 1; }
+  const FileSpec* FindFile(absl::string_view name) const;
+  // Bytes of every file's size.
+  uint64_t FileBytes() const;
+};
+
+// Parses and validates YAML text. |source| names the text in messages
+// ("scenarios/x.yaml"). Errors are InvalidArgument (a malformed or invalid
+// file) or Unimplemented (valid, but asks for something this build lacks),
+// with messages "<source>:<line>:<col>: <field>: <what>".
+absl::StatusOr<Scenario> ParseScenario(absl::string_view text, absl::string_view source);
+// Reads and parses a file; NotFound if it cannot be read.
+absl::StatusOr<Scenario> LoadScenarioFile(const std::string& path);
+
+// Built-in scenarios: YAML texts compiled into the program.
+std::vector<std::string> BuiltinScenarioNames();
+// The YAML of a built-in, or nullopt.
+std::optional<std::string> BuiltinScenarioText(absl::string_view name);
+// A built-in by name, or a file path (anything containing '/' or ending in
+// .yaml/.yml). An unknown name is NotFound listing the built-ins.
+absl::StatusOr<Scenario> ResolveScenario(absl::string_view name_or_path);
+
+// Fault points the simulated kernel knows (FaultInjector names).
+std::vector<std::string> KnownFaultPoints();
+// "4 GiB", "64 MiB", "4 KiB", "123 bytes".
+std::string FormatBytes(uint64_t bytes);
+
+}  // namespace khosim::scenario
+
+#endif  // KHOSIM_SCENARIO_SCENARIO_H_

@@ -1,0 +1,203 @@
+// Text and JSON renderings of a RunReport (see the header).
+#include "khosim/scenario/report.h"
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+
+namespace khosim::scenario {
+namespace {
+
+std::string Ms(double ms) {
+  return ms >= 10000 ? absl::StrFormat("%.1f s", ms / 1000) : absl::StrFormat("%.1f ms", ms);
+}
+
+std::string BootTitle(const BootReport& b) {
+  return absl::StrFormat("boot %d (generation %d, %s): %s", b.boot, b.generation,
+                         b.boot == 1  ? "cold boot"
+                         : b.kho_boot ? "KHO kexec"
+                                      : "plain kexec",
+                         b.cmdline.empty() ? "<empty command line>" : b.cmdline);
+}
+
+}  // namespace
+
+std::string FormatTextReport(const RunReport& r) {
+  std::string out = absl::StrFormat("scenario %s (%s)\n", r.scenario, r.source);
+  for (const std::string& line : r.program_lines) absl::StrAppend(&out, "  | ", line, "\n");
+  for (const BootReport& b : r.boots) {
+    absl::StrAppend(&out, "\n", BootTitle(b), "\n");
+    absl::StrAppend(&out,
+                    absl::StrFormat("  profiles      %s, LUO %s\n", b.kho_profile, b.luo_profile));
+    if (r.program) {
+      absl::StrAppend(&out, absl::StrFormat("  WARNs         %d\n", b.warns));
+      continue;
+    }
+    if (b.boot > 1) {
+      absl::StrAppend(&out,
+                      absl::StrFormat("  retrieved     %d session(s), %d file(s), %s; "
+                                      "KHO handed over %d block(s)\n",
+                                      b.sessions_retrieved, b.files_retrieved,
+                                      FormatBytes(b.file_bytes_retrieved), b.kho_blocks_retrieved));
+      absl::StrAppend(&out, absl::StrFormat("  verified      %s\n", FormatBytes(b.bytes_verified)));
+      absl::StrAppend(&out,
+                      absl::StrFormat("  finished      %d session(s)\n", b.sessions_finished));
+      absl::StrAppend(&out, "  leaked        ",
+                      b.leaked_blocks ? absl::StrFormat("%d preserved block(s)", *b.leaked_blocks)
+                                      : std::string("not checked"),
+                      "\n");
+    }
+    if (b.sessions_preserved + b.kho_blocks_preserved > 0) {
+      absl::StrAppend(
+          &out, absl::StrFormat("  preserved     %d session(s), %d file(s), %s of file data; KHO "
+                                "tracker: %d block(s), %s, %d node page(s)\n",
+                                b.sessions_preserved, b.files_preserved,
+                                FormatBytes(b.file_bytes_preserved), b.kho_blocks_preserved,
+                                FormatBytes(b.kho_bytes_preserved), b.tracker_node_pages));
+    }
+    absl::StrAppend(&out, absl::StrFormat("  WARNs         %d\n", b.warns));
+    for (const std::string& note : b.notes) absl::StrAppend(&out, "  note          ", note, "\n");
+  }
+  if (!r.files.empty()) {
+    absl::StrAppend(&out, "\nfiles verified\n");
+    absl::StrAppend(&out,
+                    absl::StrFormat("  %-4s %-12s %-10s %-6s %10s  %-6s %-16s %s\n", "boot", "file",
+                                    "session", "token", "size", "verify", "hash", "result"));
+    for (const FileCheck& f : r.files) {
+      absl::StrAppend(&out, absl::StrFormat("  %-4d %-12s %-10s 0x%-4x %10s  %-6s %016x %s\n",
+                                            f.boot, f.file, f.session, f.token, FormatBytes(f.size),
+                                            f.verify, f.hash, f.ok ? "ok" : "DIVERGED"));
+    }
+  }
+  if (!r.phases.empty()) {
+    absl::StrAppend(&out, "\ncost per phase\n");
+    absl::StrAppend(&out, absl::StrFormat("  %-4s %-16s %10s %10s %12s %12s %8s\n", "boot", "phase",
+                                          "wall", "bytes", "page allocs", "fault hits", "events"));
+    for (const PhaseCost& c : r.phases) {
+      absl::StrAppend(
+          &out, absl::StrFormat("  %-4d %-16s %10s %10s %12d %12d %8d\n", c.boot, c.name,
+                                Ms(c.wall_ms), c.bytes ? FormatBytes(c.bytes) : "-", c.page_allocs,
+                                c.fault_point_hits, c.trace_events));
+    }
+  }
+  if (!r.warns.empty()) {
+    absl::StrAppend(&out, "\nWARNs\n");
+    for (const WarnRecord& w : r.warns) {
+      absl::StrAppend(
+          &out, absl::StrFormat("  boot %d: %s x%d: %s\n", w.boot, w.site, w.count, w.message));
+    }
+  }
+  if (!r.faults_injected.empty()) {
+    absl::StrAppend(&out, "\nfaults injected: ", absl::StrJoin(r.faults_injected, ", "), "\n");
+  }
+  if (r.divergence) {
+    absl::StrAppend(&out, "\nfirst divergence\n  ", r.divergence->what, "\n");
+  }
+  absl::StrAppend(
+      &out, absl::StrFormat("\n%d kexec(s), %s verified, %s in all, %s of simulated DRAM resident, "
+                            "%d trace events\n",
+                            r.kexecs_done, FormatBytes(r.bytes_verified), Ms(r.wall_ms),
+                            FormatBytes(r.host_resident_bytes), r.trace_events));
+  if (r.outcome == Outcome::kPassed) {
+    absl::StrAppend(&out, "PASS\n");
+  } else {
+    absl::StrAppend(&out, "FAIL (", OutcomeName(r.outcome), "): ", r.message, "\n");
+  }
+  return out;
+}
+
+std::string ReportToJson(const RunReport& r) {
+  // Keys in the order written, so the document reads top-down.
+  using json = nlohmann::ordered_json;
+  json doc;
+  doc["format"] = kReportFormat;
+  doc["scenario"] = r.scenario;
+  doc["source"] = r.source;
+  doc["outcome"] = std::string(OutcomeName(r.outcome));
+  doc["exit_code"] = ExitCode(r.outcome);
+  doc["message"] = r.message;
+  doc["kexecs"] = r.kexecs_done;
+  doc["bytes_verified"] = r.bytes_verified;
+  doc["wall_ms"] = r.wall_ms;
+  doc["host_resident_bytes"] = r.host_resident_bytes;
+  doc["trace_events"] = r.trace_events;
+  json boots = json::array();
+  for (const BootReport& b : r.boots) {
+    json jb;
+    jb["boot"] = b.boot;
+    jb["generation"] = b.generation;
+    jb["cmdline"] = b.cmdline;
+    jb["kho_profile"] = b.kho_profile;
+    jb["luo_profile"] = b.luo_profile;
+    jb["kho_boot"] = b.kho_boot;
+    jb["preserved"] = {
+        {"sessions", b.sessions_preserved},          {"files", b.files_preserved},
+        {"file_bytes", b.file_bytes_preserved},      {"kho_blocks", b.kho_blocks_preserved},
+        {"kho_pages", b.kho_pages_preserved},        {"kho_bytes", b.kho_bytes_preserved},
+        {"tracker_node_pages", b.tracker_node_pages}};
+    jb["retrieved"] = {{"kho_blocks", b.kho_blocks_retrieved},
+                       {"sessions", b.sessions_retrieved},
+                       {"files", b.files_retrieved},
+                       {"file_bytes", b.file_bytes_retrieved}};
+    jb["bytes_verified"] = b.bytes_verified;
+    jb["sessions_finished"] = b.sessions_finished;
+    jb["leaked_blocks"] = b.leaked_blocks ? json(*b.leaked_blocks) : json(nullptr);
+    jb["warns"] = b.warns;
+    jb["notes"] = b.notes;
+    boots.push_back(std::move(jb));
+  }
+  doc["boots"] = std::move(boots);
+  json files = json::array();
+  for (const FileCheck& f : r.files) {
+    files.push_back({{"boot", f.boot},
+                     {"process", f.process},
+                     {"session", f.session},
+                     {"token", f.token},
+                     {"file", f.file},
+                     {"size", f.size},
+                     {"hash", absl::StrFormat("%016x", f.hash)},
+                     {"verify", f.verify},
+                     {"bytes_compared", f.bytes_compared},
+                     {"ok", f.ok}});
+  }
+  doc["files"] = std::move(files);
+  json phases = json::array();
+  for (const PhaseCost& c : r.phases) {
+    phases.push_back({{"boot", c.boot},
+                      {"phase", c.name},
+                      {"wall_ms", c.wall_ms},
+                      {"bytes", c.bytes},
+                      {"page_allocs", c.page_allocs},
+                      {"fault_point_hits", c.fault_point_hits},
+                      {"trace_events", c.trace_events}});
+  }
+  doc["phases"] = std::move(phases);
+  json warns = json::array();
+  for (const WarnRecord& w : r.warns) {
+    warns.push_back(
+        {{"boot", w.boot}, {"site", w.site}, {"count", w.count}, {"message", w.message}});
+  }
+  doc["warns"] = std::move(warns);
+  doc["faults_injected"] = r.faults_injected;
+  if (r.divergence) {
+    const Divergence& d = *r.divergence;
+    doc["divergence"] = {{"boot", d.boot},
+                         {"what", d.what},
+                         {"file", d.file},
+                         {"session", d.session},
+                         {"token", d.token},
+                         {"offset", d.offset ? json(*d.offset) : json(nullptr)},
+                         {"expected", d.expected >= 0 ? json(d.expected) : json(nullptr)},
+                         {"found", d.found >= 0 ? json(d.found) : json(nullptr)},
+                         {"pages_differing", d.pages_differing}};
+  } else {
+    doc["divergence"] = nullptr;
+  }
+  doc["program"] = r.program;
+  doc["program_lines"] = r.program_lines;
+  return doc.dump(2);
+}
+
+}  // namespace khosim::scenario

@@ -1,0 +1,292 @@
+// The runner end to end on small scenarios: round trips pass with nothing
+// leaked, and every way of losing data is reported as such, naming what
+// diverged; panics and failed operations are told apart; inspection and the
+// machine image show the handover state.
+#include "khosim/scenario/runner.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "khosim/abi/luo.h"
+#include "khosim/fs/shmem.h"
+#include "khosim/linux/mm.h"
+#include "khosim/scenario/content.h"
+#include "khosim/scenario/inspect.h"
+#include "khosim/scenario/report.h"
+
+namespace khosim::scenario {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+
+// Two VMs, three files (random, pattern, sparse), two kexecs: boot 2
+// verifies and preserves again, boot 3 verifies.
+constexpr char kSmall[] = R"(
+name: small
+machine: {ram: 1G, nodes: 2, seed: 9}
+files:
+  ram0: {kind: memfd, size: 4M}
+  ram1: {kind: memfd, size: 2M, content: {generator: pattern, pattern: "xyz"}}
+  sparse: {kind: memfd, size: 1M, content: {generator: sparse, extents: [{offset: 64K, length: 8K}]}}
+boots:
+  - processes:
+      - {name: vmm0, sessions: [{name: vm0, preserve: [{token: 1, file: ram0}]}]}
+      - {name: vmm1, sessions: [{name: vm1, preserve: [{token: 1, file: ram1}, {token: 2, file: sparse}]}]}
+  - processes:
+      - name: vmm0
+        sessions: [{name: vm0, retrieve: [{token: 1, file: ram0}], preserve: [{token: 1, file: ram0}]}]
+      - name: vmm1
+        sessions:
+          - {name: vm1, retrieve: [{token: 1, file: ram1, verify: sample}, {token: 2, file: sparse}]}
+  - processes:
+      - {name: vmm0, sessions: [{name: vm0, retrieve: [{token: 1, file: ram0}]}]}
+)";
+
+Scenario Parse(const std::string& text) {
+  absl::StatusOr<Scenario> s = ParseScenario(text, "test.yaml");
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : Scenario{};
+}
+
+std::string Replace(std::string text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+TEST(RunnerTest, SmallRoundTripPassesWithNothingLeaked) {
+  const Scenario s = Parse(kSmall);
+  const RunReport r = RunScenario(s);
+  ASSERT_EQ(r.outcome, Outcome::kPassed) << FormatTextReport(r);
+  EXPECT_EQ(r.kexecs_done, 2u);
+  ASSERT_EQ(r.boots.size(), 3u);
+  EXPECT_EQ(r.boots[0].sessions_preserved, 2u);
+  EXPECT_EQ(r.boots[0].files_preserved, 3u);
+  EXPECT_EQ(r.boots[0].file_bytes_preserved, 7 * kMiB);
+  EXPECT_GE(r.boots[0].kho_pages_preserved, 7 * kMiB / 4096);
+  EXPECT_EQ(r.boots[1].files_retrieved, 3u);
+  EXPECT_EQ(r.boots[1].sessions_finished, 2u);
+  EXPECT_EQ(r.boots[1].leaked_blocks, 0u);
+  EXPECT_EQ(r.boots[1].sessions_preserved, 1u);
+  EXPECT_EQ(r.boots[2].leaked_blocks, 0u);
+  EXPECT_TRUE(r.boots[2].kho_boot);
+  EXPECT_EQ(r.files.size(), 4u);
+  for (const FileCheck& f : r.files) EXPECT_TRUE(f.ok) << f.file;
+  EXPECT_EQ(r.files[0].hash, r.files[3].hash);  // ram0 in boots 2 and 3
+  EXPECT_EQ(r.bytes_verified, 4 * kMiB + 64 * 4096 + 1 * kMiB + 4 * kMiB);
+  EXPECT_TRUE(r.warns.empty());
+  std::vector<std::string> phases;
+  for (const PhaseCost& c : r.phases) phases.push_back(absl::StrCat(c.boot, " ", c.name));
+  EXPECT_THAT(phases, Contains("1 write"));
+  EXPECT_THAT(phases, Contains("1 kexec 1"));
+  EXPECT_THAT(phases, Contains("2 verify"));
+  EXPECT_THAT(phases, Contains("3 finish"));
+  EXPECT_THAT(FormatTextReport(r), HasSubstr("\nPASS\n"));
+}
+
+TEST(RunnerTest, SameSeedSameRun) {
+  const Scenario s = Parse(kSmall);
+  Runner a(s);
+  Runner b(s);
+  const RunReport ra = a.Run();
+  const RunReport rb = b.Run();
+  ASSERT_EQ(ra.files.size(), rb.files.size());
+  for (size_t i = 0; i < ra.files.size(); ++i) EXPECT_EQ(ra.files[i].hash, rb.files[i].hash);
+  EXPECT_EQ(a.machine()->trace().Names(), b.machine()->trace().Names());
+}
+
+TEST(RunnerTest, AnOmittedFileIsDataLossNamingIt) {
+  const Scenario s = Parse(
+      Replace(kSmall, "{token: 2, file: sparse}]}]}", "{token: 2, file: sparse, omit: true}]}]}"));
+  const RunReport r = RunScenario(s);
+  EXPECT_EQ(r.outcome, Outcome::kDataLoss);
+  EXPECT_EQ(ExitCode(r.outcome), 1);
+  ASSERT_TRUE(r.divergence.has_value());
+  EXPECT_EQ(r.divergence->file, "sparse");
+  EXPECT_EQ(r.divergence->session, "vm1");
+  EXPECT_EQ(r.divergence->token, 2u);
+  EXPECT_EQ(r.message,
+            "boot 2: session \"vm1\" has no file with token 0x2 (expected file sparse; "
+            "RETRIEVE_FD: -ENOENT); the scenario told boot 1 not to preserve it (omit)");
+  EXPECT_THAT(r.boots[0].notes, Contains(HasSubstr("deliberately not preserved")));
+}
+
+TEST(RunnerTest, AMissingSessionIsDataLoss) {
+  const Scenario s = Parse(
+      Replace(kSmall, "{name: vmm0, sessions: [{name: vm0, preserve: [{token: 1, file: ram0}]}]}",
+              "{name: vmm0, sessions: [{name: other, preserve: [{token: 1, file: ram0}]}]}"));
+  const RunReport r = RunScenario(s);
+  EXPECT_EQ(r.outcome, Outcome::kDataLoss);
+  EXPECT_EQ(r.message,
+            "boot 2: session \"vm0\" is not among the incoming sessions (RETRIEVE_SESSION: "
+            "-ENOENT); boot 1 did not create session \"vm0\"");
+}
+
+// Scribbles on page 3 of |file| after it was preserved.
+void Scribble(HookContext& hook, absl::string_view file) {
+  struct file* f = hook.file(file);
+  ASSERT_NE(f, nullptr);
+  fs::ShmemInode* inode = fs::ShmemInode::FromFile(f);
+  ASSERT_NE(inode, nullptr);
+  struct folio* folio = inode->PeekFolio(3);
+  ASSERT_NE(folio, nullptr);
+  auto* p = static_cast<uint8_t*>(folio_address(folio));
+  const uint64_t in_folio = (3 - folio->page.index) * 4096;
+  p[in_folio + 5] ^= 0xff;
+}
+
+TEST(RunnerTest, AChangedPageIsTheFirstDivergence) {
+  const Scenario s = Parse(kSmall);
+  uint8_t before = 0;
+  {
+    // The expected byte, from a clean run's generator.
+    Content c(*s.FindFile("ram0"), s.machine.seed);
+    c.Fill(3 * 4096 + 5, &before, 1);
+  }
+  RunOptions options;
+  options.before_kexec = [](HookContext& hook) {
+    if (hook.boot == 1) Scribble(hook, "ram0");
+  };
+  Runner runner(s, options);
+  const RunReport r = runner.Run();
+  EXPECT_EQ(r.outcome, Outcome::kDataLoss);
+  ASSERT_TRUE(r.divergence.has_value());
+  EXPECT_EQ(r.divergence->offset, 3 * 4096u + 5);
+  EXPECT_EQ(r.divergence->expected, before);
+  EXPECT_EQ(r.divergence->found, before ^ 0xff);
+  EXPECT_EQ(r.divergence->pages_differing, 1u);
+  EXPECT_THAT(r.message, HasSubstr("boot 2: file ram0 (session \"vm0\", token 0x1): first "
+                                   "divergence at byte 0x3005 (page 3)"));
+}
+
+TEST(RunnerTest, SampledVerificationStillFindsTheDivergence) {
+  const Scenario s = Parse(kSmall);
+  RunOptions options;
+  options.before_kexec = [](HookContext& hook) {
+    if (hook.boot == 1) Scribble(hook, "ram1");  // verified with verify: sample
+  };
+  Runner runner(s, options);
+  const RunReport r = runner.Run();
+  EXPECT_EQ(r.outcome, Outcome::kDataLoss);
+  ASSERT_TRUE(r.divergence.has_value());
+  EXPECT_EQ(r.divergence->file, "ram1");
+  EXPECT_EQ(r.divergence->offset, 3 * 4096u + 5);
+}
+
+TEST(RunnerTest, ACorruptLuoRecordPanicsTheNextKernel) {
+  const Scenario s = Parse(kSmall);
+  RunOptions options;
+  options.before_kexec = [](HookContext& hook) {
+    const abi::LuoSer* ser = hook.machine.kernel().luo().outgoing_record();
+    ASSERT_NE(ser, nullptr);
+    std::memcpy(const_cast<char*>(ser->compatible), "luo-v0", 6);
+  };
+  Runner runner(s, options);
+  const RunReport r = runner.Run();
+  EXPECT_EQ(r.outcome, Outcome::kPanic);
+  EXPECT_EQ(ExitCode(r.outcome), 3);
+  EXPECT_THAT(r.message, HasSubstr("kernel panic in boot 2"));
+}
+
+TEST(RunnerTest, AnInjectedFaultFailsTheOperationThatHitIt) {
+  const Scenario s =
+      Parse(absl::StrCat(kSmall, "faults: [{point: kho_alloc_preserve, once: true, boot: 1}]\n"));
+  const RunReport r = RunScenario(s);
+  EXPECT_EQ(r.outcome, Outcome::kFailed) << r.message;
+  EXPECT_EQ(ExitCode(r.outcome), 4);
+  // LUO's first kho_alloc_preserve is the new session's record.
+  EXPECT_EQ(r.message, "boot 1: process vmm0: CREATE_SESSION \"vm0\": -ENOMEM");
+  EXPECT_THAT(r.faults_injected, Contains("kho_alloc_preserve"));
+}
+
+TEST(RunnerTest, LuoProfilePerBoot) {
+  absl::StatusOr<Scenario> s = ResolveScenario("sessions");
+  ASSERT_TRUE(s.ok());
+  const RunReport r = RunScenario(*s);
+  ASSERT_EQ(r.outcome, Outcome::kPassed) << r.message;
+  ASSERT_EQ(r.boots.size(), 3u);
+  EXPECT_EQ(r.boots[1].luo_profile, "7.3");
+  EXPECT_EQ(r.boots[2].luo_profile, "7.2");
+  EXPECT_THAT(r.boots[2].cmdline, HasSubstr("khosim.luo_profile=7.2"));
+}
+
+TEST(RunnerTest, ProgramScenarios) {
+  const Scenario kho = Parse(R"(
+machine: {ram: 1G}
+boots: [{cmdline: kho=on}, {cmdline: kho=on}]
+program: {name: kho, preserve_per_boot: 2M}
+)");
+  EXPECT_EQ(RunScenario(kho).outcome, Outcome::kPassed);
+  const Scenario skip = Parse(R"(
+machine: {ram: 1G}
+boots: [{cmdline: kho=on}, {cmdline: kho=on}]
+program: {name: kho, preserve_per_boot: 2M, skip_preserve_folio: true}
+)");
+  const RunReport r = RunScenario(skip);
+  EXPECT_EQ(r.outcome, Outcome::kDataLoss);
+  EXPECT_EQ(r.message, "program kho: boot 2: folio 0 did not restore at its order");
+}
+
+TEST(RunnerTest, InspectAtAKexecShowsTheHandoverAndWritesAnImage) {
+  const Scenario s = Parse(kSmall);
+  Runner runner(s, RunOptions{.stop = StopPoint{1, true}});
+  const RunReport r = runner.Run();
+  ASSERT_EQ(r.outcome, Outcome::kPassed) << r.message;
+  Machine& m = *runner.machine();
+  const abi::KhoData handover = runner.stop_handover();
+  ASSERT_NE(handover.fdt_addr, 0u);
+  const std::string text = InspectText(m, handover);
+  EXPECT_THAT(text, HasSubstr("outgoing root FDT"));
+  EXPECT_THAT(text, HasSubstr("compatible = \"kho-v4\""));
+  EXPECT_THAT(text, HasSubstr("LUO/"));
+  EXPECT_THAT(text, HasSubstr("blob-size = <u64 0x20>"));  // sizeof(LuoSer)
+  EXPECT_THAT(text, HasSubstr("preserved-data = <u64 0x"));
+  EXPECT_THAT(text, HasSubstr("\"vm1\": 2 file(s)"));
+  EXPECT_THAT(text, HasSubstr("frozen for kexec"));
+  EXPECT_THAT(text, HasSubstr("session \"vm0\": 1 file(s), file chain 0x"));
+  EXPECT_THAT(text, HasSubstr("token 0x2  memfd-v2"));
+
+  const std::string path = ::testing::TempDir() + "/khosim-image";
+  absl::StatusOr<ImageStats> stats = WriteMachineImage(m, handover, "kho=on", path);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_GE(stats->bytes, 7 * kMiB);
+  std::ifstream in(path, std::ios::binary);
+  ImageHeader header;
+  in.read(reinterpret_cast<char*>(&header), sizeof(header));
+  EXPECT_EQ(std::memcmp(header.magic, kImageMagic, 8), 0);
+  EXPECT_EQ(header.handover.fdt_addr, handover.fdt_addr);
+  EXPECT_EQ(header.nr_ranges, stats->ranges);
+  uint8_t fdt_magic[4];
+  in.seekg(static_cast<std::streamoff>(handover.fdt_addr));
+  in.read(reinterpret_cast<char*>(fdt_magic), 4);
+  EXPECT_EQ(fdt_magic[0], 0xd0);
+  EXPECT_EQ(fdt_magic[1], 0x0d);
+  EXPECT_EQ(fdt_magic[2], 0xfe);
+  EXPECT_EQ(fdt_magic[3], 0xed);
+  unlink(path.c_str());
+}
+
+TEST(RunnerTest, JsonReportCarriesTheSummary) {
+  const Scenario s = Parse(
+      Replace(kSmall, "{token: 2, file: sparse}]}]}", "{token: 2, file: sparse, omit: true}]}]}"));
+  const nlohmann::json doc = nlohmann::json::parse(ReportToJson(RunScenario(s)));
+  EXPECT_EQ(doc["format"], kReportFormat);
+  EXPECT_EQ(doc["outcome"], "data_loss");
+  EXPECT_EQ(doc["exit_code"], 1);
+  EXPECT_EQ(doc["divergence"]["file"], "sparse");
+  EXPECT_TRUE(doc["divergence"]["offset"].is_null());
+  EXPECT_EQ(doc["boots"][0]["preserved"]["files"], 2);
+}
+
+}  // namespace
+}  // namespace khosim::scenario
