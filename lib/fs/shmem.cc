@@ -530,7 +530,9 @@ int ShmemInode::AllocFolioLocked(pgoff_t index, unsigned long memcg, bool uptoda
       start = index;
     }
   }
-  struct folio* folio = folio_alloc(GFP_HIGHUSER_MOVABLE | __GFP_ZERO, order);
+  // The mapping's mask: GFP_HIGHUSER_MOVABLE, unless a preservation made
+  // the mapping unmovable.
+  struct folio* folio = folio_alloc(i_data.gfp_mask | __GFP_ZERO, order);
   if (folio == nullptr) return -ENOMEM;
   const int err = sb_->Charge(folio, memcg, /*use_fault_point=*/true);
   if (err != 0) {
@@ -540,6 +542,13 @@ int ShmemInode::AllocFolioLocked(pgoff_t index, unsigned long memcg, bool uptoda
   __folio_set_swapbacked(folio);
   if (uptodate) folio_mark_uptodate(folio);
   InsertLocked(folio, start);
+  if (luo_hook_ != nullptr) {
+    if (const int hook_err = luo_hook_->folio_added(&vfs_inode, folio, luo_hook_data_);
+        hook_err != 0) {
+      DeleteLocked(cache_.find(start));
+      return hook_err;
+    }
+  }
   *out = folio;
   return 0;
 }
@@ -856,6 +865,12 @@ bool ShmemInode::TryLockInode() {
 
 bool ShmemInode::InodeLockedByCaller() const {
   return rwsem_owner_.load() == std::this_thread::get_id();
+}
+
+void ShmemInode::SetLuoHook(const struct shmem_luo_hook* hook, void* data) {
+  absl::MutexLock lock(&mu_);
+  luo_hook_ = hook;
+  luo_hook_data_ = data;
 }
 
 void ShmemInode::Freeze(bool freeze) {

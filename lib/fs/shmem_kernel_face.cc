@@ -77,6 +77,13 @@ void shmem_freeze(struct inode* inode, bool freeze) {
   shmem->Freeze(freeze);
 }
 
+void shmem_set_luo_hook(struct inode* inode, const struct shmem_luo_hook* hook, void* data) {
+  ShmemInode* shmem = ShmemInode::FromInode(inode);
+  if (WARN_ON_ONCE(shmem == nullptr)) return;
+  WARN_ON_ONCE(!shmem->InodeLockedByCaller());
+  shmem->SetLuoHook(hook, data);
+}
+
 struct file* shmem_file_setup(const char* name, loff_t size, unsigned long flags) {
   if (size < 0 || size > MAX_LFS_FILESIZE) return static_cast<struct file*>(ERR_PTR(-EINVAL));
   khosim::fs::ShmemOptions options;
@@ -271,6 +278,16 @@ void unpin_folio(struct folio* folio) {
   }
   if (old == 1) khosim_folio_clear(folio, PG_pinned);
   folio_put(folio);
+}
+
+int try_grab_folio(struct folio* folio, int refs, unsigned int flags) {
+  if (flags != FOLL_PIN || refs < 1) return -EINVAL;
+  for (int i = 0; i < refs; ++i) {
+    folio_get(folio);
+    __atomic_fetch_add(&folio->page.pincount, 1, __ATOMIC_ACQ_REL);
+  }
+  khosim_folio_test_and_set(folio, PG_pinned);
+  return 0;
 }
 
 void unpin_folios(struct folio** folios, unsigned long nfolios) {

@@ -385,11 +385,7 @@ void* vcalloc(size_t n, size_t size) {
 
 void* kmalloc(size_t size, gfp_t gfp) {
   if (khosim::RequireKernelContext().ShouldFail("kmalloc")) return nullptr;
-  // malloc(0) may return NULL; the kernel returns ZERO_SIZE_PTR, which is
-  // not NULL either.
-  void* p = std::malloc(size == 0 ? 1 : size);
-  if (p != nullptr && (gfp & __GFP_ZERO) != 0) std::memset(p, 0, size);
-  return p;
+  return CurrentMm().SlabAlloc(size, (gfp & __GFP_ZERO) != 0);
 }
 void* kzalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp | __GFP_ZERO); }
 void* kmalloc_array(size_t n, size_t size, gfp_t gfp) {
@@ -398,7 +394,7 @@ void* kmalloc_array(size_t n, size_t size, gfp_t gfp) {
   return kmalloc(bytes, gfp);
 }
 void* kcalloc(size_t n, size_t size, gfp_t gfp) { return kmalloc_array(n, size, gfp | __GFP_ZERO); }
-void kfree(const void* p) { std::free(const_cast<void*>(p)); }
+void kfree(const void* p) { CurrentMm().SlabFree(p); }
 void* kvmalloc(size_t size, gfp_t gfp) { return kmalloc(size, gfp); }
 void* kvmalloc_array(size_t n, size_t size, gfp_t gfp) { return kmalloc_array(n, size, gfp); }
 void* kvcalloc(size_t n, size_t size, gfp_t gfp) { return kcalloc(n, size, gfp); }

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -36,7 +37,39 @@ Mm::Mm(KernelContext& ctx, hw::PhysicalMemory& memory, MmConfig config)
   ctx_.set_slot(KernelSlot::kMm, this);
 }
 
+void* Mm::SlabAlloc(size_t size, bool zero) {
+  // malloc(0) may return NULL; the kernel returns ZERO_SIZE_PTR, which is
+  // not NULL either.
+  void* p = zero ? std::calloc(1, size == 0 ? 1 : size) : std::malloc(size == 0 ? 1 : size);
+  if (p == nullptr) return nullptr;
+  absl::MutexLock lock(&slab_mu_);
+  slab_.insert(p);
+  return p;
+}
+
+void Mm::SlabFree(const void* p) {
+  if (p == nullptr) return;
+  {
+    absl::MutexLock lock(&slab_mu_);
+    if (slab_.erase(p) == 0) {
+      ctx_.Warn(KHOSIM_SITE, "kfree of memory this kernel's slab never handed out");
+      return;
+    }
+  }
+  std::free(const_cast<void*>(p));
+}
+
+size_t Mm::SlabObjects() const {
+  absl::MutexLock lock(&slab_mu_);
+  return slab_.size();
+}
+
 Mm::~Mm() {
+  {
+    absl::MutexLock lock(&slab_mu_);
+    for (const void* p : slab_) std::free(const_cast<void*>(p));
+    slab_.clear();
+  }
   // Vmalloc unmaps its aliases before the memmap goes away.
   vmalloc_.reset();
   allocator_.reset();

@@ -23,11 +23,19 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
     luo_->EarlyStartup();
     return 0;
   });
-  RegisterInitcall(InitcallLevel::kLate, "luo_late_startup", [this] { return luo_->LateStartup(); });
-  RegisterRebootHook("liveupdate_reboot",
-                     [this](const RebootInfo& info) { return luo_->Reboot(info.preserve_context); });
+  RegisterInitcall(InitcallLevel::kLate, "luo_late_startup",
+                   [this] { return luo_->LateStartup(); });
+  RegisterRebootHook("liveupdate_reboot", [this](const RebootInfo& info) {
+    return luo_->Reboot(info.preserve_context);
+  });
   luo_config_ = config.luo;
-  if (config.handlers.memfd) RegisterInitcall(InitcallLevel::kLate, "memfd_luo_init", memfd_luo_init);
+  // Built-in file handlers; the first to accept a file preserves it.
+  if (config.handlers.memfd_sparse) {
+    RegisterInitcall(InitcallLevel::kLate, "memfd_sparse_luo_init", memfd_sparse_luo_init);
+  }
+  if (config.handlers.memfd) {
+    RegisterInitcall(InitcallLevel::kLate, "memfd_luo_init", memfd_luo_init);
+  }
   SetHandoverProvider([this](abi::KhoData* out) { return kho_->PrepareHandover(out); });
 }
 

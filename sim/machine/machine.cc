@@ -103,10 +103,12 @@ KernelConfig Machine::KernelConfigFor(PhysAddr image_base) const {
   return config;
 }
 
-void Machine::StartKernel(BootParams params) {
+void Machine::StartKernel(BootParams params, const KernelHandlers& handlers) {
   const PhysAddr image_base = params.image_base;
+  KernelConfig config = KernelConfigFor(image_base);
+  config.handlers = handlers;
   kernel_ = std::make_unique<Kernel>(*this, *memory_, next_generation_++, std::move(params),
-                                     KernelConfigFor(image_base));
+                                     std::move(config));
   SetCurrentKernelContext(&kernel_->ctx());
   if (kernel_init_) kernel_init_(*kernel_);
   kernel_->Boot();  // a KernelPanic leaves the dead kernel for inspection
@@ -120,7 +122,8 @@ void Machine::Boot() {
   memory_->ResetAccess();
   trace_.Record(next_generation_, "machine", "cold_boot", {});
   StartKernel(BootParams{config_.cmdline, abi::KhoData{}, config_.cold_boot_image_base,
-                         config_.kernel_image_size});
+                         config_.kernel_image_size},
+              config_.handlers);
 }
 
 absl::Status Machine::Kexec(KexecOptions options) {
@@ -172,7 +175,8 @@ absl::Status Machine::Kexec(KexecOptions options) {
   last_handover_ = handover;
   ++kexec_count_;
   StartKernel(BootParams{options.cmdline.value_or(config_.cmdline), handover, image_base,
-                         config_.kernel_image_size});
+                         config_.kernel_image_size},
+              options.handlers.value_or(config_.handlers));
   return absl::OkStatus();
 }
 

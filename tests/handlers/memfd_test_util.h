@@ -72,6 +72,16 @@ inline const abi::LuoFileSer* IncomingFileSer(luo::Luo& luo, size_t session, siz
   return BlockChainEntry<abi::LuoFileSer>(ses->file_set.files, file);
 }
 
+inline abi::MemfdSparseSer* SparseRecord(const abi::LuoFileSer* file) {
+  if (file == nullptr) {
+    ADD_FAILURE() << "no such file record";
+    static abi::MemfdSparseSer dummy;
+    dummy = {};
+    return &dummy;
+  }
+  return static_cast<abi::MemfdSparseSer*>(phys_to_virt(file->data));
+}
+
 inline abi::MemfdLuoSer* MemfdRecord(const abi::LuoFileSer* file) {
   if (file == nullptr) {
     ADD_FAILURE() << "no such file record";
@@ -82,11 +92,22 @@ inline abi::MemfdLuoSer* MemfdRecord(const abi::LuoFileSer* file) {
   return static_cast<abi::MemfdLuoSer*>(phys_to_virt(file->data));
 }
 
+// The memfd handler a kernel preserves with.
+enum class MemfdProfile { kV2, kSparse };
+
+inline std::string ProfileName(MemfdProfile profile) {
+  return profile == MemfdProfile::kV2 ? "memfd_v2" : "memfd_sparse";
+}
+
 class MemfdFixture : public ::testing::Test {
  protected:
+  virtual MemfdProfile Profile() const { return MemfdProfile::kV2; }
+  bool Sparse() const { return Profile() == MemfdProfile::kSparse; }
+
   virtual MachineConfig Config() {
     MachineConfig config{.ram = 2 * kGiB, .seed = 5};
     config.cmdline = "kho=on liveupdate=on";
+    config.handlers.memfd_sparse = Sparse();
     return config;
   }
 

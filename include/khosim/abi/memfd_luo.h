@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "khosim/abi/kexec_handover.h"
+#include "khosim/abi/kho_xarray.h"
 
 namespace khosim::abi {
 
@@ -55,6 +56,29 @@ static_assert(offsetof(MemfdLuoSer, folios) == 32);
 // version can carry; any other seal fails preserve and retrieve with
 // -EOPNOTSUPP.
 inline constexpr uint32_t kMemfdLuoAllSeals = 0x0001 | 0x0002 | 0x0004 | 0x0008 | 0x0010 | 0x0020;
+
+// ---- The sparse profile ("memfd-sparse-v1", docs/memfd-sparse.md) --------
+//
+//   LuoFileSer.data -> MemfdSparseSer (kho_alloc_preserve, 64 bytes)
+//     folios: a KHO xarray (abi/kho_xarray.h) from the page index of each
+//             folio's first page to its physical address (an even entry
+//             word); only populated pages have entries, and the map is
+//             kept current while the file stays preserved (pages written
+//             into holes after preserve are added).
+// Every preserved folio is dirty and uptodate (there are no per-folio
+// flags); the folio's order is the order KHO preserved it with.
+inline constexpr char kMemfdSparseCompatible[] = "memfd-sparse-v1";
+
+struct __attribute__((packed)) MemfdSparseSer {
+  uint64_t pos;
+  uint64_t size;
+  uint32_t seals;     // as MemfdLuoSer
+  uint32_t flags;     // none defined: 0
+  uint64_t reserved;  // 0
+  KhoXarrayDesc folios;
+};
+static_assert(sizeof(MemfdSparseSer) == 64);
+static_assert(offsetof(MemfdSparseSer, folios) == 32);
 
 }  // namespace khosim::abi
 

@@ -160,6 +160,8 @@ class ShmemInode : public shmem_inode_info {
   long Fallocate(int mode, loff_t offset, loff_t len);
   int AddSeals(struct file* file, unsigned int seals);
   void Freeze(bool freeze);
+  // shmem_set_luo_hook's backend (nullptr clears it).
+  void SetLuoHook(const struct shmem_luo_hook* hook, void* data);
   // shmem_get_folio: see linux/shmem_fs.h. Takes a reference; the folio is
   // not locked here (the kernel-face wrapper locks it).
   int GetFolio(pgoff_t index, enum sgp_type sgp, unsigned long memcg, struct folio** out);
@@ -210,6 +212,8 @@ class ShmemInode : public shmem_inode_info {
 
   const std::shared_ptr<ShmemSb> sb_;
   const unsigned int order_;
+  const struct shmem_luo_hook* luo_hook_ ABSL_GUARDED_BY(mu_) = nullptr;
+  void* luo_hook_data_ ABSL_GUARDED_BY(mu_) = nullptr;
   // i_rwsem: serializes size, seal and frozen-flag changes (outer).
   mutable absl::Mutex rwsem_;
   std::atomic<std::thread::id> rwsem_owner_{};

@@ -19,4 +19,15 @@ int memfd_luo_init(void);
 // Unregisters it (module unload in tests).
 void memfd_luo_exit(void);
 
+// The sparse profile, "memfd-sparse-v1" (docs/memfd-sparse.md): the same
+// userspace behaviour, but the folios are recorded in a KHO xarray instead
+// of a flat array, so holes stay holes (no page is allocated for them),
+// the metadata is proportional to the populated pages, there is no
+// UINT_MAX-page limit, and pages written into holes after preserve are
+// added to the handover as they appear. KernelConfig::handlers.memfd_sparse
+// (off by default) registers it before memfd-v2, so that it preserves
+// every memfd while memfd-v2 still retrieves what an older kernel left.
+int memfd_sparse_luo_init(void);
+void memfd_sparse_luo_exit(void);
+
 #endif  // KHOSIM_HANDLERS_MEMFD_LUO_H_

@@ -108,6 +108,12 @@ struct folio* memfd_alloc_folio(struct file* memfd, pgoff_t idx);
 long memfd_pin_folios(struct file* memfd, loff_t start, loff_t end, struct folio** folios,
                       unsigned int max_folios, pgoff_t* offset);
 void unpin_folio(struct folio* folio);
+// mm/internal.h: takes |refs| references on |folio|, as pins with FOLL_PIN
+// (what unpin_folio drops). 0, or -EINVAL for other flags or refs < 1.
+#ifndef FOLL_PIN
+#define FOLL_PIN (1U << 10)
+#endif
+int try_grab_folio(struct folio* folio, int refs, unsigned int flags);
 void unpin_folios(struct folio** folios, unsigned long nfolios);
 
 #endif  // KHOSIM_LINUX_MEMFD_H_

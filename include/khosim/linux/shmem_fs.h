@@ -108,6 +108,21 @@ static inline struct shmem_inode_info* SHMEM_I(struct inode* inode) {
                                                     offsetof(struct shmem_inode_info, vfs_inode));
 }
 
+// A live preservation record of the inode's folios (the sparse memfd
+// handler) hears of every folio that enters the page cache afterwards:
+// folio_added runs once the new folio is in the cache, charged, with the
+// page-cache lock held (it must not call back into this inode). A non-zero
+// return takes the folio out again and fails the allocation (the write or
+// fault) with that error. The caller of shmem_set_luo_hook holds
+// inode_lock(inode); NULL clears the hook.
+struct shmem_luo_hook {
+  int (*folio_added)(struct inode* inode, struct folio* folio, void* data);
+};
+void shmem_set_luo_hook(struct inode* inode, const struct shmem_luo_hook* hook, void* data);
+static inline void mapping_set_gfp_mask(struct address_space* mapping, gfp_t mask) {
+  mapping->gfp_mask = mask;
+}
+
 // Whether |mapping| / |file| belong to shmem (tmpfs or memfd, not hugetlbfs).
 bool shmem_mapping(const struct address_space* mapping);
 bool shmem_file(const struct file* file);

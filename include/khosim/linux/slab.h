@@ -1,7 +1,9 @@
 // Kernel-face small allocations (<linux/slab.h>, kvmalloc from <linux/mm.h>).
-// They come from the host heap: the simulated kernel's slab memory is not
-// part of the physical memory model, so nothing allocated here can be
-// preserved (use kho_alloc_preserve or the page allocator for that).
+// They come from the running kernel's slab heap (mm::Mm::SlabAlloc): host
+// memory that is not part of the physical memory model, so nothing
+// allocated here can be preserved (use kho_alloc_preserve or the page
+// allocator for that), and whatever is left at a kexec goes with the old
+// kernel. kfree of memory another kernel allocated WARNs.
 // Every allocation checks the fault point "kmalloc" and returns NULL when
 // it fires. __GFP_ZERO zeroes; other gfp bits are accepted and ignored.
 #ifndef KHOSIM_LINUX_SLAB_H_

@@ -42,6 +42,10 @@ enum class InitcallLevel { kEarly, kCore, kFs, kDevice, kLate };
 // would); each registers itself with LUO from a late initcall.
 struct KernelHandlers {
   bool memfd = true;  // mm/memfd_luo.c, "memfd-v2"
+  // "memfd-sparse-v1" (docs/memfd-sparse.md). Registered before memfd-v2,
+  // so it preserves every memfd; memfd-v2 (if built) still retrieves
+  // files an older kernel preserved with it.
+  bool memfd_sparse = false;
 };
 
 struct KernelConfig {

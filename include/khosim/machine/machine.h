@@ -72,6 +72,9 @@ struct KexecOptions {
   // The next kernel's command line (kexec_file_load's cmdline); unset:
   // MachineConfig::cmdline, as for every boot.
   std::optional<std::string> cmdline;
+  // The next kernel's built-in file handlers (a different kernel build);
+  // unset: MachineConfig::handlers.
+  std::optional<KernelHandlers> handlers;
 };
 
 class Machine : public KernelEnv {
@@ -122,7 +125,7 @@ class Machine : public KernelEnv {
   Machine(MachineConfig config, std::unique_ptr<hw::PhysicalMemory> memory);
   static absl::StatusOr<hw::MemoryLayout> LayoutFor(const MachineConfig& config);
   KernelConfig KernelConfigFor(PhysAddr image_base) const;
-  void StartKernel(BootParams params);
+  void StartKernel(BootParams params, const KernelHandlers& handlers);
 
   MachineConfig config_;
   std::unique_ptr<hw::PhysicalMemory> memory_;

@@ -22,6 +22,9 @@
 #include <optional>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "khosim/base/kernel_context.h"
 #include "khosim/hw/physical_memory.h"
 #include "khosim/mm/memblock.h"
@@ -90,6 +93,14 @@ class Mm {
     kexec_windows_ = std::move(windows);
   }
 
+  // The kernel's slab heap (kmalloc and friends, khosim/linux/slab.h): host
+  // memory owned by this kernel. What is still allocated when the kernel
+  // goes away (a kexec) is freed with it, as kernel A's slab simply stops
+  // existing; nothing in it is ever handed over.
+  void* SlabAlloc(size_t size, bool zero);
+  void SlabFree(const void* p);
+  size_t SlabObjects() const;
+
   // Zeroes [pa, pa+len) cheaply: page-aligned interiors are discarded
   // rather than written, so zeroing untouched memory costs no host memory.
   void ZeroPhys(PhysAddr pa, uint64_t len);
@@ -104,6 +115,8 @@ class Mm {
   std::unique_ptr<Vmalloc> vmalloc_;
   bool free_all_done_ = false;
   std::vector<PhysRange> kexec_windows_;
+  mutable absl::Mutex slab_mu_;
+  absl::flat_hash_set<const void*> slab_ ABSL_GUARDED_BY(slab_mu_);
 };
 
 }  // namespace khosim::mm

@@ -1,0 +1,290 @@
+// What preserving guest RAM in a memfd costs with each memfd handler
+// profile: "memfd-v2" (the upstream flat folio array) and "memfd-sparse-v1"
+// (a KHO xarray of the populated pages, docs/memfd-sparse.md): PRESERVE_FD,
+// the unpreserve that closing the session does, and RETRIEVE_FD in kernel
+// B, for a fully written memfd and for a sparse one, per GiB of file size,
+// with the metadata the handover carries. Row names read
+// <operation>/<shape>/MiB:<size>/<implementation>.
+//
+// Rows (MiB = 64, 256; also 1024 and 4096 with KHOSIM_BENCH_LARGE):
+//   populate/<shape>/MiB:N/pwrite
+//       Baseline: writing the file's data, one 4 KiB pwrite(2) per written
+//       page, into a fresh memfd (each page a new folio, zeroed, charged):
+//       what building the guest RAM cost, measured in the same run.
+//   preserve/<shape>/MiB:N/memfd_v2, .../memfd_sparse
+//       LIVEUPDATE_SESSION_PRESERVE_FD of the memfd. memfd-v2 pins every
+//       page of the size (allocating the holes), preserves each folio and
+//       writes the folio array; the sparse profile pins and preserves the
+//       cached folios and stores each in the map. The file is rebuilt and
+//       the session closed (untimed) around every iteration.
+//   unpreserve/<shape>/MiB:N/<profile>
+//       close(2) of the session holding the preserved memfd.
+//   retrieve/<shape>/MiB:N/<profile>
+//       Kernel B: LIVEUPDATE_SESSION_RETRIEVE_FD (restore the metadata,
+//       then restore, charge and insert every folio). Every iteration needs
+//       a fresh machine, file, preserve and kexec (untimed).
+// Shapes: dense (every page written), sparse1pct (one page in a hundred).
+// Counters: s_per_GiB (time per GiB of file size); preserved_pages (data
+// pages handed over) and metadata_B_per_GiB (the handler's record and
+// array or map pages, per GiB of size), both measured from the KHO tracker
+// after a preserve; written_pages.
+//
+// Machine: 8 GiB (16 GiB with KHOSIM_BENCH_LARGE), one node, 4 KiB pages,
+// "kho=on liveupdate=on".
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "bench_util.h"
+#include "benchmark/benchmark.h"
+#include "khosim/fs/shmem.h"
+#include "khosim/fs/vfs.h"
+#include "khosim/kho/kho.h"
+#include "khosim/kho/radix_tree.h"
+#include "khosim/luo/client.h"
+#include "khosim/machine/machine.h"
+
+namespace khosim {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+bool LargeSizes() { return std::getenv("KHOSIM_BENCH_LARGE") != nullptr; }
+
+enum class Shape { kDense, kSparse1Pct };
+const char* ShapeName(Shape shape) { return shape == Shape::kDense ? "dense" : "sparse1pct"; }
+bool Written(Shape shape, uint64_t page) { return shape == Shape::kDense || page % 100 == 0; }
+
+// One machine, booted, with a "vmm" process; rebuilt when a row needs a
+// clean kernel.
+enum class Profile { kV2, kSparse };
+const char* ProfileName(Profile profile) {
+  return profile == Profile::kV2 ? "memfd_v2" : "memfd_sparse";
+}
+
+class Host {
+ public:
+  explicit Host(Profile profile = Profile::kV2) {
+    MachineConfig config{.ram = (LargeSizes() ? 16 : 8) * kGiB, .seed = 3};
+    config.cmdline = "kho=on liveupdate=on";
+    config.handlers.memfd_sparse = profile == Profile::kSparse;
+    machine_ = std::make_unique<Machine>(config);
+    machine_->Boot();
+    StartUserspace();
+  }
+  void StartUserspace() {
+    machine_->Activate();
+    p_ = &machine_->kernel().vfs().CreateProcess("vmm");
+    dev_ = luo::OpenLiveupdate(*p_);
+  }
+  bool Kexec() {
+    if (!machine_->Kexec().ok()) return false;
+    StartUserspace();
+    return true;
+  }
+  fs::Process& p() { return *p_; }
+  int dev() const { return dev_; }
+  kho::Kho& kho() { return machine_->kernel().kho(); }
+
+  // Pages the running kernel's KHO tracker holds for the next kernel.
+  uint64_t PreservedPages() {
+    const kho::RadixGeometry& g = kho().out_tree()->geometry();
+    uint64_t pages = 0;
+    kho().out_tree()->Walk([&](uint64_t key) {
+      PhysAddr pa;
+      unsigned order = 0;
+      if (kho::DecodeKey(g, key, &pa, &order)) pages += uint64_t{1} << order;
+      return 0;
+    });
+    return pages;
+  }
+
+  // A memfd of |bytes| with the pages |shape| says written; -errno on error.
+  int BuildMemfd(uint64_t bytes, Shape shape) {
+    const int fd = fs::MemfdCreate(*p_, "guest-ram", 0);
+    if (fd < 0) return fd;
+    if (int err = p_->Ftruncate(fd, static_cast<loff_t>(bytes)); err != 0) return err;
+    std::vector<uint8_t> page(kPage, 0xa5);
+    for (uint64_t i = 0; i < bytes / kPage; ++i) {
+      if (!Written(shape, i)) continue;
+      page[0] = static_cast<uint8_t>(i);
+      if (p_->Pwrite(fd, page.data(), kPage, static_cast<loff_t>(i * kPage)) !=
+          static_cast<ssize_t>(kPage)) {
+        return -EIO;
+      }
+    }
+    return fd;
+  }
+
+ private:
+  std::unique_ptr<Machine> machine_;
+  fs::Process* p_ = nullptr;
+  int dev_ = -1;
+};
+
+uint64_t WrittenPages(uint64_t bytes, Shape shape) {
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < bytes / kPage; ++i) n += Written(shape, i) ? 1 : 0;
+  return n;
+}
+
+// What one preservation of the file took: data pages (folios) and the
+// handler's metadata pages, measured from the KHO tracker.
+struct Preserved {
+  uint64_t data_pages = 0;
+  uint64_t metadata_pages = 0;
+};
+
+void SetCounters(benchmark::State& state, uint64_t bytes, Shape shape, const Preserved* preserved) {
+  const double gib = static_cast<double>(bytes) / static_cast<double>(kGiB);
+  state.counters["s_per_GiB"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * gib,
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["written_pages"] = static_cast<double>(WrittenPages(bytes, shape));
+  if (preserved != nullptr) {
+    state.counters["preserved_pages"] = static_cast<double>(preserved->data_pages);
+    state.counters["metadata_B_per_GiB"] =
+        static_cast<double>(preserved->metadata_pages * kPage) / gib;
+  }
+}
+
+void BM_Populate(benchmark::State& state, Shape shape, uint64_t bytes) {
+  Host host;
+  for (auto _ : state) {
+    state.PauseTiming();
+    const int fd = fs::MemfdCreate(host.p(), "guest-ram", 0);
+    if (fd < 0 || host.p().Ftruncate(fd, static_cast<loff_t>(bytes)) != 0) {
+      state.SkipWithError("memfd setup failed");
+      return;
+    }
+    std::vector<uint8_t> page(kPage, 0xa5);
+    state.ResumeTiming();
+    for (uint64_t i = 0; i < bytes / kPage; ++i) {
+      if (!Written(shape, i)) continue;
+      benchmark::DoNotOptimize(
+          host.p().Pwrite(fd, page.data(), kPage, static_cast<loff_t>(i * kPage)));
+    }
+    state.PauseTiming();
+    host.p().Close(fd);
+    state.ResumeTiming();
+  }
+  SetCounters(state, bytes, shape, nullptr);
+}
+
+// preserve and unpreserve rebuild the file before every iteration
+// (untimed): memfd-v2 fills a sparse file's holes for good.
+void BM_PreserveOrUnpreserve(benchmark::State& state, Profile profile, Shape shape, uint64_t bytes,
+                             bool time_unpreserve) {
+  Host host(profile);
+  Preserved preserved;
+  for (auto _ : state) {
+    state.PauseTiming();
+    const int fd = host.BuildMemfd(bytes, shape);
+    const int s = luo::CreateSession(host.p(), host.dev(), "vm0");
+    if (fd < 0 || s < 0) {
+      state.SkipWithError("memfd or session setup failed");
+      return;
+    }
+    const uint64_t before = host.PreservedPages();
+    if (!time_unpreserve) state.ResumeTiming();
+    const int err = luo::PreserveFd(host.p(), s, fd, 1);
+    if (!time_unpreserve) state.PauseTiming();
+    if (err != 0) {
+      state.SkipWithError(absl::StrCat("PRESERVE_FD failed: ", err).c_str());
+      return;
+    }
+    // Less the folios and LUO's own file block for the session.
+    preserved.data_pages = fs::ShmemInode::FromFile(host.p().PeekFile(fd))->CachedPages();
+    preserved.metadata_pages = host.PreservedPages() - before - preserved.data_pages - 1;
+    if (time_unpreserve) state.ResumeTiming();
+    host.p().Close(s);
+    if (time_unpreserve) state.PauseTiming();
+    host.p().Close(fd);
+    state.ResumeTiming();
+  }
+  SetCounters(state, bytes, shape, &preserved);
+}
+
+void BM_Retrieve(benchmark::State& state, Profile profile, Shape shape, uint64_t bytes) {
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto host = std::make_unique<Host>(profile);
+    const int fd = host->BuildMemfd(bytes, shape);
+    const int s = luo::CreateSession(host->p(), host->dev(), "vm0");
+    if (fd < 0 || luo::PreserveFd(host->p(), s, fd, 1) != 0 || !host->Kexec()) {
+      state.SkipWithError("preserve or kexec failed");
+      return;
+    }
+    const int r = luo::RetrieveSession(host->p(), host->dev(), "vm0");
+    state.ResumeTiming();
+    const int got = luo::RetrieveFd(host->p(), r, 1);
+    state.PauseTiming();
+    if (got < 0) {
+      state.SkipWithError(absl::StrCat("RETRIEVE_FD failed: ", got).c_str());
+      return;
+    }
+    host.reset();
+    state.ResumeTiming();
+  }
+  SetCounters(state, bytes, shape, nullptr);
+}
+
+void RegisterAll(double min_time) {
+  std::vector<uint64_t> mib = {64, 256};
+  if (LargeSizes()) {
+    mib.push_back(1024);
+    mib.push_back(4096);
+  }
+  for (Shape shape : {Shape::kDense, Shape::kSparse1Pct}) {
+    for (uint64_t m : mib) {
+      const uint64_t bytes = m * kMiB;
+      const std::string suffix = absl::StrFormat("%s/MiB:%d", ShapeName(shape), m);
+      benchmark::RegisterBenchmark(absl::StrCat("populate/", suffix, "/pwrite").c_str(),
+                                   BM_Populate, shape, bytes)
+          ->Unit(benchmark::kMillisecond);
+      // Every iteration builds the file (about 4 us per written page),
+      // preserves it (about 1 us per page of size) and, for retrieve, kexecs.
+      const double build = static_cast<double>(bytes / kPage) * 1e-6 +
+                           static_cast<double>(WrittenPages(bytes, shape)) * 4e-6;
+      for (Profile profile : {Profile::kV2, Profile::kSparse}) {
+        const std::string impl = ProfileName(profile);
+        for (bool unpreserve : {false, true}) {
+          benchmark::RegisterBenchmark(
+              absl::StrCat(unpreserve ? "unpreserve/" : "preserve/", suffix, "/", impl).c_str(),
+              BM_PreserveOrUnpreserve, profile, shape, bytes, unpreserve)
+              ->Iterations(bench::SetupBoundIterations(min_time, build))
+              ->Unit(benchmark::kMillisecond);
+        }
+        const double wall = 0.3 + build;
+        benchmark::RegisterBenchmark(absl::StrCat("retrieve/", suffix, "/", impl).c_str(),
+                                     BM_Retrieve, profile, shape, bytes)
+            ->Iterations(bench::SetupBoundIterations(min_time, wall))
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace khosim
+
+int main(int argc, char** argv) {
+  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  khosim::bench::ConfigureDeadlockDetection();
+  benchmark::AddCustomContext(
+      "khosim_machine", absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on liveupdate=on",
+                                        khosim::LargeSizes() ? 16 : 8));
+  khosim::RegisterAll(min_time);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

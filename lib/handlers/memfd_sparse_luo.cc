@@ -1,0 +1,401 @@
+// The sparse memfd profile, "memfd-sparse-v1" (docs/memfd-sparse.md): the
+// memfd handler with its folio array replaced by a KHO xarray that maps
+// each populated page index to its folio. Userspace sees memfd-v2's
+// behaviour (frozen mapping, seals, position as of freeze, a new unnamed
+// memfd at retrieve, charge to the retriever); what changes is the cost:
+//   - holes are not filled: only the folios in the page cache are pinned
+//     and preserved, and the metadata is proportional to them;
+//   - no size limit follows from a single allocation (no UINT_MAX pages);
+//   - the record stays live: a page written into a hole after preserve
+//     (through write(2) or a mapping fault) is preserved and stored in the
+//     map as it is allocated, through the shmem preservation hook, and the
+//     map's descriptor lives inside the record, so at kexec there is
+//     nothing left to write.
+// While preserved, the mapping allocates unmovable folios, so that a page
+// faulted in later never lands in a CMA (KHO scratch) pageblock.
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <new>
+
+#include "khosim/abi/memfd_luo.h"
+#include "khosim/handlers/memfd_luo.h"
+#include "khosim/linux/bug.h"
+#include "khosim/linux/err.h"
+#include "khosim/linux/fs.h"
+#include "khosim/linux/kexec_handover.h"
+#include "khosim/linux/kho_xarray.h"
+#include "khosim/linux/liveupdate.h"
+#include "khosim/linux/memfd.h"
+#include "khosim/linux/mm.h"
+#include "khosim/linux/shmem_fs.h"
+#include "khosim/linux/slab.h"
+
+namespace {
+
+#define MEMFD_SPARSE_ALL_SEALS \
+  (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC)
+
+struct memfd_sparse_ser {
+  u64 pos;
+  u64 size;
+  u32 seals;
+  u32 flags;
+  u64 reserved;
+  struct kho_xa_desc folios;
+};
+static_assert(sizeof(struct memfd_sparse_ser) == sizeof(khosim::abi::MemfdSparseSer));
+static_assert(offsetof(struct memfd_sparse_ser, folios) ==
+              offsetof(khosim::abi::MemfdSparseSer, folios));
+
+// Kernel A's private state for one preserved memfd (args->private_data).
+struct memfd_sparse_state {
+  struct kho_xarray xa;
+  gfp_t saved_gfp;
+};
+
+// The narrowest key that holds every page index of a |size|-byte file
+// (the mapping is frozen, so the size cannot grow while preserved).
+unsigned int memfd_sparse_key_bits(loff_t size) {
+  const u64 last_index = size <= 0 ? 0 : static_cast<u64>(size - 1) >> PAGE_SHIFT;
+  return std::max(1U, static_cast<unsigned int>(std::bit_width(last_index)));
+}
+
+struct folio* memfd_sparse_entry_folio(u64 entry) {
+  return pfn_folio(kho_xa_to_phys(entry) >> PAGE_SHIFT);
+}
+
+// Preserves one pinned folio and records it. On failure nothing of it is
+// left preserved or recorded (the caller still holds its pin).
+int memfd_sparse_add_folio(struct memfd_sparse_state* state, struct folio* folio) {
+  int err = kho_preserve_folio(folio);
+  if (err != 0) return err;
+  err = kho_xa_store(&state->xa, folio_index(folio), kho_xa_mk_phys(folio_phys(folio)));
+  if (err != 0) {
+    kho_unpreserve_folio(folio);
+    return err;
+  }
+  return 0;
+}
+
+// Unpreserves and unpins every recorded folio and frees the map's nodes.
+void memfd_sparse_drop_folios(struct memfd_sparse_state* state) {
+  u64 index = 0;
+  u64 entry = 0;
+  kho_xa_for_each(&state->xa, index, entry) {
+    struct folio* folio = memfd_sparse_entry_folio(entry);
+    kho_unpreserve_folio(folio);
+    unpin_folio(folio);
+  }
+  kho_xa_destroy(&state->xa);
+}
+
+// The shmem hook: a folio allocated into a hole of the preserved file. It
+// is new and zero-filled, so it can be handed over as uptodate whatever
+// the write that allocated it does next.
+int memfd_sparse_folio_added(struct inode* /*inode*/, struct folio* folio, void* data) {
+  auto* state = static_cast<struct memfd_sparse_state*>(data);
+  int err = try_grab_folio(folio, 1, FOLL_PIN);
+  if (err != 0) return err;
+  err = memfd_sparse_add_folio(state, folio);
+  if (err != 0) {
+    unpin_folio(folio);
+    return err;
+  }
+  folio_mark_dirty(folio);
+  return 0;
+}
+
+const struct shmem_luo_hook memfd_sparse_hook = {
+    .folio_added = memfd_sparse_folio_added,
+};
+
+// Pins, preserves and records every folio in the page cache.
+int memfd_sparse_preserve_folios(struct file* file, struct memfd_sparse_state* state) {
+  struct address_space* mapping = file_inode(file)->i_mapping;
+  const loff_t size = i_size_read(file_inode(file));
+  struct folio_batch batch;
+  pgoff_t start = 0;
+  int err = 0;
+  folio_batch_init(&batch);
+  while (err == 0 && filemap_get_folios(mapping, &start, ULONG_MAX, &batch) != 0) {
+    for (unsigned int i = 0; i < folio_batch_count(&batch) && err == 0; i++) {
+      const struct folio* cached = batch.folios[i];
+      const loff_t pos = folio_pos(cached);
+      if (pos >= size) continue;
+      const loff_t end = std::min<loff_t>(pos + static_cast<loff_t>(folio_size(cached)), size) - 1;
+      // A long-term pin of exactly this folio: it moves the folio out of
+      // CMA first if it sits there (so the pinned folio may be a new one).
+      struct folio* folio = nullptr;
+      pgoff_t offset = 0;
+      const long pinned = memfd_pin_folios(file, pos, end, &folio, 1, &offset);
+      if (pinned < 0) {
+        err = static_cast<int>(pinned);
+        break;
+      }
+      if ((err = memfd_sparse_add_folio(state, folio)) != 0) {
+        unpin_folio(folio);
+        break;
+      }
+      folio_lock(folio);
+      folio_mark_dirty(folio);
+      if (!folio_test_uptodate(folio)) {
+        folio_zero_range(folio, 0, folio_size(folio));
+        flush_dcache_folio(folio);
+        folio_mark_uptodate(folio);
+      }
+      folio_unlock(folio);
+    }
+    folio_batch_release(&batch);
+  }
+  if (err != 0) memfd_sparse_drop_folios(state);
+  return err;
+}
+
+int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
+  struct inode* inode = file_inode(args->file);
+  struct address_space* mapping = inode->i_mapping;
+  struct memfd_sparse_state* state = nullptr;
+  loff_t size = 0;
+  int seals = 0;
+  int err = 0;
+
+  inode_lock(inode);
+  shmem_freeze(inode, true);
+
+  auto* ser =
+      static_cast<struct memfd_sparse_ser*>(kho_alloc_preserve(sizeof(struct memfd_sparse_ser)));
+  if (IS_ERR(ser)) {
+    err = static_cast<int>(PTR_ERR(ser));
+    goto err_unlock;
+  }
+  seals = memfd_get_seals(args->file);
+  if (seals < 0) {
+    err = seals;
+    goto err_free_ser;
+  }
+  if ((static_cast<unsigned int>(seals) & ~static_cast<unsigned int>(MEMFD_SPARSE_ALL_SEALS)) !=
+      0) {
+    err = -EOPNOTSUPP;
+    goto err_free_ser;
+  }
+  state = static_cast<struct memfd_sparse_state*>(kzalloc(sizeof(*state), GFP_KERNEL));
+  if (state == nullptr) {
+    err = -ENOMEM;
+    goto err_free_ser;
+  }
+  new (state) memfd_sparse_state();
+  size = i_size_read(inode);
+  err = kho_xa_init(&state->xa, memfd_sparse_key_bits(size), &ser->folios);
+  if (err != 0) goto err_free_state;
+  ser->pos = static_cast<u64>(args->file->f_pos);
+  ser->size = static_cast<u64>(size);
+  ser->seals = static_cast<u32>(seals);
+  ser->flags = 0;
+  ser->reserved = 0;
+
+  state->saved_gfp = mapping_gfp_mask(mapping);
+  mapping_set_gfp_mask(mapping, state->saved_gfp & ~__GFP_MOVABLE);
+  err = memfd_sparse_preserve_folios(args->file, state);
+  if (err != 0) {
+    mapping_set_gfp_mask(mapping, state->saved_gfp);
+    goto err_free_state;
+  }
+  shmem_set_luo_hook(inode, &memfd_sparse_hook, state);
+  inode_unlock(inode);
+
+  args->private_data = state;
+  args->serialized_data = virt_to_phys(ser);
+  return 0;
+
+err_free_state:
+  state->~memfd_sparse_state();
+  kfree(state);
+err_free_ser:
+  kho_unpreserve_free(ser);
+err_unlock:
+  shmem_freeze(inode, false);
+  inode_unlock(inode);
+  return err;
+}
+
+int memfd_sparse_freeze(struct liveupdate_file_op_args* args) {
+  if (WARN_ON_ONCE(args->serialized_data == 0)) return -EINVAL;
+  auto* ser = static_cast<struct memfd_sparse_ser*>(phys_to_virt(args->serialized_data));
+  ser->pos = static_cast<u64>(args->file->f_pos);
+  return 0;
+}
+
+void memfd_sparse_unpreserve(struct liveupdate_file_op_args* args) {
+  struct inode* inode = file_inode(args->file);
+  if (WARN_ON_ONCE(args->serialized_data == 0)) return;
+  auto* state = static_cast<struct memfd_sparse_state*>(args->private_data);
+  auto* ser = static_cast<struct memfd_sparse_ser*>(phys_to_virt(args->serialized_data));
+
+  inode_lock(inode);
+  shmem_set_luo_hook(inode, nullptr, nullptr);
+  mapping_set_gfp_mask(inode->i_mapping, state->saved_gfp);
+  shmem_freeze(inode, false);
+  memfd_sparse_drop_folios(state);
+  state->~memfd_sparse_state();
+  kfree(state);
+  kho_unpreserve_free(ser);
+  inode_unlock(inode);
+}
+
+// Restores and puts every folio at an index >= |from| (the ones a failed
+// retrieve did not reach, or all of them at finish).
+void memfd_sparse_discard_folios(struct kho_xarray* xa, u64 from) {
+  u64 index = 0;
+  u64 entry = 0;
+  kho_xa_for_each_start(xa, index, entry, from) {
+    if (!kho_xa_is_phys(entry)) continue;
+    struct folio* folio = kho_restore_folio(kho_xa_to_phys(entry));
+    if (folio == nullptr) {
+      pr_warn("memfd_sparse: unable to restore folio at physical address 0x%llx",
+              static_cast<unsigned long long>(kho_xa_to_phys(entry)));
+      continue;
+    }
+    folio_put(folio);
+  }
+}
+
+int memfd_sparse_retrieve_folios(struct file* file, struct kho_xarray* xa) {
+  struct inode* inode = file_inode(file);
+  struct address_space* mapping = inode->i_mapping;
+  long nr_added_pages = 0;
+  u64 index = 0;
+  u64 entry = 0;
+  int err = 0;
+  kho_xa_for_each(xa, index, entry) {
+    if (!kho_xa_is_phys(entry)) {
+      err = -EINVAL;
+      break;
+    }
+    struct folio* folio = kho_restore_folio(kho_xa_to_phys(entry));
+    if (folio == nullptr) {
+      err = -EIO;
+      break;
+    }
+    __folio_set_locked(folio);
+    __folio_set_swapbacked(folio);
+    err = mem_cgroup_charge(folio, nullptr, mapping_gfp_mask(mapping));
+    if (err == 0)
+      err = shmem_add_to_page_cache(folio, mapping, index, nullptr, mapping_gfp_mask(mapping));
+    if (err != 0) {
+      folio_unlock(folio);
+      folio_put(folio);
+      break;
+    }
+    folio_mark_uptodate(folio);
+    folio_mark_dirty(folio);
+    const long npages = static_cast<long>(folio_nr_pages(folio));
+    err = shmem_inode_acct_blocks(inode, npages);
+    if (err != 0) {
+      filemap_remove_folio(folio);
+      folio_unlock(folio);
+      folio_put(folio);
+      break;
+    }
+    nr_added_pages += npages;
+    folio_add_lru(folio);
+    folio_unlock(folio);
+    folio_put(folio);
+  }
+  // Folios already in the file go with it; the ones not reached are put.
+  if (err != 0 && index != ~u64{0}) memfd_sparse_discard_folios(xa, index + 1);
+  shmem_recalc_inode(inode, nr_added_pages, 0);
+  return err;
+}
+
+int memfd_sparse_retrieve(struct liveupdate_file_op_args* args) {
+  auto* ser = static_cast<struct memfd_sparse_ser*>(phys_to_virt(args->serialized_data));
+  struct file* file = nullptr;
+  struct kho_xarray xa;
+  int err = 0;
+  if (ser == nullptr) return -EINVAL;
+
+  if ((ser->seals & ~static_cast<u32>(MEMFD_SPARSE_ALL_SEALS)) != 0 || ser->flags != 0) {
+    err = -EOPNOTSUPP;
+    goto free_ser;
+  }
+  file = memfd_alloc_file("", MFD_ALLOW_SEALING);
+  if (IS_ERR(file)) {
+    err = static_cast<int>(PTR_ERR(file));
+    goto free_ser;
+  }
+  err = memfd_add_seals(file, ser->seals);
+  if (err != 0) goto put_file;
+  vfs_setpos(file, static_cast<loff_t>(ser->pos), MAX_LFS_FILESIZE);
+  i_size_write(file_inode(file), static_cast<loff_t>(ser->size));
+
+  // A map that does not validate names pages this kernel cannot trust: it
+  // takes none of them.
+  err = kho_xa_restore(&xa, &ser->folios);
+  if (err != 0) goto put_file;
+  err = memfd_sparse_retrieve_folios(file, &xa);
+  kho_xa_destroy(&xa);
+  if (err != 0) goto put_file;
+
+  args->file = file;
+  kho_restore_free(ser);
+  return 0;
+
+put_file:
+  fput(file);
+free_ser:
+  kho_restore_free(ser);
+  return err;
+}
+
+void memfd_sparse_finish(struct liveupdate_file_op_args* args) {
+  if (args->retrieve_status != 0) return;
+  auto* ser = static_cast<struct memfd_sparse_ser*>(phys_to_virt(args->serialized_data));
+  if (ser == nullptr) return;
+  struct kho_xarray xa;
+  if (kho_xa_restore(&xa, &ser->folios) == 0) {
+    memfd_sparse_discard_folios(&xa, 0);
+    kho_xa_destroy(&xa);
+  }
+  kho_restore_free(ser);
+}
+
+bool memfd_sparse_can_preserve(struct liveupdate_file_handler* /*handler*/, struct file* file) {
+  return shmem_file(file) && file_inode(file)->i_nlink == 0;
+}
+
+unsigned long memfd_sparse_get_id(struct file* file) {
+  return reinterpret_cast<unsigned long>(file_inode(file));
+}
+
+const struct liveupdate_file_ops memfd_sparse_file_ops = {
+    .can_preserve = memfd_sparse_can_preserve,
+    .preserve = memfd_sparse_preserve,
+    .unpreserve = memfd_sparse_unpreserve,
+    .freeze = memfd_sparse_freeze,
+    .unfreeze = nullptr,
+    .retrieve = memfd_sparse_retrieve,
+    .can_finish = nullptr,
+    .finish = memfd_sparse_finish,
+    .get_id = memfd_sparse_get_id,
+    .owner = nullptr,
+};
+
+struct liveupdate_file_handler memfd_sparse_handler = {
+    .ops = &memfd_sparse_file_ops,
+    .compatible = "memfd-sparse-v1",
+};
+
+}  // namespace
+
+int memfd_sparse_luo_init(void) {
+  const int err = liveupdate_register_file_handler(&memfd_sparse_handler);
+  if (err != 0 && err != -EOPNOTSUPP) {
+    pr_err("memfd_sparse: could not register the file handler: %d", err);
+    return err;
+  }
+  return 0;
+}
+
+void memfd_sparse_luo_exit(void) { liveupdate_unregister_file_handler(&memfd_sparse_handler); }
