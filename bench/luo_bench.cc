@@ -68,6 +68,12 @@
 //                       A PauseTiming + ResumeTiming pair: what the rows that
 //                       pause every iteration carry on top of their
 //                       operation (subtract it from their time).
+//   preserve_fd/files:10/luo_traced, reboot/100x100/luo_warm_traced,
+//   deserialize/100x100/luo_traced
+//                       The row without the suffix with the machine's "luo"
+//                       trace category on for the timed part. Every other
+//                       row runs with it off: the ratio is what the event
+//                       trace costs.
 // SxF: 0x0, 1x1, 100x1, 2000x1, 1x500, 1x10000, 100x100, 1000x100; also
 // 10000x1 and 1x100000 with KHOSIM_BENCH_LARGE.
 //
@@ -313,15 +319,36 @@ bool KexecToB(Userspace* u, bool with_flb, std::string* error) {
   return StartUserspace(u, with_flb, /*open_dev=*/false, error);
 }
 
-// LUO's trace events are off during untimed setup: a build of 10^5 files
-// would leave as many events (and, once cleared, a fragmented heap) behind
-// for the timed part. The timed parts trace as usual.
-class UntracedSetup {
+// The machine's "luo" trace category. It is off for every row but the
+// *_traced ones: a deployment measures LUO, not the simulator's event log
+// (with the category off LUO does not even format the events). The
+// *_traced rows turn it on for their timed part, which gives the cost of
+// tracing as a ratio to the row without the suffix.
+bool luo_trace_on = true;  // the EventTrace default
+
+void SetLuoTrace(bool on) {
+  LuoMachine().trace().SetEnabled("luo", on);
+  luo_trace_on = on;
+}
+
+// Sets the "luo" category for a scope and restores it after.
+class ScopedLuoTrace {
  public:
-  UntracedSetup() { LuoMachine().trace().SetEnabled("luo", false); }
-  ~UntracedSetup() { LuoMachine().trace().SetEnabled("luo", true); }
-  UntracedSetup(const UntracedSetup&) = delete;
-  UntracedSetup& operator=(const UntracedSetup&) = delete;
+  explicit ScopedLuoTrace(bool on) : previous_(luo_trace_on) { SetLuoTrace(on); }
+  ~ScopedLuoTrace() { SetLuoTrace(previous_); }
+  ScopedLuoTrace(const ScopedLuoTrace&) = delete;
+  ScopedLuoTrace& operator=(const ScopedLuoTrace&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Untimed setup never traces, even inside a *_traced row: a build of 10^5
+// files would leave as many events (and, once cleared, a fragmented heap)
+// behind for the timed part.
+class UntracedSetup : public ScopedLuoTrace {
+ public:
+  UntracedSetup() : ScopedLuoTrace(false) {}
 };
 
 // 14 characters: the names compare as equal-length strings held inline.
@@ -527,7 +554,8 @@ void BM_NameVectorWalk(benchmark::State& state, uint64_t n) {
 // ---------------------------------------------------------------------------
 // Files.
 
-void BM_PreserveFd(benchmark::State& state, uint64_t n) {
+void BM_PreserveFd(benchmark::State& state, uint64_t n, bool traced) {
+  ScopedLuoTrace trace(traced);
   const uint64_t drift = n < 100 ? 0 : n / 100;
   Userspace u;
   std::string error;
@@ -647,7 +675,12 @@ struct Shape {
   uint64_t files;  // per session
   uint64_t total_files() const { return sessions * files; }
   std::string Name() const { return absl::StrCat(sessions, "x", files); }
+  bool operator==(const Shape&) const = default;
 };
+
+// The rows that also run with LUO's trace category on (*_traced).
+constexpr uint64_t kTracedFiles = 10;
+constexpr Shape kTracedShape = {100, 100};
 
 void SetShapeCounters(benchmark::State& state, Shape shape) {
   const double iterations = static_cast<double>(state.iterations());
@@ -685,7 +718,8 @@ bool CancelledReboot(Shape shape, std::string* error) {
 }
 
 // warm: after a cancelled reboot (see CancelledReboot).
-void BM_Reboot(benchmark::State& state, Shape shape, bool warm) {
+void BM_Reboot(benchmark::State& state, Shape shape, bool warm, bool traced) {
+  ScopedLuoTrace trace(traced);
   Userspace u;
   std::string error;
   for (auto _ : state) {
@@ -745,7 +779,8 @@ void BM_RebootVector(benchmark::State& state, Shape shape) {
   SetShapeCounters(state, shape);
 }
 
-void BM_Deserialize(benchmark::State& state, Shape shape) {
+void BM_Deserialize(benchmark::State& state, Shape shape, bool traced) {
+  ScopedLuoTrace trace(traced);
   Userspace u;
   std::string error;
   for (auto _ : state) {
@@ -995,8 +1030,14 @@ void RegisterAll(double min_time) {
     // every n/100 iterations: n preserves of about 10 us each, and the
     // token walks.
     const double rebuild = n < 100 ? 3e-5 + 2e-5 * nd : 1e-3 + 8e-9 * nd;
-    row(absl::StrCat("preserve_fd/", shape, "/luo"), 2e-5 + 2e-9 * nd + rebuild, BM_PreserveFd, n)
+    row(absl::StrCat("preserve_fd/", shape, "/luo"), 2e-5 + 2e-9 * nd + rebuild, BM_PreserveFd, n,
+        false)
         ->Unit(benchmark::kMicrosecond);
+    if (n == kTracedFiles) {
+      row(absl::StrCat("preserve_fd/", shape, "/luo_traced"), 2e-5 + 2e-9 * nd + rebuild,
+          BM_PreserveFd, n, true)
+          ->Unit(benchmark::kMicrosecond);
+    }
     if (n == 1) {
       row("preserve_fd/handler_record/kho_alloc_preserve", 1e-5, BM_HandlerRecord)
           ->Unit(benchmark::kMicrosecond);
@@ -1016,10 +1057,16 @@ void RegisterAll(double min_time) {
   };
   constexpr double kKexecSeconds = 5e-2;
   for (Shape s : KexecShapes(large)) {
-    row(absl::StrCat("reboot/", s.Name(), "/luo"), build_seconds(s), BM_Reboot, s, false)
+    row(absl::StrCat("reboot/", s.Name(), "/luo"), build_seconds(s), BM_Reboot, s, false, false)
         ->Unit(benchmark::kMicrosecond);
     if (s.total_files() > 0) {
-      row(absl::StrCat("reboot/", s.Name(), "/luo_warm"), build_seconds(s), BM_Reboot, s, true)
+      row(absl::StrCat("reboot/", s.Name(), "/luo_warm"), build_seconds(s), BM_Reboot, s, true,
+          false)
+          ->Unit(benchmark::kMicrosecond);
+    }
+    if (s == kTracedShape) {
+      row(absl::StrCat("reboot/", s.Name(), "/luo_warm_traced"), build_seconds(s), BM_Reboot, s,
+          true, true)
           ->Unit(benchmark::kMicrosecond);
     }
     row(absl::StrCat("reboot/", s.Name(), "/vector_push_back"), 0, BM_RebootVector, s)
@@ -1027,8 +1074,13 @@ void RegisterAll(double min_time) {
   }
   for (Shape s : KexecShapes(large)) {
     row(absl::StrCat("deserialize/", s.Name(), "/luo"), kKexecSeconds + build_seconds(s),
-        BM_Deserialize, s)
+        BM_Deserialize, s, false)
         ->Unit(benchmark::kMicrosecond);
+    if (s == kTracedShape) {
+      row(absl::StrCat("deserialize/", s.Name(), "/luo_traced"), kKexecSeconds + build_seconds(s),
+          BM_Deserialize, s, true)
+          ->Unit(benchmark::kMicrosecond);
+    }
     row(absl::StrCat("deserialize/", s.Name(), "/host_objects"), 0, BM_DeserializeHost, s)
         ->Unit(benchmark::kMicrosecond);
   }
@@ -1059,6 +1111,7 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("large_sizes",
                               khosim::LargeRows() ? "on (KHOSIM_BENCH_LARGE)" : "off");
   khosim::RegisterAll(min_time);
+  khosim::SetLuoTrace(false);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

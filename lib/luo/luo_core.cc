@@ -60,8 +60,8 @@ LuoState::~LuoState() {
   // still references are put; with the kernel dead that frees them without
   // running any release callback.
   for (auto* list : {&outgoing_, &incoming_}) {
-    for (auto& session : *list) {
-      for (auto& f : session->file_set.files) {
+    for (Session& session : *list) {
+      for (auto& f : session.file_set.files) {
         if (f->file != nullptr) fput(f->file);
       }
     }
@@ -70,17 +70,21 @@ LuoState::~LuoState() {
 
 void LuoState::TraceCallback(absl::string_view op, const struct liveupdate_file_handler* fh,
                              const Session* session, uint64_t token) {
-  ctx_.Trace("luo", op,
+  if (!Tracing()) return;
+  ctx_.Trace(kTraceCategory, op,
              {{"handler", fh == nullptr ? "" : fh->compatible},
               {"session", session == nullptr ? "" : session->name},
               {"token", absl::StrCat(token)}});
 }
 
-bool LuoState::EnterSessionCall(absl::string_view what) {
+bool LuoState::EnterSessionCall(absl::string_view what, const Session* session) {
+  // The common path: no allocation, nothing formatted.
   if (!frozen_.load()) return true;
   blocked_calls_.fetch_add(1);
-  ctx_.Trace("luo", "blocked", {{"call", std::string(what)}});
-  ctx_.Log(absl::StrCat("luo: ", what, " blocks until the kexec (sessions are serialized)"));
+  const std::string call =
+      session == nullptr ? std::string(what) : absl::StrCat(what, " ", session->name);
+  if (Tracing()) ctx_.Trace(kTraceCategory, "blocked", {{"call", call}});
+  ctx_.Log(absl::StrCat("luo: ", call, " blocks until the kexec (sessions are serialized)"));
   return false;
 }
 
@@ -253,16 +257,20 @@ long LuoState::DeviceIoctl(unsigned int cmd, unsigned long arg) {
 int LuoState::Reboot(bool preserve_context) {
   if (!enabled_) return 0;
   if (preserve_context) {
-    ctx_.Trace("luo", "reboot", {{"serialize", "skipped (preserve_context)"}});
+    if (Tracing()) {
+      ctx_.Trace(kTraceCategory, "reboot", {{"serialize", "skipped (preserve_context)"}});
+    }
     return 0;
   }
   if (frozen_.load()) return 0;  // already serialized for this kexec
   if (int err = SerializeSessions(); err != 0) {
-    ctx_.Trace("luo", "reboot", {{"error", absl::StrCat(err)}});
+    if (Tracing()) ctx_.Trace(kTraceCategory, "reboot", {{"error", absl::StrCat(err)}});
     return err;
   }
   SerializeFlbs();
-  ctx_.Trace("luo", "reboot", {{"sessions", absl::StrCat(outgoing_.size())}});
+  if (Tracing()) {
+    ctx_.Trace(kTraceCategory, "reboot", {{"sessions", absl::StrCat(outgoing_.size())}});
+  }
   return 0;
 }
 

@@ -86,7 +86,9 @@ int LuoState::RegisterFileHandler(struct liveupdate_file_handler* fh) {
   auto entry = std::make_unique<HandlerEntry>();
   entry->fh = fh;
   handlers_.push_back(std::move(entry));
-  ctx_.Trace("luo", "register_file_handler", {{"handler", std::string(compat)}});
+  if (Tracing()) {
+    ctx_.Trace(kTraceCategory, "register_file_handler", {{"handler", std::string(compat)}});
+  }
   return 0;
 }
 

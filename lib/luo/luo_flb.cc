@@ -103,7 +103,8 @@ namespace {
 
 void TraceFlb(KernelContext& ctx, absl::string_view op, const struct liveupdate_flb* flb,
               long count) {
-  ctx.Trace("luo", op,
+  if (!ctx.TraceEnabled(LuoState::kTraceCategory)) return;
+  ctx.Trace(LuoState::kTraceCategory, op,
             {{"flb", std::string(CompatOf(flb->compatible))}, {"count", absl::StrCat(count)}});
 }
 

@@ -5,7 +5,9 @@
 #define KHOSIM_LIB_LUO_LUO_INTERNAL_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -80,11 +82,128 @@ struct liveupdate_session {
   bool incoming = false;
   khosim::luo::FileSet file_set;
   khosim::luo::HazardMutex mutex;
+  size_t list_slot = 0;  // its slot in the SessionList it is on
 };
 
 namespace khosim::luo {
 
 using Session = struct liveupdate_session;
+
+// Sessions in creation order (the order they are frozen and serialized
+// in), owning them.
+//
+// A vector of pointers with holes: unlinking a session leaves a hole in its
+// slot (O(1), the kernel's list_del), trailing holes are dropped at once,
+// and the vector is compacted when holes outnumber sessions, so unlinking
+// is amortized O(1) while walks read contiguous pointers. The walks matter:
+// every CREATE_SESSION compares the new name with every outgoing session
+// (upstream's list walk, kept), and so does deserialization with every
+// incoming one. A linked list made those walks 16% (10^4 sessions) and 25%
+// (2000 sessions) slower in luo_bench, each step waiting for the load of
+// the one before.
+class SessionList {
+ public:
+  // Skips holes. Decrementing is valid from any position but the first
+  // session's, as for any bidirectional iterator.
+  template <typename S>
+  class Iterator {
+   public:
+    using iterator_category = std::bidirectional_iterator_tag;
+    using value_type = Session;
+    using difference_type = std::ptrdiff_t;
+    using pointer = S*;
+    using reference = S&;
+
+    Iterator() = default;
+    Iterator(Session* const* slot, Session* const* end) : slot_(slot), end_(end) { SkipHoles(); }
+    S& operator*() const { return **slot_; }
+    S* operator->() const { return *slot_; }
+    Iterator& operator++() {
+      ++slot_;
+      SkipHoles();
+      return *this;
+    }
+    Iterator& operator--() {
+      do {
+        --slot_;
+      } while (*slot_ == nullptr);
+      return *this;
+    }
+    bool operator==(const Iterator& other) const { return slot_ == other.slot_; }
+
+   private:
+    void SkipHoles() {
+      while (slot_ != end_ && *slot_ == nullptr) ++slot_;
+    }
+
+    Session* const* slot_ = nullptr;
+    Session* const* end_ = nullptr;
+  };
+  using iterator = Iterator<Session>;
+  using const_iterator = Iterator<const Session>;
+
+  SessionList() = default;
+  ~SessionList() { Clear(); }
+  SessionList(const SessionList&) = delete;
+  SessionList& operator=(const SessionList&) = delete;
+
+  void PushBack(std::unique_ptr<Session> session) {
+    session->list_slot = slots_.size();
+    slots_.push_back(session.release());
+  }
+  // Unlinks |session|, which must be on this list, and returns it.
+  std::unique_ptr<Session> Unlink(Session* session) {
+    slots_[session->list_slot] = nullptr;
+    ++holes_;
+    while (!slots_.empty() && slots_.back() == nullptr) {
+      slots_.pop_back();
+      --holes_;
+    }
+    if (holes_ * 2 > slots_.size()) Compact();
+    return std::unique_ptr<Session>(session);
+  }
+  // Destroys every session, first to last.
+  void Clear() {
+    for (Session* s : slots_) delete s;
+    slots_.clear();
+    holes_ = 0;
+  }
+
+  // The first session matching |pred|, in creation order, or nullptr. The
+  // name lookups walk with this: a plain loop over the slots, which the
+  // compiler keeps tighter than the hole-skipping iterator.
+  template <typename Pred>
+  Session* FindIf(Pred pred) const {
+    for (Session* s : slots_) {
+      if (s != nullptr && pred(static_cast<const Session&>(*s))) return s;
+    }
+    return nullptr;
+  }
+
+  size_t size() const { return slots_.size() - holes_; }
+  bool empty() const { return size() == 0; }
+  iterator begin() { return {slots_.data(), slots_.data() + slots_.size()}; }
+  iterator end() { return {slots_.data() + slots_.size(), slots_.data() + slots_.size()}; }
+  const_iterator begin() const { return {slots_.data(), slots_.data() + slots_.size()}; }
+  const_iterator end() const {
+    return {slots_.data() + slots_.size(), slots_.data() + slots_.size()};
+  }
+
+ private:
+  void Compact() {
+    size_t n = 0;
+    for (Session* s : slots_) {
+      if (s == nullptr) continue;
+      s->list_slot = n;
+      slots_[n++] = s;
+    }
+    slots_.resize(n);
+    holes_ = 0;
+  }
+
+  std::vector<Session*> slots_;  // nullptr: a hole
+  size_t holes_ = 0;
+};
 
 // One side (outgoing or incoming) of an FLB.
 struct FlbSide {
@@ -124,8 +243,16 @@ class LuoState {
   void DeviceRelease();
   long DeviceIoctl(unsigned int cmd, unsigned long arg);
   // False (and the call recorded as blocked) once frozen for the kexec.
-  bool EnterSessionCall(absl::string_view what);
+  // The blocked call is described as |what|, followed by the session's
+  // name when |session| is given; nothing is formatted unless it blocks.
+  bool EnterSessionCall(absl::string_view what, const Session* session = nullptr);
   bool Is73() const { return config_.profile == LuoProfile::k7_3; }
+  static constexpr absl::string_view kTraceCategory = "luo";
+  // Whether the machine records LUO's trace events. Every "luo" event is
+  // built only when this is true: formatting the arguments (handler,
+  // session and token of each callback) would otherwise dominate the
+  // serialization at reboot.
+  bool Tracing() const { return ctx_.TraceEnabled(kTraceCategory); }
   void TraceCallback(absl::string_view op, const struct liveupdate_file_handler* fh,
                      const Session* session, uint64_t token);
 
@@ -201,8 +328,8 @@ class LuoState {
   // Session lists: creation order; the outgoing block set holds one
   // LuoSessionSer per outgoing session.
   mutable absl::Mutex sessions_mu_;
-  std::vector<std::unique_ptr<Session>> outgoing_;
-  std::vector<std::unique_ptr<Session>> incoming_;
+  SessionList outgoing_;
+  SessionList incoming_;
   kho::BlockSet outgoing_blocks_{sizeof(abi::LuoSessionSer)};
   kho::BlockSet incoming_blocks_{sizeof(abi::LuoSessionSer)};
   bool incoming_active_ = false;

@@ -13,6 +13,7 @@
 // retrieved at most once; closing a retrieved session finishes it
 // implicitly, and a vetoed finish leaves it (and its files) to LUO until
 // the next live update.
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -44,23 +45,18 @@ const struct file_operations kSessionFops = {
 };
 
 int GetSessionFile(Session* session, struct file** out) {
-  const std::string name = absl::StrCat("[luo_session] ", session->name);
-  struct file* f = anon_inode_getfile(name.c_str(), &kSessionFops, session, O_RDWR);
+  // "[luo_session] <name>", built on the stack: session names are shorter
+  // than kLiveupdateSessionNameLength.
+  constexpr absl::string_view kPrefix = "[luo_session] ";
+  char name[kPrefix.size() + abi::kLiveupdateSessionNameLength];
+  const size_t len = std::min<size_t>(session->name.size(), abi::kLiveupdateSessionNameLength - 1);
+  std::memcpy(name, kPrefix.data(), kPrefix.size());
+  std::memcpy(name + kPrefix.size(), session->name.data(), len);
+  name[kPrefix.size() + len] = '\0';
+  struct file* f = anon_inode_getfile(name, &kSessionFops, session, O_RDWR);
   if (IS_ERR(f)) return static_cast<int>(PTR_ERR(f));
   *out = f;
   return 0;
-}
-
-// Removes |session| from |list| and returns its ownership.
-std::unique_ptr<Session> Unlink(std::vector<std::unique_ptr<Session>>& list, Session* session) {
-  for (auto it = list.begin(); it != list.end(); ++it) {
-    if (it->get() == session) {
-      std::unique_ptr<Session> owned = std::move(*it);
-      list.erase(it);
-      return owned;
-    }
-  }
-  return nullptr;
 }
 
 }  // namespace
@@ -78,10 +74,12 @@ int LuoState::CreateSession(const uint8_t (&raw)[abi::kLiveupdateSessionNameLeng
   {
     absl::MutexLock lock(&sessions_mu_);
     if (int err = outgoing_blocks_.Grow(outgoing_.size() + 1); err != 0) return err;
-    for (const auto& other : outgoing_) {
-      if (other->name == s->name) return -EEXIST;
+    // Upstream's walk of the session list, kept as it is: O(sessions).
+    const absl::string_view new_name = s->name;
+    if (outgoing_.FindIf([&](const Session& other) { return other.name == new_name; }) != nullptr) {
+      return -EEXIST;
     }
-    outgoing_.push_back(std::move(session));
+    outgoing_.PushBack(std::move(session));
   }
   int err = 0;
   {
@@ -90,11 +88,11 @@ int LuoState::CreateSession(const uint8_t (&raw)[abi::kLiveupdateSessionNameLeng
   }
   if (err != 0) {
     absl::MutexLock lock(&sessions_mu_);
-    std::unique_ptr<Session> owned = Unlink(outgoing_, s);
+    std::unique_ptr<Session> owned = outgoing_.Unlink(s);
     outgoing_blocks_.Shrink(outgoing_.size());
     return err;
   }
-  ctx_.Trace("luo", "session_create", {{"session", s->name}});
+  if (Tracing()) ctx_.Trace(kTraceCategory, "session_create", {{"session", s->name}});
   return 0;
 }
 
@@ -105,24 +103,19 @@ int LuoState::RetrieveSession(const uint8_t (&raw)[abi::kLiveupdateSessionNameLe
   Session* s = nullptr;
   {
     absl::MutexLock lock(&sessions_mu_);
-    for (const auto& session : incoming_) {
-      if (session->name == name) {
-        s = session.get();
-        break;
-      }
-    }
+    s = incoming_.FindIf([&](const Session& session) { return session.name == name; });
   }
   if (s == nullptr) return -ENOENT;
   HazardLock lock(s->mutex, ctx_, "session mutex");
   if (s->retrieved) return -EINVAL;
   if (int err = GetSessionFile(s, out); err != 0) return err;
   s->retrieved = true;
-  ctx_.Trace("luo", "session_retrieve", {{"session", s->name}});
+  if (Tracing()) ctx_.Trace(kTraceCategory, "session_retrieve", {{"session", s->name}});
   return 0;
 }
 
 int LuoState::SessionRelease(Session* session) {
-  if (!EnterSessionCall(absl::StrCat("close session ", session->name))) return -ERESTARTSYS;
+  if (!EnterSessionCall("close session", session)) return -ERESTARTSYS;
   if (session->retrieved) {
     int err = 0;
     {
@@ -134,12 +127,12 @@ int LuoState::SessionRelease(Session* session) {
       // without an fd, until the next live update.
       ctx_.Log(absl::StrCat("luo: warning: unable to finish session [", session->name,
                             "] on release: ", err));
-      ctx_.Trace("luo", "session_leaked", {{"session", session->name}});
+      if (Tracing()) ctx_.Trace(kTraceCategory, "session_leaked", {{"session", session->name}});
       return err;
     }
     absl::MutexLock lock(&sessions_mu_);
-    std::unique_ptr<Session> owned = Unlink(incoming_, session);
-    ctx_.Trace("luo", "session_destroy", {{"session", owned->name}});
+    std::unique_ptr<Session> owned = incoming_.Unlink(session);
+    if (Tracing()) ctx_.Trace(kTraceCategory, "session_destroy", {{"session", owned->name}});
     return 0;
   }
   {
@@ -147,9 +140,9 @@ int LuoState::SessionRelease(Session* session) {
     UnpreserveFiles(session);
   }
   absl::MutexLock lock(&sessions_mu_);
-  std::unique_ptr<Session> owned = Unlink(outgoing_, session);
+  std::unique_ptr<Session> owned = outgoing_.Unlink(session);
   outgoing_blocks_.Shrink(outgoing_.size());
-  ctx_.Trace("luo", "session_destroy", {{"session", owned->name}});
+  if (Tracing()) ctx_.Trace(kTraceCategory, "session_destroy", {{"session", owned->name}});
   return 0;
 }
 
@@ -216,7 +209,7 @@ long LuoState::SessionIoctl(Session* session, unsigned int cmd, unsigned long ar
   SessionCmdBuffer buf;
   std::memset(&buf, 0, sizeof(buf));
   if (int err = copy_struct_from_user(&buf, op.size, ubuf, user_size); err != 0) return err;
-  if (!EnterSessionCall(absl::StrCat("ioctl on session ", session->name))) return -ERESTARTSYS;
+  if (!EnterSessionCall("ioctl on session", session)) return -ERESTARTSYS;
 
   auto respond = [&](size_t kernel_size) -> int {
     return copy_to_user(ubuf, &buf, std::min<size_t>(user_size, kernel_size)) != 0 ? -EFAULT : 0;
@@ -281,10 +274,10 @@ int LuoState::SerializeSessions() {
   absl::MutexLock lock(&sessions_mu_);
   out_ser_->sessions_pa = 0;
   kho::BlockSet::Iterator it(outgoing_blocks_);
-  size_t i = 0;
+  auto pos = outgoing_.begin();
   int err = 0;
-  for (; i < outgoing_.size(); ++i) {
-    Session* s = outgoing_[i].get();
+  for (; pos != outgoing_.end(); ++pos) {
+    Session* s = &*pos;
     auto* ser = static_cast<abi::LuoSessionSer*>(it.ReserveEntry());
     if (ser == nullptr) {
       ctx_.WarnOnce(KHOSIM_SITE, "no pre-allocated session record at reboot");
@@ -308,8 +301,8 @@ int LuoState::SerializeSessions() {
     return 0;
   }
   // Sessions frozen before the failing one, newest first.
-  while (i-- > 0) {
-    Session* s = outgoing_[i].get();
+  while (pos != outgoing_.begin()) {
+    Session* s = &*--pos;
     auto* ser = static_cast<abi::LuoSessionSer*>(it.Prev());
     {
       HazardLock session_lock(s->mutex, ctx_, "session mutex");
@@ -345,14 +338,14 @@ int LuoState::DeserializeSessions() {
     Session* s = session.get();
     {
       absl::MutexLock lock(&sessions_mu_);
-      bool duplicate = false;
-      for (const auto& other : incoming_) duplicate |= other->name == s->name;
-      if (duplicate) {
+      const absl::string_view new_name = s->name;
+      if (incoming_.FindIf([&](const Session& other) { return other.name == new_name; }) !=
+          nullptr) {
         ctx_.Log(absl::StrCat("luo: warning: duplicate incoming session [", s->name, "]"));
         err = -EEXIST;
         break;
       }
-      incoming_.push_back(std::move(session));
+      incoming_.PushBack(std::move(session));
     }
     {
       HazardLock lock(s->mutex, ctx_, "session mutex");
@@ -372,14 +365,12 @@ int LuoState::DeserializeSessions() {
 std::vector<Luo::SessionInfo> Luo::OutgoingSessions() const {
   std::vector<SessionInfo> out;
   absl::MutexLock lock(&state_->sessions_mu_);
-  for (const auto* list : {&state_->outgoing_}) {
-    for (const auto& s : *list) {
-      SessionInfo info{s->name, false, false, {}, s->file_set.block_set.nblocks()};
-      for (const auto& f : s->file_set.files) {
-        info.files.push_back({f->token, f->fh->compatible, f->retrieve_status, f->file != nullptr});
-      }
-      out.push_back(std::move(info));
+  for (const Session& s : state_->outgoing_) {
+    SessionInfo info{s.name, false, false, {}, s.file_set.block_set.nblocks()};
+    for (const auto& f : s.file_set.files) {
+      info.files.push_back({f->token, f->fh->compatible, f->retrieve_status, f->file != nullptr});
     }
+    out.push_back(std::move(info));
   }
   return out;
 }
@@ -387,9 +378,9 @@ std::vector<Luo::SessionInfo> Luo::OutgoingSessions() const {
 std::vector<Luo::SessionInfo> Luo::IncomingSessions() const {
   std::vector<SessionInfo> out;
   absl::MutexLock lock(&state_->sessions_mu_);
-  for (const auto& s : state_->incoming_) {
-    SessionInfo info{s->name, true, s->retrieved, {}, s->file_set.block_set.nblocks()};
-    for (const auto& f : s->file_set.files) {
+  for (const Session& s : state_->incoming_) {
+    SessionInfo info{s.name, true, s.retrieved, {}, s.file_set.block_set.nblocks()};
+    for (const auto& f : s.file_set.files) {
       info.files.push_back({f->token, f->fh->compatible, f->retrieve_status, f->file != nullptr});
     }
     out.push_back(std::move(info));

@@ -12,28 +12,28 @@ absl::Status Luo::Validate() const {
   uint64_t expected_registry = 0;
   for (const auto* list : {&st.outgoing_, &st.incoming_}) {
     absl::flat_hash_set<std::string> names;
-    for (const auto& s : *list) {
-      if (!names.insert(s->name).second) {
-        return absl::InternalError(absl::StrCat("duplicate session name ", s->name));
+    for (const Session& s : *list) {
+      if (!names.insert(s.name).second) {
+        return absl::InternalError(absl::StrCat("duplicate session name ", s.name));
       }
       absl::flat_hash_set<uint64_t> tokens;
-      for (const auto& f : s->file_set.files) {
+      for (const auto& f : s.file_set.files) {
         if (!tokens.insert(f->token).second) {
           return absl::InternalError(
-              absl::StrCat("session ", s->name, ": duplicate token ", f->token));
+              absl::StrCat("session ", s.name, ": duplicate token ", f->token));
         }
         if (f->file == nullptr) continue;
         expected_registry++;
         auto it = st.preserved_files_.find(st.FileId(f->fh, f->file));
         if (it == st.preserved_files_.end() || it->second != f->file) {
-          return absl::InternalError(absl::StrCat("session ", s->name, " token ", f->token,
+          return absl::InternalError(absl::StrCat("session ", s.name, " token ", f->token,
                                                   ": file missing from the registry"));
         }
       }
       if (list == &st.outgoing_) {
-        if (absl::Status v = s->file_set.block_set.Validate(s->file_set.files.size(), false);
+        if (absl::Status v = s.file_set.block_set.Validate(s.file_set.files.size(), false);
             !v.ok()) {
-          return absl::InternalError(absl::StrCat("session ", s->name, ": ", v.message()));
+          return absl::InternalError(absl::StrCat("session ", s.name, ": ", v.message()));
         }
       }
     }
@@ -52,8 +52,8 @@ absl::Status Luo::Validate() const {
       bool linked = false;
       for (const FlbState* l : h->flbs) linked |= l == flb.get();
       if (!linked) continue;
-      for (const auto& s : st.outgoing_) {
-        for (const auto& f : s->file_set.files) dependents += f->fh == h->fh ? 1 : 0;
+      for (const Session& s : st.outgoing_) {
+        for (const auto& f : s.file_set.files) dependents += f->fh == h->fh ? 1 : 0;
       }
     }
     if (flb->outgoing.count != dependents + flb->outgoing.extra_refs) {

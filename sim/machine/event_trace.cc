@@ -90,6 +90,13 @@ void EventTrace::SetEnabled(absl::string_view category, bool enabled) {
   auto it = std::find(disabled_.begin(), disabled_.end(), category);
   if (enabled && it != disabled_.end()) disabled_.erase(it);
   if (!enabled && it == disabled_.end()) disabled_.emplace_back(category);
+  disabled_count_.store(disabled_.size(), std::memory_order_release);
+}
+
+bool EventTrace::Enabled(absl::string_view category) const {
+  if (disabled_count_.load(std::memory_order_acquire) == 0) return true;
+  absl::MutexLock lock(&mu_);
+  return std::find(disabled_.begin(), disabled_.end(), category) == disabled_.end();
 }
 
 std::string EventTrace::ToJson() const {

@@ -437,6 +437,48 @@ TEST_F(LuoKexecTest, TwoThousandSessions) {
   ExpectAllFinished();
 }
 
+// Closing sessions out of order (the first, the last, middle ones: enough
+// for the session list to drop trailing holes and to compact) keeps the
+// others in creation order: for the freeze order, its rollback, the
+// records, and the name check of later creates.
+TEST_F(LuoKexecTest, ClosingSessionsKeepsTheOthersInCreationOrder) {
+  std::vector<int> fds;
+  for (int i = 0; i < 12; ++i) {
+    fds.push_back(Create(absl::StrCat("s", i)));
+    ASSERT_GE(fds.back(), 0);
+    ASSERT_EQ(PreserveNew(fds.back(), static_cast<uint64_t>(i)), 0);
+  }
+  // The 7th close leaves more holes than sessions (a compaction); s7 is
+  // closed after it, from its new slot.
+  for (int i : {0, 5, 2, 8, 1, 4, 10, 7}) ASSERT_EQ(p().Close(fds[i]), 0);
+  EXPECT_EQ(Create("s3"), -EEXIST);
+  const int late = Create("s5");  // the closed name is free again
+  ASSERT_GE(late, 0);
+  ASSERT_EQ(PreserveNew(late, 50), 0);
+  std::vector<std::string> names;
+  for (const auto& info : luo().OutgoingSessions()) names.push_back(info.name);
+  EXPECT_THAT(names, ElementsAre("s3", "s6", "s9", "s11", "s5"));
+  EXPECT_TRUE(luo().Validate().ok()) << luo().Validate();
+
+  TestControl().freeze_fail_value = 11;
+  m().trace().Clear();
+  EXPECT_EQ(m().kernel().RunRebootHooks({}), -EINVAL);
+  EXPECT_THAT(Callbacks(), ElementsAre("freeze 3", "freeze 6", "freeze 9", "freeze 11",
+                                       "unfreeze 9", "unfreeze 6", "unfreeze 3"));
+  TestControl().freeze_fail_value = UINT64_MAX;
+  Kexec();
+  ASSERT_GE(Dev(), 0);
+  names.clear();
+  for (const auto& info : luo().IncomingSessions()) names.push_back(info.name);
+  EXPECT_THAT(names, ElementsAre("s3", "s6", "s9", "s11", "s5"));
+  for (const std::string& name : names) {
+    const int r = Retrieve(name);
+    ASSERT_GE(r, 0);
+    ASSERT_EQ(p().Close(r), 0);  // implicit finish
+  }
+  ExpectAllFinished();
+}
+
 // The selftests' state-session pattern: a session holding the state of a
 // multi-stage test is carried through several kexecs, each stage
 // retrieving it, checking it, and preserving the next stage's state.

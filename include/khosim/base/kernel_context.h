@@ -80,6 +80,10 @@ class KernelEnv {
   // Records an event in the machine's trace.
   virtual void Trace(uint64_t generation, absl::string_view category, absl::string_view name,
                      TraceArgs args) = 0;
+  // Whether Trace() would record an event of |category| now. Callers on hot
+  // paths ask first and skip formatting the arguments when it is false.
+  // Must be cheap and thread-safe; the default records everything.
+  virtual bool TraceEnabled(absl::string_view /*category*/) const { return true; }
   // The machine's seeded generator: the only randomness lib/ may use.
   virtual uint64_t Random() = 0;
   // Minimum allocation size (bytes) worth a trace event.
@@ -114,6 +118,9 @@ class KernelContext {
   void Trace(absl::string_view category, absl::string_view name, TraceArgs args = {}) {
     env_.Trace(generation_, category, name, std::move(args));
   }
+  // See KernelEnv::TraceEnabled: false means Trace(category, ...) would be
+  // dropped, so there is no need to build its arguments.
+  bool TraceEnabled(absl::string_view category) const { return env_.TraceEnabled(category); }
 
   // WARN(): counted per site, logged, never fatal.
   void Warn(absl::string_view site, absl::string_view message);

@@ -8,6 +8,7 @@
 #ifndef KHOSIM_MACHINE_EVENT_TRACE_H_
 #define KHOSIM_MACHINE_EVENT_TRACE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -45,13 +46,19 @@ class EventTrace {
   size_t size() const;
   // [{"seq":..,"gen":..,"cat":..,"name":..,"args":{..}}, ...]
   std::string ToJson() const;
-  // Disabled categories are dropped at Record time.
+  // Disabled categories are dropped at Record time. Every category is
+  // enabled until disabled here.
   void SetEnabled(absl::string_view category, bool enabled);
+  // Whether Record would keep an event of |category| (lock-free while no
+  // category is disabled).
+  bool Enabled(absl::string_view category) const;
 
  private:
   mutable absl::Mutex mu_;
   std::vector<TraceEvent> events_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> disabled_ ABSL_GUARDED_BY(mu_);
+  // disabled_.size(), readable without mu_.
+  std::atomic<size_t> disabled_count_{0};
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
 };
 

@@ -116,6 +116,7 @@ class Machine : public KernelEnv {
   bool ShouldFail(absl::string_view point) override;
   void Trace(uint64_t generation, absl::string_view category, absl::string_view name,
              TraceArgs args) override;
+  bool TraceEnabled(absl::string_view category) const override { return trace_.Enabled(category); }
   uint64_t Random() override { return rng_(); }
   uint64_t TraceAllocThreshold() const override { return config_.trace_alloc_threshold; }
   // Uniform in [0, bound) from the machine's generator (bound > 0).
