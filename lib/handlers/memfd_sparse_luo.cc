@@ -111,41 +111,67 @@ const struct shmem_luo_hook memfd_sparse_hook = {
     .folio_added = memfd_sparse_folio_added,
 };
 
-// Pins, preserves and records every folio in the page cache.
+// Preserves, marks and records one pinned folio; on failure it is
+// unpinned again and nothing of it is recorded.
+int memfd_sparse_take_pinned(struct memfd_sparse_state* state, struct folio* folio) {
+  if (int err = memfd_sparse_add_folio(state, folio); err != 0) {
+    unpin_folio(folio);
+    return err;
+  }
+  folio_lock(folio);
+  folio_mark_dirty(folio);
+  // A folio fallocate left not uptodate reaches the next kernel zeroed.
+  if (!folio_test_uptodate(folio)) {
+    folio_zero_range(folio, 0, folio_size(folio));
+    flush_dcache_folio(folio);
+    folio_mark_uptodate(folio);
+  }
+  folio_unlock(folio);
+  return 0;
+}
+
+// Pins, preserves and records every folio in the page cache. The cached
+// folios come a batch at a time; each run of index-contiguous ones is
+// pinned with one memfd_pin_folios call over exactly that range, so no hole
+// is ever allocated (the pin also moves a folio out of CMA first, which is
+// why the pinned folios, not the cached ones, are recorded).
 int memfd_sparse_preserve_folios(struct file* file, struct memfd_sparse_state* state) {
   struct address_space* mapping = file_inode(file)->i_mapping;
   const loff_t size = i_size_read(file_inode(file));
   struct folio_batch batch;
+  struct folio* pinned[PAGEVEC_SIZE];
   pgoff_t start = 0;
   int err = 0;
   folio_batch_init(&batch);
   while (err == 0 && filemap_get_folios(mapping, &start, ULONG_MAX, &batch) != 0) {
-    for (unsigned int i = 0; i < folio_batch_count(&batch) && err == 0; i++) {
-      const struct folio* cached = batch.folios[i];
-      const loff_t pos = folio_pos(cached);
+    const unsigned int count = folio_batch_count(&batch);
+    for (unsigned int first = 0; first < count && err == 0;) {
+      // [first, last) is a run of cached folios with no hole between them.
+      unsigned int last = first + 1;
+      while (last < count &&
+             folio_index(batch.folios[last]) ==
+                 folio_index(batch.folios[last - 1]) + folio_nr_pages(batch.folios[last - 1])) {
+        last++;
+      }
+      const loff_t pos = folio_pos(batch.folios[first]);
+      const struct folio* tail = batch.folios[last - 1];
+      const loff_t end =
+          std::min<loff_t>(folio_pos(tail) + static_cast<loff_t>(folio_size(tail)), size) - 1;
+      first = last;
       if (pos >= size) continue;
-      const loff_t end = std::min<loff_t>(pos + static_cast<loff_t>(folio_size(cached)), size) - 1;
-      // A long-term pin of exactly this folio: it moves the folio out of
-      // CMA first if it sits there (so the pinned folio may be a new one).
-      struct folio* folio = nullptr;
       pgoff_t offset = 0;
-      const long pinned = memfd_pin_folios(file, pos, end, &folio, 1, &offset);
-      if (pinned < 0) {
-        err = static_cast<int>(pinned);
+      const long n = memfd_pin_folios(file, pos, end, pinned, PAGEVEC_SIZE, &offset);
+      if (n < 0) {
+        err = static_cast<int>(n);
         break;
       }
-      if ((err = memfd_sparse_add_folio(state, folio)) != 0) {
-        unpin_folio(folio);
-        break;
+      for (long i = 0; i < n; i++) {
+        if (err != 0) {
+          unpin_folio(pinned[i]);  // pinned, but not taken before the failure
+          continue;
+        }
+        err = memfd_sparse_take_pinned(state, pinned[i]);
       }
-      folio_lock(folio);
-      folio_mark_dirty(folio);
-      if (!folio_test_uptodate(folio)) {
-        folio_zero_range(folio, 0, folio_size(folio));
-        flush_dcache_folio(folio);
-        folio_mark_uptodate(folio);
-      }
-      folio_unlock(folio);
     }
     folio_batch_release(&batch);
   }
