@@ -5,6 +5,7 @@
 // skipped by lookups, as in the kernel. Every path that drops a file takes
 // it out of the table under the lock and calls fput after unlocking, so
 // release callbacks may re-enter the fd layer.
+#include <algorithm>
 #include <cerrno>
 #include <utility>
 
@@ -47,22 +48,25 @@ bool Process::exited() const {
 }
 
 int Process::AllocFdLocked(bool cloexec) {
-  int fd = 0;
-  // fds_ is ordered: the first gap is the lowest free fd.
-  for (const auto& [used, slot] : fds_) {
-    if (used != fd) break;
-    ++fd;
-  }
+  // Every fd below next_fd_ is in use (the kernel's files->next_fd), so the
+  // lowest free fd is the first gap at or after it: appending is
+  // O(log n), not a walk of the whole table.
+  int fd = next_fd_;
+  for (auto it = fds_.lower_bound(fd); it != fds_.end() && it->first == fd; ++it) ++fd;
   if (static_cast<unsigned int>(fd) >= rlimit_nofile_) return -EMFILE;
   fds_.emplace(fd, Slot{nullptr, cloexec});
+  next_fd_ = fd + 1;
   return fd;
 }
+
+void Process::ForgetFdLocked(int fd) { next_fd_ = std::min(next_fd_, fd); }
 
 struct file* Process::TakeFdLocked(int fd) {
   auto it = fds_.find(fd);
   if (it == fds_.end() || it->second.file == nullptr) return nullptr;
   struct file* file = it->second.file;
   fds_.erase(it);
+  ForgetFdLocked(fd);
   return file;
 }
 
@@ -78,6 +82,7 @@ void Process::UnreserveFd(int fd) {
   auto it = fds_.find(fd);
   if (WARN_ON_ONCE(it == fds_.end() || it->second.file != nullptr)) return;
   fds_.erase(it);
+  ForgetFdLocked(fd);
 }
 
 void Process::InstallFd(int fd, struct file* file) {
@@ -190,6 +195,7 @@ void Process::CloseMatching(bool only_cloexec) {
     for (auto it = fds_.begin(); it != fds_.end();) {
       if (it->second.file != nullptr && (!only_cloexec || it->second.cloexec)) {
         files.push_back(it->second.file);
+        ForgetFdLocked(it->first);
         it = fds_.erase(it);
       } else {
         ++it;

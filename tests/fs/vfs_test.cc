@@ -1,17 +1,20 @@
 // The file layer: fd tables, file and inode lifetimes, device nodes, the
 // syscall edge (ioctl errno translation, user-memory faults), and what a
 // kexec does to files that are still open.
+#include "khosim/fs/vfs.h"
+
 #include <fcntl.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "khosim/fs/vfs.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/fs.h"
 #include "khosim/linux/module.h"
@@ -76,7 +79,7 @@ TEST_F(VfsTest, FdsAreLowestFreeAndCloseRunsReleaseOnLastReference) {
   EXPECT_EQ(p.PeekFile(b), p.PeekFile(c));
   EXPECT_EQ(p.Close(b), 0);
   EXPECT_THAT(rec_.events, ElementsAre("open", "open"));  // c still holds it
-  EXPECT_EQ(p.Open("/dev/rec", O_RDWR), 1);                // the freed slot
+  EXPECT_EQ(p.Open("/dev/rec", O_RDWR), 1);               // the freed slot
   EXPECT_EQ(p.Close(c), 0);
   EXPECT_THAT(rec_.events, ElementsAre("open", "open", "open", "release"));
   EXPECT_EQ(p.Close(c), -EBADF);
@@ -84,6 +87,53 @@ TEST_F(VfsTest, FdsAreLowestFreeAndCloseRunsReleaseOnLastReference) {
   p.Exit();
   EXPECT_EQ(module_refcount(&test_module), 0);
   EXPECT_EQ(p.Open("/dev/rec", O_RDWR), -ESRCH);
+}
+
+// Random opens, dups, closes, received fds and execs against a set of used
+// fds: every new fd is the lowest free one (the lowest-free hint never
+// skips a gap any of these leave).
+TEST_F(VfsTest, NewFdsAreAlwaysTheLowestFreeOne) {
+  fs::Process& p = vfs().CreateProcess("vmm");
+  fs::Process& peer = vfs().CreateProcess("peer");
+  const int peer_fd = peer.Open("/dev/rec", O_RDWR);
+  ASSERT_GE(peer_fd, 0);
+  std::set<int> used;
+  std::set<int> cloexec;
+  auto lowest_free = [&] {
+    int fd = 0;
+    while (used.count(fd) != 0) ++fd;
+    return fd;
+  };
+  std::mt19937 rng(7);
+  for (int step = 0; step < 3000; ++step) {
+    const int op = static_cast<int>(rng() % 10);
+    if (op < 4 || used.empty()) {
+      const bool ce = rng() % 4 == 0;
+      const int want = lowest_free();
+      ASSERT_EQ(p.Open("/dev/rec", O_RDWR | (ce ? O_CLOEXEC : 0)), want) << step;
+      used.insert(want);
+      if (ce) cloexec.insert(want);
+    } else if (op < 5) {
+      const int want = lowest_free();
+      ASSERT_EQ(p.Dup(*used.begin()), want) << step;
+      used.insert(want);
+    } else if (op < 6) {
+      const int want = lowest_free();
+      ASSERT_EQ(peer.SendFd(peer_fd, p), want) << step;
+      used.insert(want);
+    } else if (op < 9) {
+      auto it = used.begin();
+      std::advance(it, static_cast<long>(rng() % used.size()));
+      ASSERT_EQ(p.Close(*it), 0) << step;
+      cloexec.erase(*it);
+      used.erase(it);
+    } else {
+      p.Exec();
+      for (int fd : cloexec) used.erase(fd);
+      cloexec.clear();
+    }
+  }
+  EXPECT_EQ(p.OpenFds(), std::vector<int>(used.begin(), used.end()));
 }
 
 TEST_F(VfsTest, ExecClosesOnlyCloexecFdsAndExitClosesAll) {

@@ -102,6 +102,8 @@ class Process {
   };
 
   int AllocFdLocked(bool cloexec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An fd left the table: the lowest-free hint may move down to it.
+  void ForgetFdLocked(int fd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes the slot and returns its file (the table's reference).
   struct file* TakeFdLocked(int fd) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void CloseMatching(bool only_cloexec);
@@ -111,6 +113,8 @@ class Process {
   const std::string name_;
   mutable absl::Mutex mu_;
   std::map<int, Slot> fds_ ABSL_GUARDED_BY(mu_);
+  // Every fd below it is in use.
+  int next_fd_ ABSL_GUARDED_BY(mu_) = 0;
   unsigned int rlimit_nofile_ ABSL_GUARDED_BY(mu_) = 1024;
   bool exited_ ABSL_GUARDED_BY(mu_) = false;
 };
