@@ -132,7 +132,13 @@ void folio_put(struct folio* folio) {
     khosim::RequireKernelContext().Warn(KHOSIM_SITE, "folio_put on a folio with no reference");
     return;
   }
-  if (old == 1) CurrentMm().pages().Free(head, HeadOrder(head));
+  if (old != 1) return;
+  // A hugetlb folio's destructor puts it back in its pool.
+  if ((head->flags & (1ul << PG_hugetlb)) != 0) {
+    CurrentMm().hugetlb().FreeFolio(folio);
+    return;
+  }
+  CurrentMm().pages().Free(head, HeadOrder(head));
 }
 
 unsigned int folio_order(const struct folio* folio) { return HeadOrder(&folio->page); }

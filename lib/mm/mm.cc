@@ -35,6 +35,7 @@ uint64_t SectionBytes(const PageGeometry& geometry) {
 Mm::Mm(KernelContext& ctx, hw::PhysicalMemory& memory, MmConfig config)
     : ctx_(ctx), memory_(memory), config_(config), memblock_(ctx) {
   ctx_.set_slot(KernelSlot::kMm, this);
+  hugetlb_ = std::make_unique<Hugetlb>(*this);
 }
 
 void* Mm::SlabAlloc(size_t size, bool zero) {
@@ -84,6 +85,7 @@ Mm& Mm::Current() {
 }
 
 void Mm::SetupArch() {
+  hugetlb_->ParseCmdline(ctx_.cmdline().text());
   for (const hw::RamRange& range : memory_.layout().ranges()) {
     memblock_.Add(range.start, range.size, range.nid);
   }
@@ -148,6 +150,10 @@ void Mm::InitMemmap() {
 
 void Mm::FreeAll() {
   memblock_.SetScratchOnly(false);
+  // Gigantic pages come from memblock (never scratch, never preserved
+  // memory, which KHO has reserved by now) before the rest goes to the
+  // buddy.
+  hugetlb_->ReserveBootmem();
   uint64_t released = 0;
   memblock_.ForEachFreeRange(kNumaNoNode, [&](PhysAddr start, PhysAddr end, int nid) {
     // Whatever an earlier kernel left here is gone before this kernel can

@@ -18,6 +18,10 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
     : ctx_(env, generation, PageGeometry::ForPageSize(memory.page_size()), std::move(params)) {
   mm_ = std::make_unique<mm::Mm>(ctx_, memory, config.mm);
   kho_ = std::make_unique<kho::Kho>(ctx_, *mm_, config.kho);
+  RegisterInitcall(InitcallLevel::kCore, "hugetlb_init", [this] {
+    mm_->hugetlb().Init();
+    return 0;
+  });
   RegisterInitcall(InitcallLevel::kFs, "kho_init", [this] { return kho_->Init(); });
   RegisterInitcall(InitcallLevel::kEarly, "luo_early_startup", [this] {
     luo_->EarlyStartup();

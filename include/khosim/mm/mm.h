@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "khosim/base/kernel_context.h"
 #include "khosim/hw/physical_memory.h"
+#include "khosim/mm/hugetlb.h"
 #include "khosim/mm/memblock.h"
 #include "khosim/mm/memmap.h"
 #include "khosim/mm/page_alloc.h"
@@ -71,6 +72,7 @@ class Mm {
   Memmap& memmap() { return *memmap_; }
   PageAllocator& pages() { return *allocator_; }
   Vmalloc& vmalloc() { return *vmalloc_; }
+  Hugetlb& hugetlb() { return *hugetlb_; }
   bool buddy_ready() const { return allocator_ != nullptr && free_all_done_; }
 
   // phys <-> struct page / direct map.
@@ -113,6 +115,7 @@ class Mm {
   std::unique_ptr<Memmap> memmap_;
   std::unique_ptr<PageAllocator> allocator_;
   std::unique_ptr<Vmalloc> vmalloc_;
+  std::unique_ptr<Hugetlb> hugetlb_;
   bool free_all_done_ = false;
   std::vector<PhysRange> kexec_windows_;
   mutable absl::Mutex slab_mu_;

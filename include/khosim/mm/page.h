@@ -26,6 +26,7 @@ enum pageflags : unsigned {
   PG_swapbacked,
   PG_pinned,   // simulator: a long-term pin is held (FOLL_LONGTERM)
   PG_vmalloc,  // simulator: page backs a vmalloc area
+  PG_hugetlb,  // a hugetlb pool folio (the kernel's PGTY_hugetlb page type)
 };
 
 struct page {
