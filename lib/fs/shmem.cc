@@ -136,6 +136,7 @@ void ShmemFreeInode(struct inode* inode) { delete ShmemInode::FromInode(inode); 
 }  // namespace khosim::fs
 
 const struct address_space_operations shmem_aops = {"shmem"};
+const struct address_space_operations hugetlbfs_aops = {"hugetlbfs"};
 
 const struct file_operations shmem_file_operations = {
     .owner = nullptr,
@@ -369,7 +370,10 @@ absl::Status ShmemSb::Validate() {
 // ---- ShmemInode -------------------------------------------------------------
 
 ShmemInode* ShmemInode::FromInode(struct inode* inode) {
-  if (inode == nullptr || !shmem_mapping(inode->i_mapping)) return nullptr;
+  if (inode == nullptr || inode->i_mapping == nullptr) return nullptr;
+  if (!shmem_mapping(inode->i_mapping) && inode->i_mapping->a_ops != &hugetlbfs_aops) {
+    return nullptr;
+  }
   return static_cast<ShmemInode*>(SHMEM_I(inode));
 }
 
@@ -378,12 +382,12 @@ ShmemInode* ShmemInode::FromFile(const struct file* file) {
 }
 
 ShmemInode::ShmemInode(std::shared_ptr<ShmemSb> sb, const ShmemOptions& options)
-    : shmem_inode_info(), sb_(std::move(sb)), order_(options.folio_order) {
+    : shmem_inode_info(), sb_(std::move(sb)), order_(options.folio_order), hstate_(options.hstate) {
   seals = options.seals;
   flags = SHMEM_F_NORESERVE;
   i_data.host = &vfs_inode;
-  i_data.a_ops = &shmem_aops;
-  i_data.gfp_mask = GFP_HIGHUSER_MOVABLE;
+  i_data.a_ops = hstate_ >= 0 ? &hugetlbfs_aops : &shmem_aops;
+  i_data.gfp_mask = hstate_ >= 0 ? GFP_HIGHUSER : GFP_HIGHUSER_MOVABLE;
   Vfs* vfs = Vfs::CurrentOrNull();
   vfs_inode.i_ino = vfs != nullptr ? vfs->NextIno() : 0;
   vfs_inode.i_mode = options.mode;
@@ -512,6 +516,7 @@ ShmemInode::Cache::iterator ShmemInode::DeleteLocked(Cache::iterator it) {
 
 int ShmemInode::AllocFolioLocked(pgoff_t index, unsigned long memcg, bool uptodate,
                                  struct folio** out) {
+  if (hstate_ >= 0) return AllocHugetlbFolioLocked(index, memcg, out);
   unsigned int order = order_;
   pgoff_t nr = pgoff_t{1} << order;
   pgoff_t start = index & ~(nr - 1);
@@ -541,6 +546,29 @@ int ShmemInode::AllocFolioLocked(pgoff_t index, unsigned long memcg, bool uptoda
   }
   __folio_set_swapbacked(folio);
   if (uptodate) folio_mark_uptodate(folio);
+  InsertLocked(folio, start);
+  if (luo_hook_ != nullptr) {
+    if (const int hook_err = luo_hook_->folio_added(&vfs_inode, folio, luo_hook_data_);
+        hook_err != 0) {
+      DeleteLocked(cache_.find(start));
+      return hook_err;
+    }
+  }
+  *out = folio;
+  return 0;
+}
+
+int ShmemInode::AllocHugetlbFolioLocked(pgoff_t index, unsigned long memcg, struct folio** out) {
+  const pgoff_t start = index & ~((pgoff_t{1} << order_) - 1);
+  // A pool folio, zeroed (clear_huge_page), so always uptodate.
+  struct folio* folio = mm::Mm::Current().hugetlb().Alloc(hstate_);
+  if (folio == nullptr) return -ENOSPC;
+  const int err = sb_->Charge(folio, memcg, /*use_fault_point=*/true);
+  if (err != 0) {
+    folio_put(folio);
+    return err;
+  }
+  folio_mark_uptodate(folio);
   InsertLocked(folio, start);
   if (luo_hook_ != nullptr) {
     if (const int hook_err = luo_hook_->folio_added(&vfs_inode, folio, luo_hook_data_);
@@ -664,6 +692,7 @@ ssize_t ShmemInode::Read(struct file* file, char* buf, size_t count, loff_t* pos
 }
 
 ssize_t ShmemInode::Write(struct file* file, const char* buf, size_t count, loff_t* pos) {
+  if (hstate_ >= 0) return -EINVAL;  // hugetlbfs has no write_iter
   absl::MutexLock inode_lock(&rwsem_);
   absl::MutexLock lock(&mu_);
   loff_t start = (file->f_flags & O_APPEND) != 0 ? i_size_read(&vfs_inode) : *pos;
@@ -768,6 +797,10 @@ loff_t ShmemInode::Llseek(struct file* file, loff_t offset, int whence) {
 
 int ShmemInode::SetSize(loff_t size) {
   if (size < 0) return -EINVAL;
+  // hugetlbfs_setattr: only whole huge pages.
+  if (hstate_ >= 0 && (static_cast<uint64_t>(size) & ((uint64_t{PAGE_SIZE} << order_) - 1)) != 0) {
+    return -EINVAL;
+  }
   absl::MutexLock inode_lock(&rwsem_);
   absl::MutexLock lock(&mu_);
   const loff_t old = i_size_read(&vfs_inode);
@@ -1018,10 +1051,16 @@ void ShmemInode::Evict() {
 
 // ---- Files ------------------------------------------------------------------
 
-struct file* ShmemFileSetup(absl::string_view f_name, const ShmemOptions& options) {
-  if (options.size < 0 || options.folio_order > MAX_PAGE_ORDER) {
+struct file* ShmemFileSetup(absl::string_view f_name, const ShmemOptions& in) {
+  ShmemOptions options = in;
+  if (options.hstate >= 0) {
+    const int hstates = mm::Hugetlb::kNumHstates;
+    if (options.hstate >= hstates) return static_cast<struct file*>(ERR_PTR(-EINVAL));
+    options.folio_order = mm::Mm::Current().hugetlb().Info(options.hstate).order;
+  } else if (options.folio_order > MAX_PAGE_ORDER) {
     return static_cast<struct file*>(ERR_PTR(-EINVAL));
   }
+  if (options.size < 0) return static_cast<struct file*>(ERR_PTR(-EINVAL));
   std::shared_ptr<ShmemSb> sb = ShmemSb::Current();
   if (WARN_ON_ONCE(sb == nullptr)) return static_cast<struct file*>(ERR_PTR(-ENODEV));
   auto* shmem = new ShmemInode(std::move(sb), options);

@@ -223,9 +223,25 @@ long memfd_fcntl(struct file* file, unsigned int cmd, unsigned int arg) {
   }
 }
 
+bool is_file_hugepages(const struct file* file) {
+  return file != nullptr && file->f_inode != nullptr && file->f_inode->i_mapping != nullptr &&
+         file->f_inode->i_mapping->a_ops == &hugetlbfs_aops;
+}
+
 struct file* memfd_alloc_file(const char* name, unsigned int flags) {
-  if ((flags & MFD_HUGETLB) != 0) return static_cast<struct file*>(ERR_PTR(-EINVAL));
   khosim::fs::ShmemOptions options;
+  if ((flags & MFD_HUGETLB) != 0) {
+    // hugetlb_file_setup: the size is 2^bits, 0 the default hstate; a size
+    // with no registered hstate (no hugepagesz= for it) is -ENODEV.
+    khosim::mm::Hugetlb& hugetlb = khosim::mm::Mm::Current().hugetlb();
+    const unsigned int log = (flags >> MFD_HUGE_SHIFT) & MFD_HUGE_MASK;
+    const int hstate =
+        log == 0 ? hugetlb.default_hstate() : hugetlb.HstateForSize(uint64_t{1} << log);
+    if (hstate < 0 || !hugetlb.Info(hstate).registered) {
+      return static_cast<struct file*>(ERR_PTR(-ENODEV));
+    }
+    options.hstate = hstate;
+  }
   if ((flags & MFD_NOEXEC_SEAL) != 0) {
     options.mode &= static_cast<umode_t>(~0111);
     options.seals = F_SEAL_EXEC;

@@ -62,6 +62,7 @@ Hugetlb::Hugetlb(Mm& mm) : mm_(mm), ctx_(mm.ctx()) {
     hstates_.push_back(std::move(h));
   }
   default_ = 0;
+  hstates_[0].info.registered = true;
 }
 
 int Hugetlb::HstateForSize(uint64_t bytes) const {
@@ -104,6 +105,8 @@ void Hugetlb::ParseCmdline(absl::string_view cmdline) {
       } else {
         default_ = h;
       }
+      absl::MutexLock lock(&mu_);
+      hstates_[static_cast<size_t>(h)].info.registered = true;
     } else if (key == "hugepages") {
       uint64_t n = 0;
       if (selected == -2 || !absl::SimpleAtoi(value, &n)) {

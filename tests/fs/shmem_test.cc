@@ -142,9 +142,10 @@ TEST_F(ShmemTest, MemfdCreateErrors) {
   EXPECT_EQ(fs::MemfdCreate(*p_, std::string(250, 'n'), 0), -EINVAL);
   const int longest = fs::MemfdCreate(*p_, std::string(249, 'n'), 0);
   EXPECT_EQ(longest, 0);
-  // No hugetlb backend: refused, and the reserved fd is given back.
-  EXPECT_EQ(fs::MemfdCreate(*p_, "x", MFD_HUGETLB), -EINVAL);
-  EXPECT_EQ(fs::MemfdCreate(*p_, "x", MFD_HUGETLB | MFD_HUGE_1GB), -EINVAL);
+  // No hugetlbfs for 1 GiB pages without hugepagesz=1G: -ENODEV, and the
+  // reserved fd is given back. An unsupported size is the same.
+  EXPECT_EQ(fs::MemfdCreate(*p_, "x", MFD_HUGETLB | MFD_HUGE_1GB), -ENODEV);
+  EXPECT_EQ(fs::MemfdCreate(*p_, "x", MFD_HUGETLB | (22U << MFD_HUGE_SHIFT)), -ENODEV);
   EXPECT_THAT(p_->OpenFds(), ElementsAre(0));
   p_->SetRlimitNofile(1);
   EXPECT_EQ(fs::MemfdCreate(*p_, "x", 0), -EMFILE);

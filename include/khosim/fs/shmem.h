@@ -33,11 +33,12 @@
 // Huge pages: the folio order is per inode (ShmemOptions::folio_order), and
 // every path handles folios of any order (lookups, partial truncate and
 // punch zero the covered part, whole folios are freed). A hugetlbfs memfd
-// would be a sibling inode type with its own address_space_operations (so
-// shmem_file() is false, as upstream), 2 MiB / 1 GiB folios taken from a
-// hugetlb pool instead of the buddy allocator, sharing this page-cache
-// code; MemfdCreate's MFD_HUGETLB branch (-EINVAL today) is where it plugs
-// in.
+// (MFD_HUGETLB) is the same inode with its own address_space_operations
+// (hugetlbfs_aops, so shmem_file() is false, as upstream) and 2 MiB / 1 GiB
+// folios taken from the hugetlb pool (khosim/mm/hugetlb.h) instead of the
+// buddy allocator: write(2) is -EINVAL (data goes in through mappings),
+// the size must be a multiple of the huge page size, and an empty pool
+// makes fallocate and faults fail with -ENOSPC.
 //
 // Locking: see khosim/linux/shmem_fs.h. ShmemSb has one internal mutex,
 // innermost.
@@ -80,8 +81,8 @@ unsigned long CurrentMemcg();
 // Errors, in the kernel's order: unknown flags (the hugetlb size bits are
 // allowed only with MFD_HUGETLB), or MFD_EXEC together with
 // MFD_NOEXEC_SEAL -> -EINVAL; a name longer than 249 bytes -> -EINVAL;
-// -EMFILE from the fd table; MFD_HUGETLB -> -EINVAL (no hugetlb backend
-// yet); -ENOMEM (fault point "alloc_file"). The file is O_RDWR, unlinked
+// -EMFILE from the fd table; MFD_HUGETLB with a huge page size that has no
+// registered hstate -> -ENODEV; -ENOMEM (fault point "alloc_file"). The file is O_RDWR, unlinked
 // (i_nlink 0), mode 0777 (0666 with MFD_NOEXEC_SEAL), and is shown as
 // "/memfd:<name> (deleted)". Seals start at F_SEAL_SEAL unless
 // MFD_ALLOW_SEALING (no seals) or MFD_NOEXEC_SEAL (F_SEAL_EXEC). A name is
@@ -105,6 +106,11 @@ struct ShmemOptions {
   int open_flags = O_RDWR;
   umode_t mode = S_IFREG | 0777;
   unsigned int seals = F_SEAL_SEAL;
+  // >= 0: a hugetlbfs inode of that mm::Hugetlb hstate (folio_order is
+  // then the hstate's): folios come from the hugetlb pool (-ENOSPC when it
+  // is empty), write(2) is -EINVAL, the size must be a multiple of the huge
+  // page size, and shmem_file() is false for it.
+  int hstate = -1;
 };
 // shmem_file_setup with the simulator's options; f_name is |f_name| as
 // given. ERR_PTR(-EINVAL) for a bad size or order, ERR_PTR(-ENODEV) with
@@ -135,6 +141,7 @@ class ShmemInode : public shmem_inode_info {
 
   // ---- Inspection ----
   unsigned int folio_order() const { return order_; }
+  bool hugetlb() const { return hstate_ >= 0; }
   unsigned int Seals() const;
   bool Frozen() const;
   loff_t Size() const { return i_size_read(&vfs_inode); }
@@ -201,6 +208,8 @@ class ShmemInode : public shmem_inode_info {
   // the inode's order when that fits between its neighbours, else order 0).
   int AllocFolioLocked(pgoff_t index, unsigned long memcg, bool uptodate, struct folio** out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int AllocHugetlbFolioLocked(pgoff_t index, unsigned long memcg, struct folio** out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Returns the folio holding |index|, allocating per |sgp|; no reference.
   int GetFolioLocked(pgoff_t index, enum sgp_type sgp, unsigned long memcg, struct folio** out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -212,6 +221,7 @@ class ShmemInode : public shmem_inode_info {
 
   const std::shared_ptr<ShmemSb> sb_;
   const unsigned int order_;
+  const int hstate_;  // >= 0: hugetlbfs
   const struct shmem_luo_hook* luo_hook_ ABSL_GUARDED_BY(mu_) = nullptr;
   void* luo_hook_data_ ABSL_GUARDED_BY(mu_) = nullptr;
   // i_rwsem: serializes size, seal and frozen-flag changes (outer).

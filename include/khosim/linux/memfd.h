@@ -76,8 +76,10 @@ long memfd_fcntl(struct file* file, unsigned int cmd, unsigned int arg);
 // A memfd file for in-kernel users (memfd_luo retrieve): O_RDWR|O_LARGEFILE,
 // unlinked, named |name| as given (no "memfd:" prefix). |flags|: MFD_*;
 // without MFD_ALLOW_SEALING / MFD_NOEXEC_SEAL it starts with F_SEAL_SEAL.
-// MFD_HUGETLB -> ERR_PTR(-EINVAL) (no hugetlb backend yet); otherwise the
-// errors of shmem_file_setup().
+// MFD_HUGETLB makes a hugetlbfs file of the size in the MFD_HUGE_* bits (0:
+// the default huge page size), ERR_PTR(-ENODEV) when no hstate of that
+// size is registered (khosim/mm/hugetlb.h); otherwise the errors of
+// shmem_file_setup().
 struct file* memfd_alloc_file(const char* name, unsigned int flags);
 
 // The seals word of a shmem file, NULL for any other file.

@@ -53,7 +53,10 @@ class Mm;
 struct HstateInfo {
   unsigned order = 0;
   uint64_t size = 0;
-  std::string name;            // "hugepages-2048kB", as in sysfs
+  std::string name;  // "hugepages-2048kB", as in sysfs
+  // The default size always, others when a hugepagesz= names them (the
+  // kernel only creates an hstate, and a hugetlbfs mount, for those).
+  bool registered = false;
   uint64_t requested = 0;      // hugepages= for this size
   uint64_t preserved = 0;      // left out at boot for the previous kernel's folios
   uint64_t nr_huge_pages = 0;  // pool folios, in use or free
