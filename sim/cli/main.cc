@@ -2,6 +2,7 @@
 // whether every preserved byte survived and what it cost. Subcommands:
 //
 //   khosim run [SCENARIO] [--json] [--trace FILE] [--quiet] [--seed N]
+//              [--handlers LIST] [--dmesg]
 //   khosim inspect [SCENARIO] [--at boot:N|kexec:N|end] [--image FILE]
 //   khosim scenarios [NAME]
 //   khosim help [COMMAND]
@@ -73,6 +74,9 @@ std::string RunHelp() {
       "  --trace FILE    write the machine's event trace to FILE as JSON\n"
       "  --quiet, -q     no progress lines\n"
       "  --seed N        override the scenario's machine seed\n"
+      "  --handlers LIST override machine.handlers, the LUO file handlers built into\n"
+      "                  every kernel whose boot does not name its own: a comma-separated\n"
+      "                  list of memfd (memfd-v2), memfd-sparse (memfd-sparse-v1)\n"
       "  --dmesg         print each kernel's log after the summary\n"
       "\n"
       "Built-in scenarios: ",
@@ -149,6 +153,7 @@ int Run(Args& args) {
   std::string trace_path;
   std::string name;
   std::optional<uint64_t> seed;
+  std::optional<KernelHandlers> handlers;
   while (!args.Done()) {
     const std::string word = args.words[args.next++];
     std::string value;
@@ -170,6 +175,13 @@ int Run(Args& args) {
         return Usage("--seed needs a non-negative integer", RunHelp());
       }
       seed = v;
+    } else if (TakeValue(args, word, "--handlers", &value, &error)) {
+      if (!error.empty()) return Usage(error, RunHelp());
+      absl::StatusOr<KernelHandlers> parsed = scenario::ParseHandlerList(value);
+      if (!parsed.ok()) {
+        return Usage(absl::StrCat("--handlers: ", parsed.status().message()), RunHelp());
+      }
+      handlers = *parsed;
     } else if (absl::StartsWith(word, "-")) {
       return Usage(absl::StrCat("unknown option ", word), RunHelp());
     } else if (name.empty()) {
@@ -182,11 +194,14 @@ int Run(Args& args) {
   absl::StatusOr<scenario::Scenario> s = Load(name);
   if (!s.ok()) return ReportLoadError(s.status());
   if (seed) s->machine.seed = *seed;
+  if (handlers) s->machine.handlers = *handlers;
   if (!quiet) {
     absl::FPrintF(stderr,
-                  "khosim: running %s (%s): %s RAM, %d node(s), %s pages, seed %d, %d kexec(s)\n",
+                  "khosim: running %s (%s): %s RAM, %d node(s), %s pages, seed %d, handlers %s, "
+                  "%d kexec(s)\n",
                   s->name, s->source, scenario::FormatBytes(s->machine.ram), s->machine.nodes,
-                  scenario::FormatBytes(s->machine.page_size), s->machine.seed, s->kexecs());
+                  scenario::FormatBytes(s->machine.page_size), s->machine.seed,
+                  scenario::FormatHandlers(s->machine.handlers), s->kexecs());
   }
   TerminalProgress progress(stderr);
   scenario::Runner runner(*s, scenario::RunOptions{.progress = quiet ? nullptr : &progress});

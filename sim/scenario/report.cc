@@ -22,6 +22,17 @@ std::string BootTitle(const BootReport& b) {
                          b.cmdline.empty() ? "<empty command line>" : b.cmdline);
 }
 
+// "memfd (memfd-v2), memfd-sparse (memfd-sparse-v1)", or "none".
+std::string HandlersText(const std::vector<HandlerInfo>& handlers) {
+  std::vector<std::string> parts;
+  for (const HandlerInfo& h : handlers) {
+    parts.push_back(absl::StrCat(h.name, " (", h.compatible, ")"));
+  }
+  return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
+}
+
+std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
+
 }  // namespace
 
 std::string FormatTextReport(const RunReport& r) {
@@ -31,6 +42,7 @@ std::string FormatTextReport(const RunReport& r) {
     absl::StrAppend(&out, "\n", BootTitle(b), "\n");
     absl::StrAppend(&out,
                     absl::StrFormat("  profiles      %s, LUO %s\n", b.kho_profile, b.luo_profile));
+    absl::StrAppend(&out, "  handlers      ", HandlersText(b.handlers), "\n");
     if (r.program) {
       absl::StrAppend(&out, absl::StrFormat("  WARNs         %d\n", b.warns));
       continue;
@@ -60,15 +72,33 @@ std::string FormatTextReport(const RunReport& r) {
     absl::StrAppend(&out, absl::StrFormat("  WARNs         %d\n", b.warns));
     for (const std::string& note : b.notes) absl::StrAppend(&out, "  note          ", note, "\n");
   }
+  bool any_preserved = false;
+  for (const BootReport& b : r.boots) any_preserved = any_preserved || !b.preserved_files.empty();
+  if (any_preserved) {
+    // The boot that preserved; the handler is what the next kernel must have.
+    absl::StrAppend(&out, "\nfiles preserved\n");
+    absl::StrAppend(&out, absl::StrFormat("  %-4s %-12s %-10s %-6s %10s  %s\n", "boot", "file",
+                                          "session", "token", "size", "handler"));
+    for (const BootReport& b : r.boots) {
+      for (const PreservedFile& f : b.preserved_files) {
+        absl::StrAppend(
+            &out, absl::StrFormat("  %-4d %-12s %-10s 0x%-4x %10s  %s\n", b.boot, OrDash(f.file),
+                                  f.session, f.token, f.file.empty() ? "-" : FormatBytes(f.size),
+                                  OrDash(f.handler)));
+      }
+    }
+  }
   if (!r.files.empty()) {
+    // handler: the one the previous kernel preserved the file with.
     absl::StrAppend(&out, "\nfiles verified\n");
-    absl::StrAppend(&out,
-                    absl::StrFormat("  %-4s %-12s %-10s %-6s %10s  %-6s %-16s %s\n", "boot", "file",
-                                    "session", "token", "size", "verify", "hash", "result"));
+    absl::StrAppend(
+        &out, absl::StrFormat("  %-4s %-12s %-10s %-6s %10s  %-6s %-16s %-15s %s\n", "boot", "file",
+                              "session", "token", "size", "verify", "hash", "handler", "result"));
     for (const FileCheck& f : r.files) {
-      absl::StrAppend(&out, absl::StrFormat("  %-4d %-12s %-10s 0x%-4x %10s  %-6s %016x %s\n",
-                                            f.boot, f.file, f.session, f.token, FormatBytes(f.size),
-                                            f.verify, f.hash, f.ok ? "ok" : "DIVERGED"));
+      absl::StrAppend(
+          &out, absl::StrFormat("  %-4d %-12s %-10s 0x%-4x %10s  %-6s %016x %-15s %s\n", f.boot,
+                                f.file, f.session, f.token, FormatBytes(f.size), f.verify, f.hash,
+                                OrDash(f.handler), f.ok ? "ok" : "DIVERGED"));
     }
   }
   if (!r.phases.empty()) {
@@ -131,12 +161,26 @@ std::string ReportToJson(const RunReport& r) {
     jb["cmdline"] = b.cmdline;
     jb["kho_profile"] = b.kho_profile;
     jb["luo_profile"] = b.luo_profile;
+    json handlers = json::array();
+    for (const HandlerInfo& h : b.handlers) {
+      handlers.push_back({{"name", h.name}, {"compatible", h.compatible}});
+    }
+    jb["handlers"] = std::move(handlers);
     jb["kho_boot"] = b.kho_boot;
     jb["preserved"] = {
         {"sessions", b.sessions_preserved},          {"files", b.files_preserved},
         {"file_bytes", b.file_bytes_preserved},      {"kho_blocks", b.kho_blocks_preserved},
         {"kho_pages", b.kho_pages_preserved},        {"kho_bytes", b.kho_bytes_preserved},
         {"tracker_node_pages", b.tracker_node_pages}};
+    json preserved_files = json::array();
+    for (const PreservedFile& f : b.preserved_files) {
+      preserved_files.push_back({{"session", f.session},
+                                 {"token", f.token},
+                                 {"file", f.file},
+                                 {"size", f.size},
+                                 {"handler", f.handler}});
+    }
+    jb["preserved_files"] = std::move(preserved_files);
     jb["retrieved"] = {{"kho_blocks", b.kho_blocks_retrieved},
                        {"sessions", b.sessions_retrieved},
                        {"files", b.files_retrieved},
@@ -160,6 +204,7 @@ std::string ReportToJson(const RunReport& r) {
                      {"hash", absl::StrFormat("%016x", f.hash)},
                      {"verify", f.verify},
                      {"bytes_compared", f.bytes_compared},
+                     {"handler", f.handler},
                      {"ok", f.ok}});
   }
   doc["files"] = std::move(files);

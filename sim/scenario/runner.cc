@@ -11,6 +11,7 @@
 #include <fcntl.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -59,6 +60,8 @@ MachineConfig ConfigFor(const Scenario& s) {
   config.seed = s.machine.seed;
   config.scrub = s.machine.scrub;
   config.cmdline = s.boots.front().EffectiveCmdline();
+  // The cold boot's build; the runner names every kexec's build itself.
+  config.handlers = s.HandlersOf(0);
   return config;
 }
 
@@ -188,6 +191,7 @@ class Runner::Impl {
     const SessionSpec* session;
     const FileRef* ref;
     int fd;
+    std::string handler;  // the compatible it came in under
   };
 
   // The open file behind a scenario file name in this boot, or nullptr.
@@ -260,6 +264,7 @@ class Runner::Impl {
       b.cmdline = s_.boots[g - 1].EffectiveCmdline();
       b.kho_profile = s_.boots[g - 1].kho_profile;
       b.luo_profile = std::string(luo::LuoProfileName(s_.boots[g - 1].luo_profile));
+      b.handlers = BuiltHandlers(s_.machine.handlers);
       b.kho_boot = g > 1 && p.name == "kho";
       report_.boots.push_back(std::move(b));
     }
@@ -313,7 +318,8 @@ class Runner::Impl {
       absl::Status status;
       {
         Phase phase(*this, boot, absl::StrCat("kexec ", boot), 0);
-        status = m_->Kexec(KexecOptions{.cmdline = s_.boots[i + 1].EffectiveCmdline()});
+        status = m_->Kexec(KexecOptions{.cmdline = s_.boots[i + 1].EffectiveCmdline(),
+                                        .handlers = s_.HandlersOf(i + 1)});
       }
       if (!status.ok()) {
         Stop(Outcome::kFailed,
@@ -345,6 +351,7 @@ class Runner::Impl {
     br.cmdline = k.ctx().cmdline().text();
     br.kho_profile = spec.kho_profile;
     br.luo_profile = std::string(luo::LuoProfileName(k.luo().profile()));
+    br.handlers = BuiltHandlers(s_.HandlersOf(boot - 1));
     br.kho_boot = k.kho().is_kho_boot();
     br.kho_blocks_retrieved = k.kho().retrieved_blocks();
 
@@ -390,18 +397,56 @@ class Runner::Impl {
   int OpenDevice(int boot, fs::Process& p) {
     const int dev = luo::OpenLiveupdate(p);
     if (dev < 0) {
-      std::string hint;
-      const Cmdline& cmdline = kernel().ctx().cmdline();
-      if (!kernel().luo().enabled()) {
-        hint = cmdline.GetBool("liveupdate", false) && cmdline.GetBool("kho", false)
-                   ? " (LUO is off in this kernel although the command line asks for it: its "
-                     "startup failed; khosim run --dmesg shows the kernel log)"
-                   : " (LUO is off: the command line needs kho=on liveupdate=on)";
-      }
       Stop(Outcome::kFailed, absl::StrFormat("boot %d: process %s: open(/dev/liveupdate): %s%s",
-                                             boot, p.name(), ErrnoName(dev), hint));
+                                             boot, p.name(), ErrnoName(dev), OpenFailureHint()));
     }
     return dev;
+  }
+
+  // Why /dev/liveupdate would not open, for the message.
+  std::string OpenFailureHint() {
+    luo::Luo& luo = kernel().luo();
+    const Cmdline& cmdline = kernel().ctx().cmdline();
+    if (!luo.enabled()) {
+      return cmdline.GetBool("liveupdate", false) && cmdline.GetBool("kho", false)
+                 ? " (LUO is off in this kernel although the command line asks for it: its "
+                   "startup failed; khosim run --dmesg shows the kernel log)"
+                 : " (LUO is off: the command line needs kho=on liveupdate=on)";
+    }
+    if (luo.deserialize_error() == 0) return "";
+    // LUO latched an error reading the incoming sessions; the usual cause
+    // is a file whose handler this kernel build lacks. The previous boot's
+    // report says what it preserved under which compatible.
+    std::set<std::string> built;
+    for (const HandlerInfo& h : report_.boots.back().handlers) built.insert(h.compatible);
+    std::map<std::string, int> missing;  // compatible -> files
+    if (report_.boots.size() >= 2) {
+      for (const PreservedFile& f : report_.boots[report_.boots.size() - 2].preserved_files) {
+        if (built.count(f.handler) == 0) ++missing[f.handler];
+      }
+    }
+    const BootReport& br = report_.boots.back();
+    std::string why;
+    for (const auto& [compatible, files] : missing) {
+      absl::StrAppend(&why, why.empty() ? "" : ", ", files, " file(s) with ", compatible);
+    }
+    std::string built_text;
+    for (const HandlerInfo& h : br.handlers) {
+      absl::StrAppend(&built_text, built_text.empty() ? "" : ", ", h.name, " (", h.compatible, ")");
+    }
+    if (built_text.empty()) built_text = "none";
+    if (!why.empty()) {
+      return absl::StrFormat(
+          " (LUO could not read the incoming sessions (%s): boot %d preserved %s, and this "
+          "kernel is built without %s (its handlers: %s); every open fails in this kernel, so "
+          "nothing boot %d preserved can be retrieved)",
+          ErrnoName(-std::abs(luo.deserialize_error())), br.boot - 1, why,
+          missing.size() == 1 ? "that handler" : "those handlers", built_text, br.boot - 1);
+    }
+    return absl::StrFormat(
+        " (LUO could not read the incoming sessions (%s); khosim run --dmesg shows the kernel "
+        "log)",
+        ErrnoName(-std::abs(luo.deserialize_error())));
   }
 
   bool RetrievePhase(int boot, const BootSpec& spec, BootReport& br,
@@ -444,6 +489,12 @@ class Runner::Impl {
         }
         ++br.sessions_retrieved;
         sessions->push_back({&p, &sess, sfd});
+        // The handler each incoming file was preserved with, by token.
+        std::map<uint64_t, std::string> handler_of;
+        for (const luo::Luo::SessionInfo& info : kernel().luo().IncomingSessions()) {
+          if (info.name != sess.name) continue;
+          for (const luo::Luo::FileInfo& fi : info.files) handler_of[fi.token] = fi.compatible;
+        }
         for (const FileRef& ref : *sess.retrieve) {
           const int fd = luo::RetrieveFd(p, sfd, ref.token);
           if (fd == -ENOENT) {
@@ -464,7 +515,7 @@ class Runner::Impl {
           br.file_bytes_retrieved += size;
           phase.Advance(size);
           held_[ref.file] = Held{&p, fd};
-          files->push_back({&p, &sess, &ref, fd});
+          files->push_back({&p, &sess, &ref, fd, handler_of[ref.token]});
         }
       }
       if (opened) p.Close(dev);
@@ -498,17 +549,21 @@ class Runner::Impl {
     return true;
   }
 
-  // The hash of the file's full expected content (cached per file).
+  // The hash of the file's expected data: the bytes of its generator's
+  // data ranges, in order (cached per file). Holes are not in it: they are
+  // compared byte for byte (full) or sampled.
   uint64_t ExpectedHash(const FileSpec& spec) {
     auto it = expected_hash_.find(spec.name);
     if (it != expected_hash_.end()) return it->second;
     const Content content(spec, s_.machine.seed);
     std::vector<uint8_t> buf(kChunk);
     ContentHash hash;
-    for (uint64_t off = 0; off < spec.size; off += kChunk) {
-      const uint64_t n = std::min(kChunk, spec.size - off);
-      content.Fill(off, buf.data(), n);
-      hash.Update(buf.data(), n);
+    for (const Extent& e : content.data()) {
+      for (uint64_t off = e.offset; off < e.offset + e.length; off += kChunk) {
+        const uint64_t n = std::min(kChunk, e.offset + e.length - off);
+        content.Fill(off, buf.data(), n);
+        hash.Update(buf.data(), n);
+      }
     }
     return expected_hash_[spec.name] = hash.value();
   }
@@ -526,6 +581,7 @@ class Runner::Impl {
     check.verify = f.ref->verify == VerifyMode::kFull     ? "full"
                    : f.ref->verify == VerifyMode::kSample ? "sample"
                                                           : "none";
+    check.handler = f.handler;
     const std::string where = absl::StrFormat("boot %d: file %s (session \"%s\", token %s)", boot,
                                               spec.name, f.session->name, Token(f.ref->token));
     const loff_t size = p.Lseek(f.fd, 0, SEEK_END);
@@ -550,26 +606,50 @@ class Runner::Impl {
     int found = -1;
     uint64_t bad_pages = 0;
     const uint64_t page = s_.machine.page_size;
-    for (uint64_t off = 0; off < spec.size; off += kChunk) {
-      const uint64_t n = std::min(kChunk, spec.size - off);
+    // Reads [off, off + n) into |got|; false (and the run stopped) if the
+    // read came up short.
+    auto read = [&](uint64_t off, uint64_t n) {
       const ssize_t r = p.Pread(f.fd, got.data(), n, static_cast<loff_t>(off));
-      if (r != static_cast<ssize_t>(n)) {
-        report_.files.push_back(check);
-        return Stop(Outcome::kFailed, absl::StrFormat("%s: pread at %d returned %s", where, off,
-                                                      r < 0 ? ErrnoName(r) : absl::StrCat(r)));
-      }
-      hash.Update(got.data(), n);
-      if (full) {
+      if (r == static_cast<ssize_t>(n)) return true;
+      report_.files.push_back(check);
+      return Stop(Outcome::kFailed, absl::StrFormat("%s: pread at %d returned %s", where, off,
+                                                    r < 0 ? ErrnoName(r) : absl::StrCat(r)));
+    };
+    if (full) {
+      // Every byte, holes included; the hash takes the data ranges' bytes
+      // as they go by.
+      const std::vector<Extent>& data = content.data();
+      size_t next = 0;  // the first data range not yet wholly hashed
+      for (uint64_t off = 0; off < spec.size; off += kChunk) {
+        const uint64_t n = std::min(kChunk, spec.size - off);
+        if (!read(off, n)) return false;
+        for (size_t i = next; i < data.size() && data[i].offset < off + n; ++i) {
+          const uint64_t lo = std::max(off, data[i].offset);
+          const uint64_t hi = std::min(off + n, data[i].offset + data[i].length);
+          if (lo < hi) hash.Update(got.data() + (lo - off), hi - lo);
+          if (data[i].offset + data[i].length <= off + n) next = i + 1;
+        }
         content.Fill(off, want.data(), n);
         CompareChunk(off, got.data(), want.data(), n, page, &first_bad, &expected, &found,
                      &bad_pages);
         check.bytes_compared += n;
+        phase.Advance(n);
       }
-      phase.Advance(n);
-    }
-    check.hash = hash.value();
-    if (!full) {
-      // Sampled pages byte for byte, and the hash for the rest.
+      check.hash = hash.value();
+    } else {
+      // The data ranges through the hash, holes by sampled pages only: a
+      // file of many GiB with little data is verified without reading its
+      // holes (each read of one would cost host memory).
+      for (const Extent& e : content.data()) {
+        for (uint64_t off = e.offset; off < e.offset + e.length; off += kChunk) {
+          const uint64_t n = std::min(kChunk, e.offset + e.length - off);
+          if (!read(off, n)) return false;
+          hash.Update(got.data(), n);
+          phase.Advance(n);
+        }
+      }
+      check.hash = hash.value();
+      // Sampled pages byte for byte, anywhere in the file.
       uint64_t x = content.seed() ^ 0x5eed;
       const uint64_t pages = spec.size / page;
       std::vector<uint8_t> one(page);
@@ -584,15 +664,19 @@ class Runner::Impl {
         check.bytes_compared += page;
       }
       if (!first_bad && hash.value() != ExpectedHash(spec)) {
-        // The samples missed it: find the first difference the slow way.
-        for (uint64_t off = 0; off < spec.size && !first_bad; off += kChunk) {
-          const uint64_t n = std::min(kChunk, spec.size - off);
-          p.Pread(f.fd, got.data(), n, static_cast<loff_t>(off));
-          content.Fill(off, want.data(), n);
-          CompareChunk(off, got.data(), want.data(), n, page, &first_bad, &expected, &found,
-                       &bad_pages);
+        // The samples missed it: it is in the data ranges (the hash covers
+        // nothing else); find the first difference there.
+        for (const Extent& e : content.data()) {
+          for (uint64_t off = e.offset; off < e.offset + e.length && !first_bad; off += kChunk) {
+            const uint64_t n = std::min(kChunk, e.offset + e.length - off);
+            p.Pread(f.fd, got.data(), n, static_cast<loff_t>(off));
+            content.Fill(off, want.data(), n);
+            CompareChunk(off, got.data(), want.data(), n, page, &first_bad, &expected, &found,
+                         &bad_pages);
+          }
         }
       }
+      phase.Advance(spec.size - content.data_bytes());
     }
     if (first_bad) {
       report_.files.push_back(check);
@@ -781,6 +865,14 @@ class Runner::Impl {
       fs::Process& agent = k.vfs().CreateProcess("khosim-leak-check");
       const int dev = luo::OpenLiveupdate(agent);
       if (dev >= 0) agent.Close(dev);
+      if (dev < 0 && luo.deserialize_error() != 0) {
+        // Not a leak: LUO refused the incoming sessions, so nobody could
+        // have claimed them.
+        Stop(Outcome::kFailed,
+             absl::StrFormat("boot %d: the leak check's open(/dev/liveupdate): %s%s", boot,
+                             ErrnoName(dev), OpenFailureHint()));
+        return;
+      }
     }
     if (luo.enabled() && !luo.IncomingSessions().empty()) {
       br.notes.push_back(absl::StrFormat(
@@ -805,13 +897,31 @@ class Runner::Impl {
 
   void RecordOutgoing(BootReport& br) {
     Kernel& k = kernel();
+    const BootSpec& spec = s_.boots[br.boot - 1];
     if (k.luo().enabled()) {
+      // Scenario file names by (session, token), to name what LUO lists.
+      std::map<std::pair<std::string, uint64_t>, const FileSpec*> named;
+      for (const ProcessSpec& p : spec.processes) {
+        for (const SessionSpec& sess : p.sessions) {
+          if (!sess.preserve) continue;
+          for (const FileRef& ref : *sess.preserve) {
+            named[{sess.name, ref.token}] = s_.FindFile(ref.file);
+          }
+        }
+      }
       for (const luo::Luo::SessionInfo& s : k.luo().OutgoingSessions()) {
         ++br.sessions_preserved;
         br.files_preserved += s.files.size();
+        for (const luo::Luo::FileInfo& fi : s.files) {
+          PreservedFile pf{.session = s.name, .token = fi.token, .handler = fi.compatible};
+          if (auto it = named.find({s.name, fi.token}); it != named.end()) {
+            pf.file = it->second->name;
+            pf.size = it->second->size;
+          }
+          br.preserved_files.push_back(std::move(pf));
+        }
       }
     }
-    const BootSpec& spec = s_.boots[br.boot - 1];
     for (const ProcessSpec& p : spec.processes) {
       for (const SessionSpec& sess : p.sessions) {
         if (!sess.preserve) continue;
@@ -850,6 +960,7 @@ class Runner::Impl {
         b.cmdline = k.ctx().cmdline().text();
         b.kho_profile = s_.boots[gen - 1].kho_profile;
         b.luo_profile = std::string(luo::LuoProfileName(s_.boots[gen - 1].luo_profile));
+        b.handlers = BuiltHandlers(s_.HandlersOf(gen - 1));
         b.kho_boot = gen > 1;
         b.notes.push_back(absl::StrCat("did not reach userspace: ", BootPhaseName(k.phase())));
         report_.boots.push_back(std::move(b));

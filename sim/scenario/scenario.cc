@@ -25,8 +25,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "khosim/abi/kexec_handover.h"
 #include "khosim/abi/luo.h"
+#include "khosim/abi/memfd_luo.h"
 
 namespace khosim::scenario {
 namespace {
@@ -232,10 +234,56 @@ class MapReader {
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
+std::string KnownHandlerList() {
+  std::vector<std::string> names;
+  for (const HandlerInfo& h : KnownHandlers()) names.push_back(h.name);
+  return absl::StrJoin(names, ", ");
+}
+
+// Adds handler |name| to |out|; the error text otherwise (unknown name,
+// or named twice), without position so YAML and --handlers share it.
+std::optional<std::string> AddHandler(absl::string_view name, KernelHandlers* out,
+                                      std::set<std::string>* seen) {
+  bool* flag = name == "memfd"          ? &out->memfd
+               : name == "memfd-sparse" ? &out->memfd_sparse
+                                        : nullptr;
+  if (flag == nullptr) {
+    std::string hint;
+    for (const HandlerInfo& h : KnownHandlers()) {
+      // Its compatible is what the report shows; say which name builds it.
+      if (name == h.compatible) hint = absl::StrCat("; ", name, " is built by ", h.name);
+    }
+    return absl::StrCat("unknown file handler \"", name, "\" (known: ", KnownHandlerList(), hint,
+                        ")");
+  }
+  if (!seen->insert(std::string(name)).second) {
+    return absl::StrCat("file handler ", name, " is listed twice");
+  }
+  *flag = true;
+  return std::nullopt;
+}
+
+// A list of handler names: exactly the handlers this kernel build has
+// (an empty list builds none).
+KernelHandlers ParseHandlers(const Field& field) {
+  if (!field.node().IsSequence()) {
+    field.Fail(absl::StrCat("expected a list of file handlers (e.g. [memfd, memfd-sparse]; known: ",
+                            KnownHandlerList(), "), got ", field.Shown()));
+  }
+  KernelHandlers handlers{.memfd = false, .memfd_sparse = false};
+  std::set<std::string> seen;
+  for (const Field& f : field.List()) {
+    if (std::optional<std::string> error = AddHandler(f.Scalar(), &handlers, &seen)) {
+      f.Fail(*error);
+    }
+  }
+  return handlers;
+}
+
 MachineSpec ParseMachine(const Field& field) {
   MachineSpec m;
   if (field.IsNull()) return m;
-  MapReader r(field, {"ram", "nodes", "page_size", "seed", "scrub"});
+  MapReader r(field, {"ram", "nodes", "page_size", "seed", "scrub", "handlers"});
   if (r.Has("ram")) {
     const Field f = r.Get("ram");
     m.ram = f.Size();
@@ -261,6 +309,7 @@ MachineSpec ParseMachine(const Field& field) {
                   ? mm::FreeMemoryPolicy::kPoison
                   : mm::FreeMemoryPolicy::kInaccessible;
   }
+  if (r.Has("handlers")) m.handlers = ParseHandlers(r.Get("handlers"));
   r.Done();
   return m;
 }
@@ -273,33 +322,54 @@ ContentSpec ParseContent(const Field& field) {
     c.kind = kind == "random" ? ContentKind::kRandom : ContentKind::kZeros;
     return c;
   }
-  MapReader r(field, {"generator", "seed", "pattern", "extents"});
+  MapReader r(field, {"generator", "seed", "pattern", "extents", "stride", "length"});
   const Field gen = r.Require("generator");
-  const std::string kind = gen.Choice({"random", "pattern", "zeros", "sparse"});
+  const std::string kind = gen.Choice({"random", "pattern", "zeros", "sparse", "sampled"});
   c.kind = kind == "random"    ? ContentKind::kRandom
            : kind == "pattern" ? ContentKind::kPattern
            : kind == "zeros"   ? ContentKind::kZeros
-                               : ContentKind::kSparse;
+           : kind == "sparse"  ? ContentKind::kSparse
+                               : ContentKind::kSampled;
+  const bool has_data_extents = c.kind == ContentKind::kSparse || c.kind == ContentKind::kSampled;
   if (r.Has("seed")) {
     const Field f = r.Get("seed");
-    if (c.kind != ContentKind::kRandom && c.kind != ContentKind::kSparse) {
-      f.Fail(absl::StrCat("a seed applies to the random and sparse generators, not ", kind));
+    if (c.kind != ContentKind::kRandom && !has_data_extents) {
+      f.Fail(
+          absl::StrCat("a seed applies to the random, sparse and sampled generators, not ", kind));
     }
     c.seed = f.Uint();
   }
   if (r.Has("pattern")) {
     const Field f = r.Get("pattern");
-    if (c.kind != ContentKind::kPattern && c.kind != ContentKind::kSparse) {
-      f.Fail(absl::StrCat("a pattern applies to the pattern and sparse generators, not ", kind));
+    if (c.kind != ContentKind::kPattern && !has_data_extents) {
+      f.Fail(absl::StrCat("a pattern applies to the pattern, sparse and sampled generators, not ",
+                          kind));
     }
     c.pattern = f.String();
     if (c.pattern.empty()) f.Fail("the pattern is empty");
   } else if (c.kind == ContentKind::kPattern) {
     r.field().Fail("missing required field 'pattern' for generator pattern");
   }
+  for (const char* key : {"stride", "length"}) {
+    if (!r.Has(key)) continue;
+    const Field f = r.Get(key);
+    if (c.kind != ContentKind::kSampled) {
+      f.Fail(absl::StrCat(key, " applies to the sampled generator only"));
+    }
+    const uint64_t v = f.Size();
+    if (v == 0) f.Fail(absl::StrCat("a ", key, " of 0"));
+    if (absl::string_view(key) == "stride") {
+      c.stride = v;
+    } else {
+      c.length = v;
+    }
+  }
+  if (c.kind == ContentKind::kSampled && c.stride == 0) {
+    r.field().Fail("missing required field 'stride' for generator sampled");
+  }
   if (r.Has("extents")) {
     const Field f = r.Get("extents");
-    if (c.kind != ContentKind::kSparse) f.Fail("extents apply to the sparse generator only");
+    if (!has_data_extents) f.Fail("extents apply to the sparse and sampled generators only");
     for (const Field& e : f.List()) {
       MapReader er(e, {"offset", "length"});
       c.extents.push_back(Extent{er.Require("offset").Size(), er.Require("length").Size()});
@@ -349,6 +419,26 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
   if (f.size % page != 0) {
     size.Fail(absl::StrFormat("%d bytes is not a multiple of the page size (%s)", f.size,
                               FormatBytes(page)));
+  }
+  if (f.content.kind == ContentKind::kSampled) {
+    const YAML::Node& content = r.Get("content").node();
+    const std::string where = absl::StrCat(field.path(), ".content.");
+    const Field stride(content["stride"], where + "stride");
+    const bool length_given = content["length"].IsDefined();
+    if (!length_given) f.content.length = page;
+    if (f.content.length > f.content.stride || f.content.stride % f.content.length != 0) {
+      (length_given ? Field(content["length"], where + "length") : stride)
+          .Fail(absl::StrFormat(
+              "the block length (%s%s) must divide the stride (%s)", FormatBytes(f.content.length),
+              length_given ? "" : ", the page size", FormatBytes(f.content.stride)));
+    }
+    // The blocks become a list of extents: keep it to what a run can hold.
+    constexpr uint64_t kMaxBlocks = uint64_t{1} << 24;
+    const uint64_t blocks = f.size / f.content.stride + (f.size % f.content.stride != 0 ? 1 : 0);
+    if (blocks > kMaxBlocks) {
+      stride.Fail(absl::StrFormat("%d blocks for a file of %s; at most %d (use a larger stride)",
+                                  blocks, FormatBytes(f.size), kMaxBlocks));
+    }
   }
   for (size_t i = 0; i < f.content.extents.size(); ++i) {
     const Extent& e = f.content.extents[i];
@@ -416,8 +506,12 @@ BootSpec ParseBoot(const Field& field) {
   BootSpec b;
   b.pos = field.Pos();
   if (field.IsNull()) return b;
-  MapReader r(field, {"cmdline", "kho", "luo", "processes"});
+  MapReader r(field, {"cmdline", "kho", "luo", "handlers", "processes"});
   if (r.Has("cmdline")) b.cmdline = r.Get("cmdline").String();
+  if (r.Has("handlers")) {
+    b.handlers = ParseHandlers(r.Get("handlers"));
+    b.handlers_pos = r.Get("handlers").Pos();
+  }
   if (r.Has("kho")) {
     const Field f = r.Get("kho");
     const std::string v =
@@ -527,6 +621,12 @@ void Validate(const Scenario& s, const Field& root) {
     for (const BootSpec& b : s.boots) {
       if (!b.processes.empty()) {
         Fail(b.pos, "a scenario with 'program' runs no processes of its own");
+      }
+      // The program kexecs by itself, always into the machine's build.
+      if (b.handlers) {
+        Fail(b.handlers_pos,
+             "a scenario with 'program' builds every kernel with machine.handlers; per-boot "
+             "handlers need processes");
       }
     }
     return;
@@ -795,6 +895,42 @@ const std::vector<std::pair<std::string, const char*>>& Builtins() {
 
 absl::string_view FileKindName(FileKind kind) {
   return kind == FileKind::kMemfd ? "memfd" : "hugetlb";
+}
+
+const std::vector<HandlerInfo>& KnownHandlers() {
+  static const auto* known = new std::vector<HandlerInfo>{
+      {"memfd", abi::kMemfdLuoCompatible}, {"memfd-sparse", abi::kMemfdSparseCompatible}};
+  return *known;
+}
+
+std::vector<HandlerInfo> BuiltHandlers(const KernelHandlers& handlers) {
+  std::vector<HandlerInfo> out;
+  const std::vector<HandlerInfo>& known = KnownHandlers();
+  if (handlers.memfd) out.push_back(known[0]);
+  if (handlers.memfd_sparse) out.push_back(known[1]);
+  return out;
+}
+
+std::string FormatHandlers(const KernelHandlers& handlers) {
+  std::vector<std::string> names;
+  for (const HandlerInfo& h : BuiltHandlers(handlers)) names.push_back(h.name);
+  return names.empty() ? "none" : absl::StrJoin(names, ", ");
+}
+
+absl::StatusOr<KernelHandlers> ParseHandlerList(absl::string_view list) {
+  KernelHandlers handlers{.memfd = false, .memfd_sparse = false};
+  std::set<std::string> seen;
+  for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
+    if (std::optional<std::string> error =
+            AddHandler(absl::StripAsciiWhitespace(name), &handlers, &seen)) {
+      return absl::InvalidArgumentError(*error);
+    }
+  }
+  return handlers;
+}
+
+KernelHandlers Scenario::HandlersOf(size_t index) const {
+  return index < boots.size() && boots[index].handlers ? *boots[index].handlers : machine.handlers;
 }
 
 std::string BootSpec::EffectiveCmdline() const {

@@ -220,6 +220,134 @@ TEST(RunnerTest, LuoProfilePerBoot) {
   EXPECT_THAT(r.boots[2].cmdline, HasSubstr("khosim.luo_profile=7.2"));
 }
 
+// Boot 1 runs the default build (memfd-v2 only), boots 2 and 3 a build
+// with both memfd handlers: the sparse one, registered first, preserves.
+constexpr char kUpgrade[] = R"(
+name: upgrade
+machine: {ram: 1G, nodes: 1, seed: 4}
+files:
+  ram: {kind: memfd, size: 8M, content: {generator: sampled, stride: 1M, extents: [{offset: 0, length: 64K}]}}
+  fw: {kind: memfd, size: 64K, content: {generator: pattern, pattern: "FW"}}
+boots:
+  - processes: [{name: vmm, sessions: [{name: vm, preserve: [{token: 1, file: ram}, {token: 2, file: fw}]}]}]
+  - handlers: [memfd, memfd-sparse]
+    processes:
+      - name: vmm
+        sessions:
+          - name: vm
+            retrieve: [{token: 1, file: ram}, {token: 2, file: fw}]
+            preserve: [{token: 1, file: ram}, {token: 2, file: fw}]
+  - handlers: [memfd, memfd-sparse]
+    processes: [{name: vmm, sessions: [{name: vm, retrieve: [{token: 1, file: ram, verify: sample}, {token: 2, file: fw}]}]}]
+)";
+
+TEST(RunnerTest, EachBootGetsItsHandlersAndTheReportNamesThem) {
+  const Scenario s = Parse(kUpgrade);
+  const RunReport r = RunScenario(s);
+  ASSERT_EQ(r.outcome, Outcome::kPassed) << FormatTextReport(r);
+  ASSERT_EQ(r.boots.size(), 3u);
+  ASSERT_EQ(r.boots[0].handlers.size(), 1u);
+  EXPECT_EQ(r.boots[0].handlers[0].compatible, "memfd-v2");
+  ASSERT_EQ(r.boots[1].handlers.size(), 2u);
+  EXPECT_EQ(r.boots[1].handlers[1].name, "memfd-sparse");
+  // What each kexec carried, under which handler.
+  ASSERT_EQ(r.boots[0].preserved_files.size(), 2u);
+  EXPECT_EQ(r.boots[0].preserved_files[0].file, "ram");
+  EXPECT_EQ(r.boots[0].preserved_files[0].session, "vm");
+  EXPECT_EQ(r.boots[0].preserved_files[0].size, 8 * kMiB);
+  for (const PreservedFile& f : r.boots[0].preserved_files) EXPECT_EQ(f.handler, "memfd-v2");
+  ASSERT_EQ(r.boots[1].preserved_files.size(), 2u);
+  for (const PreservedFile& f : r.boots[1].preserved_files) {
+    EXPECT_EQ(f.handler, "memfd-sparse-v1") << f.file;
+  }
+  EXPECT_TRUE(r.boots[2].preserved_files.empty());
+  // Each retrieved file names the handler it came in under; the content
+  // is the same either way.
+  ASSERT_EQ(r.files.size(), 4u);
+  EXPECT_EQ(r.files[0].handler, "memfd-v2");
+  EXPECT_EQ(r.files[2].handler, "memfd-sparse-v1");
+  EXPECT_EQ(r.files[0].hash, r.files[2].hash);
+  const std::string text = FormatTextReport(r);
+  EXPECT_THAT(text,
+              HasSubstr("  handlers      memfd (memfd-v2), memfd-sparse (memfd-sparse-v1)\n"));
+  EXPECT_THAT(text, HasSubstr("\nfiles preserved\n"));
+  EXPECT_THAT(text,
+              HasSubstr("  2    ram          vm         0x1         8 MiB  memfd-sparse-v1\n"));
+  const nlohmann::json doc = nlohmann::json::parse(ReportToJson(r));
+  EXPECT_EQ(doc["boots"][1]["handlers"].size(), 2u);
+  EXPECT_EQ(doc["boots"][1]["preserved_files"][0]["handler"], "memfd-sparse-v1");
+  EXPECT_EQ(doc["files"][2]["handler"], "memfd-sparse-v1");
+}
+
+TEST(RunnerTest, AKernelWithoutTheHandlerFailsToOpenLuoNamingIt) {
+  const Scenario s = Parse(
+      Replace(Replace(kUpgrade, "  - handlers: [memfd, memfd-sparse]\n    processes: [{name: vmm",
+                      "  - handlers: [memfd]\n    processes: [{name: vmm"),
+              "name: upgrade", "name: downgrade"));
+  ASSERT_FALSE(s.boots[2].handlers->memfd_sparse);
+  const RunReport r = RunScenario(s);
+  EXPECT_EQ(r.outcome, Outcome::kFailed);
+  EXPECT_EQ(ExitCode(r.outcome), 4);
+  EXPECT_FALSE(r.divergence.has_value());
+  EXPECT_EQ(r.message,
+            "boot 3: process vmm: open(/dev/liveupdate): -EIO (LUO could not read the incoming "
+            "sessions (-ENOENT): boot 2 preserved 2 file(s) with memfd-sparse-v1, and this kernel "
+            "is built without that handler (its handlers: memfd (memfd-v2)); every open fails in "
+            "this kernel, so nothing boot 2 preserved can be retrieved)");
+}
+
+TEST(RunnerTest, AMissingHandlerIsNotReportedAsALeak) {
+  // Boot 3 runs nothing: the leak check is the first to open the device.
+  std::string text = kUpgrade;
+  text = text.substr(0, text.rfind("  - handlers:")) + "  - handlers: [memfd]\n";
+  const RunReport r = RunScenario(Parse(text));
+  EXPECT_EQ(r.outcome, Outcome::kFailed);
+  EXPECT_THAT(r.message, HasSubstr("boot 3: the leak check's open(/dev/liveupdate): -EIO (LUO "
+                                   "could not read the incoming sessions (-ENOENT): boot 2 "
+                                   "preserved 2 file(s) with memfd-sparse-v1"));
+  EXPECT_FALSE(r.boots.back().leaked_blocks.has_value());
+}
+
+TEST(RunnerTest, TheSparseProfileKeepsHolesAndMemfdV2FillsThem) {
+  constexpr char kSampled[] = R"(
+machine: {ram: 1G, nodes: 1, seed: 6}
+files:
+  ram: {kind: memfd, size: 64M, content: {generator: sampled, stride: 2M}}
+boots:
+  - processes: [{name: vmm, sessions: [{name: vm, preserve: [{token: 1, file: ram}]}]}]
+  - processes: [{name: vmm, sessions: [{name: vm, retrieve: [{token: 1, file: ram, verify: sample}]}]}]
+)";
+  Scenario s = Parse(kSampled);
+  const RunReport v2 = RunScenario(s);
+  s.machine.handlers = KernelHandlers{.memfd = true, .memfd_sparse = true};
+  const RunReport sparse = RunScenario(s);
+  ASSERT_EQ(v2.outcome, Outcome::kPassed) << v2.message;
+  ASSERT_EQ(sparse.outcome, Outcome::kPassed) << sparse.message;
+  EXPECT_EQ(v2.boots[0].preserved_files[0].handler, "memfd-v2");
+  EXPECT_EQ(sparse.boots[0].preserved_files[0].handler, "memfd-sparse-v1");
+  // 32 pages of data: memfd-v2 hands over all 16384 pages of the file.
+  EXPECT_GE(v2.boots[0].kho_pages_preserved, 16384u);
+  EXPECT_LT(sparse.boots[0].kho_pages_preserved, 1024u);
+  EXPECT_EQ(v2.files[0].hash, sparse.files[0].hash);
+}
+
+TEST(RunnerTest, SampledVerificationDoesNotReadTheHoles) {
+  // memfd-v2 hands over zeroed pages for the holes; reading each of them
+  // would back it with host memory. Sampling must not.
+  const Scenario s = Parse(R"(
+machine: {ram: 2G, nodes: 1, seed: 6}
+files:
+  ram: {kind: memfd, size: 512M, content: {generator: sampled, stride: 2M}}
+boots:
+  - processes: [{name: vmm, sessions: [{name: vm, preserve: [{token: 1, file: ram}]}]}]
+  - processes: [{name: vmm, sessions: [{name: vm, retrieve: [{token: 1, file: ram, verify: sample}]}]}]
+)");
+  const RunReport r = RunScenario(s);
+  ASSERT_EQ(r.outcome, Outcome::kPassed) << r.message;
+  EXPECT_GE(r.boots[0].kho_pages_preserved, 512 * kMiB / 4096);
+  EXPECT_LT(r.host_resident_bytes, 128 * kMiB);
+}
+
 TEST(RunnerTest, ProgramScenarios) {
   const Scenario kho = Parse(R"(
 machine: {ram: 1G}
@@ -286,6 +414,11 @@ TEST(RunnerTest, JsonReportCarriesTheSummary) {
   EXPECT_EQ(doc["divergence"]["file"], "sparse");
   EXPECT_TRUE(doc["divergence"]["offset"].is_null());
   EXPECT_EQ(doc["boots"][0]["preserved"]["files"], 2);
+  EXPECT_EQ(doc["boots"][0]["handlers"][0]["name"], "memfd");
+  EXPECT_EQ(doc["boots"][0]["handlers"][0]["compatible"], "memfd-v2");
+  EXPECT_EQ(doc["boots"][0]["preserved_files"].size(), 2u);
+  EXPECT_EQ(doc["boots"][0]["preserved_files"][0]["handler"], "memfd-v2");
+  EXPECT_TRUE(doc["files"].empty());  // the retrieve failed: nothing verified
 }
 
 }  // namespace

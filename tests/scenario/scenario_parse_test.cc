@@ -188,6 +188,103 @@ TEST(ScenarioParseTest, FaultPlans) {
               HasSubstr("expected a probability between 0 and 1"));
 }
 
+TEST(ScenarioParseTest, HandlersForTheMachineAndPerBoot) {
+  absl::StatusOr<Scenario> s = ParseScenario(R"(
+machine: {handlers: [memfd-sparse]}
+boots:
+  - {}
+  - handlers: [memfd, memfd-sparse]
+  - handlers: []
+)",
+                                             "t.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_FALSE(s->machine.handlers.memfd);
+  EXPECT_TRUE(s->machine.handlers.memfd_sparse);
+  EXPECT_FALSE(s->boots[0].handlers.has_value());
+  // Boot 1 takes the machine's; the others their own.
+  EXPECT_EQ(FormatHandlers(s->HandlersOf(0)), "memfd-sparse");
+  EXPECT_EQ(FormatHandlers(s->HandlersOf(1)), "memfd, memfd-sparse");
+  EXPECT_EQ(FormatHandlers(s->HandlersOf(2)), "none");
+  // Without any: memfd-v2 only, as the machine's default build.
+  absl::StatusOr<Scenario> d = ParseScenario("boots: [{}]\n", "t.yaml");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(FormatHandlers(d->HandlersOf(0)), "memfd");
+  ASSERT_EQ(BuiltHandlers(d->HandlersOf(0)).size(), 1u);
+  EXPECT_EQ(BuiltHandlers(d->HandlersOf(0))[0].compatible, "memfd-v2");
+}
+
+TEST(ScenarioParseTest, HandlerErrorsNameLineAndField) {
+  EXPECT_EQ(ParseError("boots: [{}, {handlers: [memfd, memfd-sprase]}]\n").message(),
+            "t.yaml:1:32: boots[1].handlers[1]: unknown file handler \"memfd-sprase\" (known: "
+            "memfd, memfd-sparse)");
+  EXPECT_EQ(ParseError("machine: {handlers: [memfd-sparse-v1]}\nboots: [{}]\n").message(),
+            "t.yaml:1:22: machine.handlers[0]: unknown file handler \"memfd-sparse-v1\" (known: "
+            "memfd, memfd-sparse; memfd-sparse-v1 is built by memfd-sparse)");
+  EXPECT_EQ(ParseError("boots: [{handlers: [memfd, memfd]}]\n").message(),
+            "t.yaml:1:28: boots[0].handlers[1]: file handler memfd is listed twice");
+  EXPECT_EQ(ParseError("boots: [{handlers: memfd}]\n").message(),
+            "t.yaml:1:20: boots[0].handlers: expected a list of file handlers (e.g. [memfd, "
+            "memfd-sparse]; known: memfd, memfd-sparse), got \"memfd\"");
+  EXPECT_THAT(ParseError("machine: {ram: 1G}\nboots: [{cmdline: kho=on}, {cmdline: kho=on, "
+                         "handlers: [memfd]}]\nprogram: {name: kho}\n")
+                  .message(),
+              HasSubstr("boots[1].handlers: a scenario with 'program' builds every kernel with "
+                        "machine.handlers"));
+}
+
+TEST(ScenarioParseTest, HandlerListForTheCommandLine) {
+  absl::StatusOr<KernelHandlers> both = ParseHandlerList("memfd, memfd-sparse");
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_TRUE(both->memfd && both->memfd_sparse);
+  absl::StatusOr<KernelHandlers> none = ParseHandlerList("");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(FormatHandlers(*none), "none");
+  EXPECT_EQ(ParseHandlerList("memfd,hugetlb").status().message(),
+            "unknown file handler \"hugetlb\" (known: memfd, memfd-sparse)");
+  EXPECT_EQ(ParseHandlerList("memfd,memfd").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ScenarioParseTest, SampledGenerator) {
+  absl::StatusOr<Scenario> s = ParseScenario(R"(
+files:
+  a: {kind: memfd, size: 64M, content: {generator: sampled, stride: 2M, extents: [{offset: 0, length: 1M}]}}
+  b: {kind: memfd, size: 64M, content: {generator: sampled, stride: 1M, length: 64K, seed: 3, pattern: "xy"}}
+boots: [{}]
+)",
+                                             "t.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->files[0].content.kind, ContentKind::kSampled);
+  EXPECT_EQ(s->files[0].content.stride, 2 * kMiB);
+  EXPECT_EQ(s->files[0].content.length, 4096u);  // the page size by default
+  EXPECT_EQ(s->files[0].content.extents.size(), 1u);
+  EXPECT_EQ(s->files[1].content.length, 64 * 1024u);
+  EXPECT_EQ(s->files[1].content.pattern, "xy");
+
+  EXPECT_EQ(ParseError("files: {a: {kind: memfd, size: 4M, content: {generator: sampled}}}\n"
+                       "boots: [{}]\n")
+                .message(),
+            "t.yaml:1:45: files.a.content: missing required field 'stride' for generator sampled");
+  EXPECT_EQ(ParseError("files: {a: {kind: memfd, size: 4M, content: {generator: sampled, stride: "
+                       "1M, length: 12K}}}\nboots: [{}]\n")
+                .message(),
+            "t.yaml:1:86: files.a.content.length: the block length (12 KiB) must divide the "
+            "stride (1 MiB)");
+  EXPECT_EQ(ParseError("files: {a: {kind: memfd, size: 4M, content: {generator: sampled, stride: "
+                       "2K}}}\nboots: [{}]\n")
+                .message(),
+            "t.yaml:1:74: files.a.content.stride: the block length (4 KiB, the page size) must "
+            "divide the stride (2 KiB)");
+  EXPECT_EQ(ParseError("files: {a: {kind: memfd, size: 4M, content: {generator: random, stride: "
+                       "2M}}}\nboots: [{}]\n")
+                .message(),
+            "t.yaml:1:73: files.a.content.stride: stride applies to the sampled generator only");
+  EXPECT_THAT(ParseError("files: {a: {kind: memfd, size: 128G, content: {generator: sampled, "
+                         "stride: 4K}}}\nboots: [{}]\n")
+                  .message(),
+              HasSubstr("files.a.content.stride: 33554432 blocks for a file of 128 GiB; at most "
+                        "16777216 (use a larger stride)"));
+}
+
 TEST(ScenarioParseTest, ResolveNamesAndPaths) {
   EXPECT_EQ(ResolveScenario("nope").status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(ResolveScenario("nope").status().message()),

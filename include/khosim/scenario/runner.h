@@ -13,11 +13,17 @@
 // finished only the previous root FDT may still be unclaimed), then the
 // kexec into the next boot's command line.
 //
+// Each boot's kernel is built with the scenario's handlers for it
+// (Scenario::HandlersOf): the cold boot through MachineConfig::handlers,
+// every later one through KexecOptions::handlers.
+//
 // Outcomes: kPassed only when every check held; kDataLoss when something
 // the scenario expected after a kexec is missing or differs (the first
 // divergence is recorded); kPanic when a kernel panicked; kFailed when an
 // operation failed (e.g. PRESERVE_FD returned an errno, a kexec was
-// cancelled) or a check other than content failed (a leak). The run stops
+// cancelled, /dev/liveupdate cannot be opened because LUO refused the
+// incoming sessions, as it does when a file's handler is not built into the
+// new kernel) or a check other than content failed (a leak). The run stops
 // at the first failure.
 #ifndef KHOSIM_SCENARIO_RUNNER_H_
 #define KHOSIM_SCENARIO_RUNNER_H_
@@ -76,6 +82,19 @@ struct FileCheck {
   std::string verify;  // "full", "sample", "none"
   uint64_t bytes_compared = 0;
   bool ok = false;
+  // The compatible of the handler the previous kernel preserved the file
+  // with (as LUO's incoming session reports it); empty if unknown.
+  std::string handler;
+};
+
+// A file the kexec that ends a boot carries, as LUO's outgoing sessions
+// list it.
+struct PreservedFile {
+  std::string session;
+  uint64_t token = 0;
+  std::string file;  // the scenario's name for it; empty if none matches
+  uint64_t size = 0;
+  std::string handler;  // the compatible it is preserved under
 };
 
 struct Divergence {
@@ -96,7 +115,8 @@ struct BootReport {
   std::string cmdline;
   std::string kho_profile;
   std::string luo_profile;
-  bool kho_boot = false;  // booted from a KHO handover
+  std::vector<HandlerInfo> handlers;  // built into this kernel
+  bool kho_boot = false;              // booted from a KHO handover
   // Outgoing, as frozen for the kexec that ends this boot.
   uint64_t sessions_preserved = 0;
   uint64_t files_preserved = 0;
@@ -105,6 +125,7 @@ struct BootReport {
   uint64_t kho_pages_preserved = 0;
   uint64_t kho_bytes_preserved = 0;
   uint64_t tracker_node_pages = 0;
+  std::vector<PreservedFile> preserved_files;
   // Incoming.
   uint64_t kho_blocks_retrieved = 0;
   uint64_t sessions_retrieved = 0;

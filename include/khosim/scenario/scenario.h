@@ -7,10 +7,12 @@
 // bad file is rejected with its line and field before anything runs.
 //
 // Shape:
-//   machine          RAM, nodes, page size, seed, scrub policy
+//   machine          RAM, nodes, page size, seed, scrub policy, and the file
+//                    handlers built into every kernel
 //   files            named guest files: kind, size, content generator
 //   boots[0]         the cold boot; boots[i] is the kernel kexec'd into by
-//                    hop i. Each has a command line, ABI profiles and the
+//                    hop i. Each has a command line, ABI profiles, its
+//                    kernel build's file handlers, and the
 //                    userspace that runs in it: processes, each with LUO
 //                    sessions it retrieves (from the previous kernel),
 //                    verifies, finishes, and creates/preserves (for the next)
@@ -28,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "khosim/luo/luo.h"
+#include "khosim/machine/kernel.h"
 #include "khosim/mm/mm.h"
 
 namespace khosim::scenario {
@@ -45,7 +48,26 @@ struct MachineSpec {
   uint64_t page_size = 4096;
   uint64_t seed = 1;
   mm::FreeMemoryPolicy scrub = mm::FreeMemoryPolicy::kPoison;
+  // The LUO file handlers built into every kernel a boot does not give its
+  // own (`handlers:`); the default is memfd-v2 only, as MachineConfig's.
+  KernelHandlers handlers;
 };
+
+// A LUO file handler a kernel can be built with: the name scenarios use and
+// the compatible string it preserves files under (and retrieves them by).
+struct HandlerInfo {
+  std::string name;        // "memfd", "memfd-sparse"
+  std::string compatible;  // "memfd-v2", "memfd-sparse-v1"
+};
+// Every handler this build can put into a kernel.
+const std::vector<HandlerInfo>& KnownHandlers();
+// The handlers |handlers| builds in, in KnownHandlers() order.
+std::vector<HandlerInfo> BuiltHandlers(const KernelHandlers& handlers);
+// "memfd, memfd-sparse" (the names), or "none".
+std::string FormatHandlers(const KernelHandlers& handlers);
+// A comma-separated list of handler names (`khosim run --handlers`); an
+// empty list builds none. InvalidArgument names an unknown or repeated one.
+absl::StatusOr<KernelHandlers> ParseHandlerList(absl::string_view list);
 
 enum class FileKind { kMemfd, kHugetlb };
 absl::string_view FileKindName(FileKind kind);
@@ -55,6 +77,7 @@ enum class ContentKind {
   kPattern,  // a byte string repeated over the whole size
   kZeros,    // nothing written: every page a hole that reads as zero
   kSparse,   // holes except the listed extents
+  kSampled,  // one block per stride at a seeded position, plus any extents
 };
 
 struct Extent {
@@ -64,11 +87,17 @@ struct Extent {
 
 struct ContentSpec {
   ContentKind kind = ContentKind::kRandom;
-  // kRandom, kSparse: unset derives one from the machine seed and the
-  // file's name, so files differ and runs repeat.
+  // kRandom, kSparse, kSampled: unset derives one from the machine seed
+  // and the file's name, so files differ and runs repeat.
   std::optional<uint64_t> seed;
-  std::string pattern;          // kPattern; kSparse: extents filled with it
-  std::vector<Extent> extents;  // kSparse: random bytes unless a pattern
+  std::string pattern;          // kPattern; kSparse, kSampled: data filled with it
+  std::vector<Extent> extents;  // kSparse, kSampled: random bytes unless a pattern
+  // kSampled: one |length|-byte block in every |stride| bytes of the file,
+  // at a |length|-aligned position within the stride drawn from the seed
+  // (guest RAM that was touched here and there). |length| divides |stride|;
+  // the parser defaults it to the file's page size.
+  uint64_t stride = 0;
+  uint64_t length = 0;
 };
 
 struct FileSpec {
@@ -119,8 +148,11 @@ struct BootSpec {
   std::string cmdline = "kho=on liveupdate=on";
   std::string kho_profile = "kho-v4";
   luo::LuoProfile luo_profile = luo::LuoProfile::k7_3;
+  // This kernel build's file handlers; nullopt: MachineSpec::handlers.
+  std::optional<KernelHandlers> handlers;
   std::vector<ProcessSpec> processes;
   SourcePos pos;
+  SourcePos handlers_pos;  // of `handlers`, when given
   // The command line this boot really gets: cmdline plus the LUO profile.
   std::string EffectiveCmdline() const;
 };
@@ -161,6 +193,8 @@ struct Scenario {
   std::optional<ProgramSpec> program;
 
   int kexecs() const { return static_cast<int>(boots.size()) - 1; }
+  // The file handlers built into boot |index|'s kernel (0-based).
+  KernelHandlers HandlersOf(size_t index) const;
   const FileSpec* FindFile(absl::string_view name) const;
   // Bytes of every file's size.
   uint64_t FileBytes() const;
