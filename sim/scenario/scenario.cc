@@ -421,7 +421,8 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
                               FormatBytes(page)));
   }
   if (f.content.kind == ContentKind::kSampled) {
-    const YAML::Node& content = r.Get("content").node();
+    // A copy: Get returns a temporary Field, and node() refers into it.
+    const YAML::Node content = r.Get("content").node();
     const std::string where = absl::StrCat(field.path(), ".content.");
     const Field stride(content["stride"], where + "stride");
     const bool length_given = content["length"].IsDefined();
