@@ -130,7 +130,7 @@ inline constexpr uint8_t kLuoFields = 19;
 
 enum LuoRefSpecial : uint8_t {
   kLuoRefPreservedCopy = 0,  // a preserved order-0 page holding a copy of the
-                          // first session block (else file block, else zeros)
+                             // first session block (else file block, else zeros)
   kLuoRefUnpreserved = 1,    // the same copy in a page nobody preserved
   kLuoRefOrder1Head = 2,     // the same copy at the head of a preserved order-1 block
   kLuoRefOrder1Tail = 3,     // ... and in its second page
@@ -153,10 +153,26 @@ inline size_t LuoPickIndex(uint8_t sel, size_t n) {
 // kValNumber's table: counts around every capacity and limit, and the
 // values that overflow signed and unsigned arithmetic.
 inline constexpr uint64_t kLuoNumbers[] = {
-    0,           1,          2,          3,          50,         51,
-    52,          62,         63,         64,         9999,       10000,
-    10001,       0xffffffff, 0x100000000, 0x7fffffffffffffff,
-    0x8000000000000000,      0xffffffffffffffff,     31,         32,
+    0,
+    1,
+    2,
+    3,
+    50,
+    51,
+    52,
+    62,
+    63,
+    64,
+    9999,
+    10000,
+    10001,
+    0xffffffff,
+    0x100000000,
+    0x7fffffffffffffff,
+    0x8000000000000000,
+    0xffffffffffffffff,
+    31,
+    32,
 };
 inline constexpr size_t kLuoNumberCount = sizeof(kLuoNumbers) / sizeof(kLuoNumbers[0]);
 

@@ -74,7 +74,8 @@ using khosim::testing::TestControl;
 constexpr uint64_t kPageBytes = 4096;
 constexpr uint64_t kSessionsPerBlock =
     abi::KhoBlockEntriesPerBlock(kPageBytes, sizeof(abi::LuoSessionSer));
-constexpr uint64_t kFilesPerBlock = abi::KhoBlockEntriesPerBlock(kPageBytes, sizeof(abi::LuoFileSer));
+constexpr uint64_t kFilesPerBlock =
+    abi::KhoBlockEntriesPerBlock(kPageBytes, sizeof(abi::LuoFileSer));
 constexpr uint64_t kBlockHeaderBytes = sizeof(abi::KhoBlockHeader);
 // Sizes of the test handler's and test FLBs' records (tests/luo/test_handler.cc).
 constexpr uint64_t kTestRecordBytes = 24;
@@ -236,8 +237,8 @@ struct Layout {
   std::vector<uint64_t> session_entries;
   std::vector<uint64_t> file_blocks;
   std::vector<uint64_t> file_entries;
-  std::vector<uint64_t> records;              // test handler records, in file order
-  std::map<uint64_t, uint64_t> record_value;  // record -> the value A preserved
+  std::vector<uint64_t> records;                // test handler records, in file order
+  std::map<uint64_t, uint64_t> record_value;    // record -> the value A preserved
   std::map<uint64_t, std::string> flb_records;  // FLB record -> its FLB
   // The fuzzer's own pages (kernel A, before the reboot).
   uint64_t preserved_copy = 0;
@@ -348,9 +349,9 @@ std::vector<Slot> FieldSlots(const Layout& l, uint8_t field) {
                                                            : offsetof(abi::LuoFlbSer, count);
       const uint64_t width = field == fz::kFieldFlbName ? abi::kLiveupdateCompatLength : 8;
       for (uint64_t i = 0; i < l.flb_slots; ++i) {
-        out.push_back({l.flb_page + sizeof(abi::LuoFlbHeaderSer) + i * sizeof(abi::LuoFlbSer) +
-                           offset,
-                       width});
+        out.push_back(
+            {l.flb_page + sizeof(abi::LuoFlbHeaderSer) + i * sizeof(abi::LuoFlbSer) + offset,
+             width});
       }
       break;
     }
@@ -431,9 +432,8 @@ struct SubtreeState {
 
 int LuoNode(void* fdt) { return fdt_subnode_offset(fdt, 0, abi::kLuoSubtreeName); }
 
-void ApplyPatches(InputReader& in, Machine& m, const Layout& l,
-                  const std::vector<uint64_t>& pages, const std::vector<uint64_t>& refs,
-                  Patcher* patcher, SubtreeState* subtree) {
+void ApplyPatches(InputReader& in, Machine& m, const Layout& l, const std::vector<uint64_t>& pages,
+                  const std::vector<uint64_t>& refs, Patcher* patcher, SubtreeState* subtree) {
   void* fdt = phys_to_virt(m.kernel().kho().out_fdt().value());
   for (int i = 0; i < fz::kMaxLuoPatches && !in.empty(); ++i) {
     const uint8_t op = in.U8() & fz::kLuoPatchOpMask;
@@ -520,7 +520,7 @@ struct ModelFlb {
 
 struct Model {
   bool panic = false;
-  std::string why;  // of the panic
+  std::string why;   // of the panic
   bool luo = false;  // a LUO record was found
   uint64_t num = 0;
   bool flb_page = false;
@@ -588,8 +588,8 @@ Model RunModel(const Layout& l, const SubtreeState& subtree, const PreservedSet&
     md.flb_page = true;
     const auto* entries = reinterpret_cast<const abi::LuoFlbSer*>(hdr + 1);
     for (uint64_t i = 0; i < hdr->count; ++i) {
-      md.flbs.push_back({Bounded(entries[i].name, sizeof(entries[i].name)), entries[i].data,
-                         entries[i].count});
+      md.flbs.push_back(
+          {Bounded(entries[i].name, sizeof(entries[i].name)), entries[i].data, entries[i].count});
     }
   }
   // Early boot restored the FLB page and freed luo_ser; kho_init then freed
@@ -822,7 +822,8 @@ std::string RunKernelB(Machine& m, const Expect& x) {
     for (size_t j = 0; j < s.files.size(); ++j) {
       KHOSIM_FUZZ_CHECK(incoming[i].files[j].token == s.files[j].token);
       KHOSIM_FUZZ_CHECK(incoming[i].files[j].compatible == s.files[j].compat);
-      KHOSIM_FUZZ_CHECK(!incoming[i].files[j].has_file && incoming[i].files[j].retrieve_status == 0);
+      KHOSIM_FUZZ_CHECK(!incoming[i].files[j].has_file &&
+                        incoming[i].files[j].retrieve_status == 0);
     }
     if (x.pristine) {
       KHOSIM_FUZZ_CHECK(s.name == SessionName(shape, static_cast<int>(i)));
@@ -950,15 +951,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     layout.ser = virt_to_phys(ser);
     Collect(*ser, run.shape, &layout);
     uint64_t metadata_size = 0;
-    KHOSIM_FUZZ_CHECK(khosim::kho::RetrieveSubtree(
-                          phys_to_virt(m.kernel().kho().out_fdt().value()),
-                          khosim::abi::kKexecMetadataName, &layout.kexec_metadata,
-                          &metadata_size) == 0);
+    KHOSIM_FUZZ_CHECK(khosim::kho::RetrieveSubtree(phys_to_virt(m.kernel().kho().out_fdt().value()),
+                                                   khosim::abi::kKexecMetadataName,
+                                                   &layout.kexec_metadata, &metadata_size) == 0);
     const uint64_t template_page = !layout.session_blocks.empty() ? layout.session_blocks[0]
                                    : !layout.file_blocks.empty()  ? layout.file_blocks[0]
                                                                   : 0;
-    for (uint64_t dst : {layout.preserved_copy, layout.unpreserved, layout.order1,
-                         layout.order1 + PAGE_SIZE}) {
+    for (uint64_t dst :
+         {layout.preserved_copy, layout.unpreserved, layout.order1, layout.order1 + PAGE_SIZE}) {
       if (template_page != 0) {
         std::memcpy(phys_to_virt(dst), phys_to_virt(template_page), PAGE_SIZE);
       } else {
@@ -1046,8 +1046,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                  run.shape.flb, run.shape.flb2, run.shape.b, pristine ? "pristine" : "patched",
                  run.patcher.pages(), run.subtree.present ? "" : ", LUO subtree dropped",
                  run.subtree.size != sizeof(khosim::abi::LuoSer) ? ", subtree size changed" : "",
-                 run.model.panic ? "panic: " : "boot",
-                 run.model.panic ? run.model.why.c_str() : "", outcome.c_str());
+                 run.model.panic ? "panic: " : "boot", run.model.panic ? run.model.why.c_str() : "",
+                 outcome.c_str());
   }
   return 0;
 }

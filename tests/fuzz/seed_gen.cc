@@ -658,15 +658,12 @@ void LuoSeeds() {
   write("pristine-multi-block-files", big());
   write("pristine-long-names-wide-tokens",
         LuoInput(LuoSessionsByte(4, fz::kSessionsLongNames | fz::kSessionsWideTokens), 0x03,
-                 fz::kALinkFlb2,
-                 fz::kBCloseFinish | fz::kBReverse));
+                 fz::kALinkFlb2, fz::kBCloseFinish | fz::kBReverse));
   write("pristine-largest", LuoInput(52, 0x0f, fz::kALinkFlb | fz::kALinkFlb2, fz::kBFlbGet));
 
   // luo_ser and the subtree: panics at early boot, or a cold start.
-  write("ser-compatible-luo-v4",
-        small().Field(fz::kFieldSerCompatible, 0).Str("luo-v4", 8));
-  write("ser-compatible-unterminated",
-        small().Field(fz::kFieldSerCompatible, 0).Str("luo-v5xy"));
+  write("ser-compatible-luo-v4", small().Field(fz::kFieldSerCompatible, 0).Str("luo-v4", 8));
+  write("ser-compatible-unterminated", small().Field(fz::kFieldSerCompatible, 0).Str("luo-v5xy"));
   write("subtree-short-blob", small().Size().Number(31));
   write("subtree-huge-blob", small().Size().U64(~uint64_t{0}));
   write("subtree-dropped", small(fz::kBFlbGet).Drop());
@@ -681,8 +678,10 @@ void LuoSeeds() {
         small().Field(fz::kFieldSerSessions, 0).Special(fz::kLuoRefOrder1Head));
   write("ser-sessions-order1-tail",
         small().Field(fz::kFieldSerSessions, 0).Special(fz::kLuoRefOrder1Tail));
-  write("ser-sessions-root-fdt", small().Field(fz::kFieldSerSessions, 0).Special(fz::kLuoRefRootFdt));
-  write("ser-sessions-past-ram", small().Field(fz::kFieldSerSessions, 0).Special(fz::kLuoRefRamEnd));
+  write("ser-sessions-root-fdt",
+        small().Field(fz::kFieldSerSessions, 0).Special(fz::kLuoRefRootFdt));
+  write("ser-sessions-past-ram",
+        small().Field(fz::kFieldSerSessions, 0).Special(fz::kLuoRefRamEnd));
   write("ser-sessions-far", small().Field(fz::kFieldSerSessions, 0).Special(fz::kLuoRefFar));
   write("ser-sessions-unaligned", small().Field(fz::kFieldSerSessions, 0).Pointer(0, 8));
   write("ser-flbs-zero-get", small(fz::kBFlbGet).Field(fz::kFieldSerFlbs, 0).Number(0));
@@ -698,8 +697,7 @@ void LuoSeeds() {
           in.Field(fz::kFieldSessionNext, 1).Pointer(in.SessionBlockRef(0)));
   }
   write("session-block-zero-count", small().Field(fz::kFieldSessionCount, 0).Number(0));
-  write("session-block-count-above-capacity",
-        small().Field(fz::kFieldSessionCount, 0).Number(52));
+  write("session-block-count-above-capacity", small().Field(fz::kFieldSessionCount, 0).Number(52));
   write("session-block-count-short", multi().Field(fz::kFieldSessionCount, 0).Number(50));
   write("session-block-zero-count-word", small().Word(small().SessionBlockPage(0), 8).Number(0));
   {
@@ -708,8 +706,7 @@ void LuoSeeds() {
           in.Field(fz::kFieldSessionNext, 1).Pointer(in.FileBlockRef(0)));
   }
   write("session-names-duplicate", small().Field(fz::kFieldSessionName, 1).Str("s0", 3));
-  write("session-name-64-bytes",
-        small().Field(fz::kFieldSessionName, 0).Str(std::string(64, 'n')));
+  write("session-name-64-bytes", small().Field(fz::kFieldSessionName, 0).Str(std::string(64, 'n')));
   write("session-name-empty", small().Field(fz::kFieldSessionName, 2).Str("", 1));
 
   // File chains and records.
@@ -728,11 +725,10 @@ void LuoSeeds() {
   {
     // Sessions s0 and s1 share s0's one-entry file block.
     LuoInput in = small();
-    write("file-chain-shared",
-          in.Field(fz::kFieldSessionFiles, 1)
-              .Pointer(in.FileBlockRef(0))
-              .Field(fz::kFieldSessionFileCount, 1)
-              .Number(1));
+    write("file-chain-shared", in.Field(fz::kFieldSessionFiles, 1)
+                                   .Pointer(in.FileBlockRef(0))
+                                   .Field(fz::kFieldSessionFileCount, 1)
+                                   .Number(1));
   }
   write("file-chain-unpreserved",
         small().Field(fz::kFieldSessionFiles, 0).Special(fz::kLuoRefUnpreserved));
@@ -740,18 +736,18 @@ void LuoSeeds() {
         small().Field(fz::kFieldSessionFiles, 0).Special(fz::kLuoRefPreservedCopy));
   // The session block read as a file block: session "test-file-v1" is its
   // own file, with data 0 and token 0.
-  write("file-chain-is-session-block",
-        one().Field(fz::kFieldSessionName, 0)
-            .Str("test-file-v1", 13)
-            .Field(fz::kFieldSessionFiles, 0)
-            .Pointer(0));
+  write("file-chain-is-session-block", one()
+                                           .Field(fz::kFieldSessionName, 0)
+                                           .Str("test-file-v1", 13)
+                                           .Field(fz::kFieldSessionFiles, 0)
+                                           .Pointer(0));
   {
     LuoInput in = small();
-    write("file-data-shared-record",
-          in.Field(fz::kFieldFileData, 1).Pointer(in.RecordRef(0)));
+    write("file-data-shared-record", in.Field(fz::kFieldFileData, 1).Pointer(in.RecordRef(0)));
   }
   write("file-data-far", small().Field(fz::kFieldFileData, 0).Special(fz::kLuoRefFar));
-  write("file-data-unaligned", small().Field(fz::kFieldFileData, 0).Pointer(small().RecordRef(0), 4));
+  write("file-data-unaligned",
+        small().Field(fz::kFieldFileData, 0).Pointer(small().RecordRef(0), 4));
   write("record-magic-cleared", small().Raw(small().RecordPage(0), 0, Bytes(8, 0)));
 
   // The FLB page.

@@ -51,8 +51,7 @@ void FullUpdate(Machine& m) {
     for (uint64_t t = 1; t <= 2; ++t) {
       const int fd = OpenTestFile(a, 10 * i + t);
       Check(fd, "open test file", {ENOMEM, EMFILE});
-      Check(luo::PreserveFd(a, s, fd, 10 * i + t), "preserve",
-            {ENOMEM, EFAULT, EBADF, ENOSPC});
+      Check(luo::PreserveFd(a, s, fd, 10 * i + t), "preserve", {ENOMEM, EFAULT, EBADF, ENOSPC});
     }
   }
   if (!m.Kexec().ok()) return;  // a failed kexec leaves kernel A running
@@ -87,11 +86,11 @@ void Invariants(Machine& m, const CountdownRun& run, std::vector<std::string>* o
   // In kernel B the records are LUO's sessions' once deserialized; before
   // (no successful open yet) they sit in the handed-over chains, and a
   // failed first open leaks what it had built by design.
-  const bool accountable = m.kexec_count() == 0 ||
-                           (luo.enabled() && luo.deserialized() && luo.deserialize_error() == 0);
+  const bool accountable =
+      m.kexec_count() == 0 || (luo.enabled() && luo.deserialized() && luo.deserialize_error() == 0);
   if (accountable && TestControl().live_records != owned) {
-    out->push_back(absl::StrCat(TestControl().live_records, " test records alive, ", owned,
-                                " owned by LUO"));
+    out->push_back(
+        absl::StrCat(TestControl().live_records, " test records alive, ", owned, " owned by LUO"));
   }
 }
 

@@ -79,7 +79,7 @@ class LuoFixture : public ::testing::Test {
         out.push_back(e.name);
         continue;
       }
-      static const char* kOps[] = {"preserve", "unpreserve", "freeze",     "unfreeze",
+      static const char* kOps[] = {"preserve", "unpreserve", "freeze", "unfreeze",
                                    "retrieve", "can_finish", "finish"};
       for (const char* op : kOps) {
         if (e.name != op) continue;

@@ -74,9 +74,9 @@ TEST_F(LuoFlbTest, OutgoingRefcountFollowsDependentFiles) {
   EXPECT_EQ(Flb().outgoing_count, 3);
   EXPECT_EQ(TestControl().flb_live_objects, 1);
   EXPECT_EQ(p().Close(s), 0);
-  EXPECT_THAT(Callbacks(), ElementsAre("flb_preserve", "preserve 1", "preserve 2", "preserve 3",
-                                       "unpreserve 3", "unpreserve 2", "unpreserve 1",
-                                       "flb_unpreserve"));
+  EXPECT_THAT(Callbacks(),
+              ElementsAre("flb_preserve", "preserve 1", "preserve 2", "preserve 3", "unpreserve 3",
+                          "unpreserve 2", "unpreserve 1", "flb_unpreserve"));
   EXPECT_EQ(Flb().outgoing_count, 0);
   EXPECT_EQ(TestControl().flb_live_objects, 0);
 }
@@ -157,8 +157,8 @@ TEST_F(LuoFlbTest, IncomingRefcountFinishesOnTheLastPut) {
   liveupdate_flb_put_incoming(&test_flb);
   const int r = Retrieve("vm0");
   EXPECT_EQ(luo::FinishSession(p(), r), 0);
-  EXPECT_THAT(Callbacks(), ElementsAre("flb_retrieve", "can_finish 1", "can_finish 2",
-                                       "finish 2", "finish 1", "flb_finish"));
+  EXPECT_THAT(Callbacks(), ElementsAre("flb_retrieve", "can_finish 1", "can_finish 2", "finish 2",
+                                       "finish 1", "flb_finish"));
   EXPECT_TRUE(Flb().incoming_finished);
   EXPECT_EQ(TestControl().flb_live_objects, 0);
   EXPECT_EQ(liveupdate_flb_get_incoming(&test_flb, &obj), -ENODATA);
@@ -306,7 +306,7 @@ TEST_F(LuoProfile72Test, Differences) {
   EXPECT_EQ(luo().profile(), luo::LuoProfile::k7_2);
   void* obj = reinterpret_cast<void*>(1);
   EXPECT_EQ(liveupdate_flb_get_outgoing(&test_flb, &obj), 0);  // no -ENOENT...
-  EXPECT_EQ(obj, nullptr);                                      // ...just no object
+  EXPECT_EQ(obj, nullptr);                                     // ...just no object
   const int s = Create("vm0");
   // GET_NAME's minimum is 16 and its kernel size 16 (the 7.2 struct bug):
   // a full 72-byte struct with a zeroed name buffer works.

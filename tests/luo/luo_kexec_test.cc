@@ -83,8 +83,7 @@ TEST_F(LuoKexecTest, MultiSessionWithEmptySessions) {
   ASSERT_GE(Dev(), 0);  // first open deserializes
   std::vector<std::pair<std::string, size_t>> got;
   for (const auto& s : luo().IncomingSessions()) got.emplace_back(s.name, s.files.size());
-  EXPECT_THAT(got, ElementsAre(Pair("a", 1), Pair("empty-1", 0), Pair("b", 2),
-                               Pair("empty-2", 0)));
+  EXPECT_THAT(got, ElementsAre(Pair("a", 1), Pair("empty-1", 0), Pair("b", 2), Pair("empty-2", 0)));
   // A name that exists only as incoming can be created again.
   EXPECT_GE(Create("a"), 0);
   for (const char* name : {"a", "empty-1", "b", "empty-2"}) {
@@ -158,8 +157,8 @@ TEST_F(LuoKexecTest, CanFinishVetoIsAllOrNothing) {
   TestControl().can_finish_veto.clear();
   m().trace().Clear();
   EXPECT_EQ(luo::FinishSession(p(), r), 0);
-  EXPECT_THAT(Callbacks(), ElementsAre("can_finish 1", "can_finish 2", "can_finish 3",
-                                       "finish 3", "finish 2", "finish 1"));
+  EXPECT_THAT(Callbacks(), ElementsAre("can_finish 1", "can_finish 2", "can_finish 3", "finish 3",
+                                       "finish 2", "finish 1"));
   // Never retrieved: finish sees status 0 and drops the data.
   EXPECT_THAT(TestControl().finish_status, ElementsAre(Pair(3, 0), Pair(2, 0), Pair(1, 0)));
   ExpectAllFinished();
@@ -214,8 +213,8 @@ TEST_F(LuoKexecTest, FreezeFailureRollsBackAcrossSessions) {
   TestControl().freeze_fail_value = 3;
   m().trace().Clear();
   EXPECT_EQ(m().kernel().RunRebootHooks({}), -EINVAL);
-  EXPECT_THAT(Callbacks(), ElementsAre("freeze 1", "freeze 2", "freeze 3", "unfreeze 1",
-                                       "unfreeze 2"));
+  EXPECT_THAT(Callbacks(),
+              ElementsAre("freeze 1", "freeze 2", "freeze 3", "unfreeze 1", "unfreeze 2"));
   EXPECT_FALSE(luo().frozen_for_kexec());
   EXPECT_EQ(luo().outgoing_record()->sessions_pa, 0u);
   // Everything still usable; the kexec goes through once freeze succeeds.
@@ -273,7 +272,9 @@ TEST_F(LuoKexecTest, BlockChainsHaveTheExactShape) {
   for (uint64_t t = 0; t < 64; ++t) ASSERT_EQ(PreserveNew(big, t), 0);
   ASSERT_EQ(m().kernel().RunRebootHooks({}), 0);
   // sessions: 53 records = 51 + 2; the last session's files: 63 + 1.
-  auto block = [](uint64_t pa) { return static_cast<const abi::KhoBlockHeader*>(phys_to_virt(pa)); };
+  auto block = [](uint64_t pa) {
+    return static_cast<const abi::KhoBlockHeader*>(phys_to_virt(pa));
+  };
   const abi::KhoBlockHeader* b0 = block(luo().outgoing_record()->sessions_pa);
   ASSERT_NE(b0->next, 0u);
   const abi::KhoBlockHeader* b1 = block(b0->next);

@@ -112,8 +112,9 @@ const struct liveupdate_file_ops kTestOps = {
 };
 
 int FlbPreserve(struct liveupdate_flb_op_args* args) {
-  if (control.flb_preserve_error != 0 && (control.flb_preserve_error_only.empty() ||
-                                          control.flb_preserve_error_only == args->flb->compatible)) {
+  if (control.flb_preserve_error != 0 &&
+      (control.flb_preserve_error_only.empty() ||
+       control.flb_preserve_error_only == args->flb->compatible)) {
     return control.flb_preserve_error;
   }
   void* mem = kho_alloc_preserve(sizeof(FlbRecord));

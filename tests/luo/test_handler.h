@@ -38,10 +38,10 @@ struct TestHandlerControl {
 TestHandlerControl& TestControl();
 void ResetTestControl();
 
-extern struct liveupdate_file_handler test_file_handler;       // "test-file-v1"
-extern struct liveupdate_file_handler test_file_handler_b;     // "test-file-b-v1"
-extern struct liveupdate_flb test_flb;                          // "test-flb-v1"
-extern struct liveupdate_flb test_flb_2;                        // "test-flb-2-v1"
+extern struct liveupdate_file_handler test_file_handler;    // "test-file-v1"
+extern struct liveupdate_file_handler test_file_handler_b;  // "test-file-b-v1"
+extern struct liveupdate_flb test_flb;                      // "test-flb-v1"
+extern struct liveupdate_flb test_flb_2;                    // "test-flb-2-v1"
 
 // Opens a new test file holding |value| in |p| (fd or -errno).
 int OpenTestFile(fs::Process& p, uint64_t value);
