@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "handlers/memfd_common.h"
 #include "khosim/abi/memfd_luo.h"
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
@@ -48,8 +49,6 @@ namespace {
 
 #define MEMFD_LUO_FOLIO_DIRTY (1U << 0)
 #define MEMFD_LUO_FOLIO_UPTODATE (1U << 1)
-#define MEMFD_LUO_ALL_SEALS \
-  (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC)
 
 struct memfd_luo_folio_ser {
   u64 pfn : 52;
@@ -259,16 +258,7 @@ void memfd_luo_unpreserve(struct liveupdate_file_op_args* args) {
 
 void memfd_luo_discard_folios(const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
   for (u64 i = 0; i < nr_folios; i++) {
-    const struct memfd_luo_folio_ser* pfolio = &folios_ser[i];
-    if (pfolio->pfn == 0) continue;
-    const phys_addr_t phys = PFN_PHYS(pfolio->pfn);
-    struct folio* folio = kho_restore_folio(phys);
-    if (folio == nullptr) {
-      pr_warn("memfd_luo: unable to restore folio at physical address 0x%llx",
-              static_cast<unsigned long long>(phys));
-      continue;
-    }
-    folio_put(folio);
+    if (folios_ser[i].pfn != 0) memfd_luo_discard_folio(PFN_PHYS(folios_ser[i].pfn));
   }
 }
 
@@ -290,74 +280,30 @@ void memfd_luo_finish(struct liveupdate_file_op_args* args) {
 
 int memfd_luo_retrieve_folios(struct file* file, const struct memfd_luo_folio_ser* folios_ser,
                               u64 nr_folios) {
-  struct inode* inode = file_inode(file);
-  struct address_space* mapping = inode->i_mapping;
-  struct folio* folio = nullptr;
   long nr_added_pages = 0;
-  int err = -EIO;
-  long i = 0;
-
-  for (i = 0; i < static_cast<long>(nr_folios); i++) {
+  int err = 0;
+  u64 i = 0;
+  for (; i < nr_folios && err == 0; i++) {
     const struct memfd_luo_folio_ser* pfolio = &folios_ser[i];
     if (pfolio->pfn == 0) continue;
-
     const phys_addr_t phys = PFN_PHYS(pfolio->pfn);
-    folio = kho_restore_folio(phys);
+    struct folio* folio = kho_restore_folio(phys);
     if (folio == nullptr) {
       pr_err("memfd_luo: unable to restore folio at physical address 0x%llx",
              static_cast<unsigned long long>(phys));
       err = -EIO;
-      goto put_folios;
+      i++;
+      break;
     }
-    const pgoff_t index = pfolio->index;
     const unsigned int flags = static_cast<unsigned int>(pfolio->flags);
-
-    __folio_set_locked(folio);
-    __folio_set_swapbacked(folio);
-
-    // The retriever pays for the memory from now on.
-    err = mem_cgroup_charge(folio, nullptr, mapping_gfp_mask(mapping));
-    if (err != 0) {
-      pr_err("memfd_luo: failed to charge folio %ld: %d", i, err);
-      goto unlock_folio;
-    }
-    err = shmem_add_to_page_cache(folio, mapping, index, nullptr, mapping_gfp_mask(mapping));
-    if (err != 0) {
-      pr_err("memfd_luo: failed to add folio %ld to the page cache: %d", i, err);
-      goto unlock_folio;
-    }
-    if ((flags & MEMFD_LUO_FOLIO_UPTODATE) != 0) folio_mark_uptodate(folio);
-    if ((flags & MEMFD_LUO_FOLIO_DIRTY) != 0) folio_mark_dirty(folio);
-
-    const long npages = static_cast<long>(folio_nr_pages(folio));
-    err = shmem_inode_acct_blocks(inode, npages);
-    if (err != 0) {
-      pr_err("memfd_luo: failed to account folio %ld (%ld pages): %d", i, npages, err);
-      goto remove_from_cache;
-    }
-    nr_added_pages += npages;
-    folio_add_lru(folio);
-    folio_unlock(folio);
-    folio_put(folio);
+    err =
+        memfd_luo_insert_folio(file, folio, pfolio->index, (flags & MEMFD_LUO_FOLIO_UPTODATE) != 0,
+                               (flags & MEMFD_LUO_FOLIO_DIRTY) != 0, &nr_added_pages);
   }
-  shmem_recalc_inode(inode, nr_added_pages, 0);
-  return 0;
-
-remove_from_cache:
-  filemap_remove_folio(folio);
-unlock_folio:
-  folio_unlock(folio);
-  folio_put(folio);
-put_folios:
-  // Folios already in the file go when the file goes; the ones not yet
-  // reached are put here.
-  for (long j = i + 1; j < static_cast<long>(nr_folios); j++) {
-    const struct memfd_luo_folio_ser* rest = &folios_ser[j];
-    if (rest->pfn == 0) continue;
-    struct folio* f = kho_restore_folio(PFN_PHYS(rest->pfn));
-    if (f != nullptr) folio_put(f);
-  }
-  shmem_recalc_inode(inode, nr_added_pages, 0);
+  // On failure i is past the failed record: folios already in the file go
+  // when the file goes; the ones not yet reached are put here.
+  if (err != 0) memfd_luo_discard_folios(folios_ser + i, nr_folios - i);
+  shmem_recalc_inode(file_inode(file), nr_added_pages, 0);
   return err;
 }
 
@@ -371,20 +317,11 @@ int memfd_luo_retrieve(struct liveupdate_file_op_args* args) {
     err = -EOPNOTSUPP;
     goto free_ser;
   }
-  // Sealing must be allowed for the preserved seals to be re-applied (F_SEAL_SEAL among them).
-  file = memfd_alloc_file("", MFD_ALLOW_SEALING);
+  file = memfd_luo_new_file(ser->seals, ser->pos, ser->size);
   if (IS_ERR(file)) {
     err = static_cast<int>(PTR_ERR(file));
-    pr_err("memfd_luo: failed to set up the file: %d", err);
     goto free_ser;
   }
-  err = memfd_add_seals(file, ser->seals);
-  if (err != 0) {
-    pr_err("memfd_luo: failed to add seals: %d", err);
-    goto put_file;
-  }
-  vfs_setpos(file, static_cast<loff_t>(ser->pos), MAX_LFS_FILESIZE);
-  i_size_write(file_inode(file), static_cast<loff_t>(ser->size));
 
   if (ser->nr_folios != 0) {
     auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
@@ -409,12 +346,7 @@ free_ser:
 }
 
 bool memfd_luo_can_preserve(struct liveupdate_file_handler* /*handler*/, struct file* file) {
-  return shmem_file(file) && file_inode(file)->i_nlink == 0;
-}
-
-// Two fds (or two struct files) of one memfd are one preservation.
-unsigned long memfd_luo_get_id(struct file* file) {
-  return reinterpret_cast<unsigned long>(file_inode(file));
+  return memfd_luo_can_preserve_file(file);
 }
 
 const struct liveupdate_file_ops memfd_luo_file_ops = {
@@ -426,7 +358,7 @@ const struct liveupdate_file_ops memfd_luo_file_ops = {
     .retrieve = memfd_luo_retrieve,
     .can_finish = nullptr,
     .finish = memfd_luo_finish,
-    .get_id = memfd_luo_get_id,
+    .get_id = memfd_luo_inode_id,
     .owner = nullptr,  // built in
 };
 

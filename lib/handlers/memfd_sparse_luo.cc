@@ -19,6 +19,7 @@
 #include <cstring>
 #include <new>
 
+#include "handlers/memfd_common.h"
 #include "khosim/abi/memfd_luo.h"
 #include "khosim/handlers/memfd_luo.h"
 #include "khosim/linux/bug.h"
@@ -33,9 +34,6 @@
 #include "khosim/linux/slab.h"
 
 namespace {
-
-#define MEMFD_SPARSE_ALL_SEALS \
-  (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC)
 
 struct memfd_sparse_ser {
   u64 pos;
@@ -201,8 +199,7 @@ int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
     err = seals;
     goto err_free_ser;
   }
-  if ((static_cast<unsigned int>(seals) & ~static_cast<unsigned int>(MEMFD_SPARSE_ALL_SEALS)) !=
-      0) {
+  if ((static_cast<unsigned int>(seals) & ~static_cast<unsigned int>(MEMFD_LUO_ALL_SEALS)) != 0) {
     err = -EOPNOTSUPP;
     goto err_free_ser;
   }
@@ -276,20 +273,11 @@ void memfd_sparse_discard_folios(struct kho_xarray* xa, u64 from) {
   u64 index = 0;
   u64 entry = 0;
   kho_xa_for_each_start(xa, index, entry, from) {
-    if (!kho_xa_is_phys(entry)) continue;
-    struct folio* folio = kho_restore_folio(kho_xa_to_phys(entry));
-    if (folio == nullptr) {
-      pr_warn("memfd_sparse: unable to restore folio at physical address 0x%llx",
-              static_cast<unsigned long long>(kho_xa_to_phys(entry)));
-      continue;
-    }
-    folio_put(folio);
+    if (kho_xa_is_phys(entry)) memfd_luo_discard_folio(kho_xa_to_phys(entry));
   }
 }
 
 int memfd_sparse_retrieve_folios(struct file* file, struct kho_xarray* xa) {
-  struct inode* inode = file_inode(file);
-  struct address_space* mapping = inode->i_mapping;
   long nr_added_pages = 0;
   u64 index = 0;
   u64 entry = 0;
@@ -304,34 +292,14 @@ int memfd_sparse_retrieve_folios(struct file* file, struct kho_xarray* xa) {
       err = -EIO;
       break;
     }
-    __folio_set_locked(folio);
-    __folio_set_swapbacked(folio);
-    err = mem_cgroup_charge(folio, nullptr, mapping_gfp_mask(mapping));
-    if (err == 0)
-      err = shmem_add_to_page_cache(folio, mapping, index, nullptr, mapping_gfp_mask(mapping));
-    if (err != 0) {
-      folio_unlock(folio);
-      folio_put(folio);
-      break;
-    }
-    folio_mark_uptodate(folio);
-    folio_mark_dirty(folio);
-    const long npages = static_cast<long>(folio_nr_pages(folio));
-    err = shmem_inode_acct_blocks(inode, npages);
-    if (err != 0) {
-      filemap_remove_folio(folio);
-      folio_unlock(folio);
-      folio_put(folio);
-      break;
-    }
-    nr_added_pages += npages;
-    folio_add_lru(folio);
-    folio_unlock(folio);
-    folio_put(folio);
+    // Every preserved folio was handed over dirty and uptodate.
+    err = memfd_luo_insert_folio(file, folio, index, /*uptodate=*/true, /*dirty=*/true,
+                                 &nr_added_pages);
+    if (err != 0) break;
   }
   // Folios already in the file go with it; the ones not reached are put.
   if (err != 0 && index != ~u64{0}) memfd_sparse_discard_folios(xa, index + 1);
-  shmem_recalc_inode(inode, nr_added_pages, 0);
+  shmem_recalc_inode(file_inode(file), nr_added_pages, 0);
   return err;
 }
 
@@ -342,19 +310,15 @@ int memfd_sparse_retrieve(struct liveupdate_file_op_args* args) {
   int err = 0;
   if (ser == nullptr) return -EINVAL;
 
-  if ((ser->seals & ~static_cast<u32>(MEMFD_SPARSE_ALL_SEALS)) != 0 || ser->flags != 0) {
+  if ((ser->seals & ~static_cast<u32>(MEMFD_LUO_ALL_SEALS)) != 0 || ser->flags != 0) {
     err = -EOPNOTSUPP;
     goto free_ser;
   }
-  file = memfd_alloc_file("", MFD_ALLOW_SEALING);
+  file = memfd_luo_new_file(ser->seals, ser->pos, ser->size);
   if (IS_ERR(file)) {
     err = static_cast<int>(PTR_ERR(file));
     goto free_ser;
   }
-  err = memfd_add_seals(file, ser->seals);
-  if (err != 0) goto put_file;
-  vfs_setpos(file, static_cast<loff_t>(ser->pos), MAX_LFS_FILESIZE);
-  i_size_write(file_inode(file), static_cast<loff_t>(ser->size));
 
   // A map that does not validate names pages this kernel cannot trust: it
   // takes none of them.
@@ -388,11 +352,7 @@ void memfd_sparse_finish(struct liveupdate_file_op_args* args) {
 }
 
 bool memfd_sparse_can_preserve(struct liveupdate_file_handler* /*handler*/, struct file* file) {
-  return shmem_file(file) && file_inode(file)->i_nlink == 0;
-}
-
-unsigned long memfd_sparse_get_id(struct file* file) {
-  return reinterpret_cast<unsigned long>(file_inode(file));
+  return memfd_luo_can_preserve_file(file);
 }
 
 const struct liveupdate_file_ops memfd_sparse_file_ops = {
@@ -404,7 +364,7 @@ const struct liveupdate_file_ops memfd_sparse_file_ops = {
     .retrieve = memfd_sparse_retrieve,
     .can_finish = nullptr,
     .finish = memfd_sparse_finish,
-    .get_id = memfd_sparse_get_id,
+    .get_id = memfd_luo_inode_id,
     .owner = nullptr,
 };
 
