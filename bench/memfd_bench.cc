@@ -23,14 +23,25 @@
 //       Kernel B: LIVEUPDATE_SESSION_RETRIEVE_FD (restore the metadata,
 //       then restore, charge and insert every folio). Every iteration needs
 //       a fresh machine, file, preserve and kexec (untimed).
+//   freeze/<shape>/MiB:N/<profile>
+//       The reboot hook that serializes LUO for the kexec (every session
+//       and file frozen, records written) with the one preserved file:
+//       what preservation leaves for the blackout. Fresh machine, file and
+//       preserve per iteration (untimed).
 // Shapes: dense (every page written), sparse1pct (one page in a hundred).
+// hugetlb rows ("hugemfd-v1", docs/hugetlb-luo.md): profile hugemfd_2M or
+// hugemfd_1G, shape dense only, sizes 64 and 256 MiB (2M) and 1024 MiB
+// (both); the file is fallocated whole from the pool (hugetlbfs has no
+// write(2); pool pages are zeroed when allocated), and populate/.../fallocate
+// is that baseline.
 // Counters: s_per_GiB (time per GiB of file size); preserved_pages (data
 // pages handed over) and metadata_B_per_GiB (the handler's record and
 // array or map pages, per GiB of size), both measured from the KHO tracker
 // after a preserve; written_pages.
 //
 // Machine: 8 GiB (16 GiB with KHOSIM_BENCH_LARGE), one node, 4 KiB pages,
-// "kho=on liveupdate=on".
+// "kho=on liveupdate=on"; the hugemfd rows add 600 2 MiB and 2 1 GiB pool
+// pages and the hugetlb handler.
 #include <fcntl.h>
 
 #include <cerrno>
@@ -48,6 +59,7 @@
 #include "khosim/fs/vfs.h"
 #include "khosim/kho/kho.h"
 #include "khosim/kho/radix_tree.h"
+#include "khosim/linux/memfd.h"
 #include "khosim/luo/client.h"
 #include "khosim/machine/machine.h"
 
@@ -64,17 +76,34 @@ bool Written(Shape shape, uint64_t page) { return shape == Shape::kDense || page
 
 // One machine, booted, with a "vmm" process; rebuilt when a row needs a
 // clean kernel.
-enum class Profile { kV2, kSparse };
+enum class Profile { kV2, kSparse, kHugemfd2M, kHugemfd1G };
 const char* ProfileName(Profile profile) {
-  return profile == Profile::kV2 ? "memfd_v2" : "memfd_sparse";
+  switch (profile) {
+    case Profile::kV2:
+      return "memfd_v2";
+    case Profile::kSparse:
+      return "memfd_sparse";
+    case Profile::kHugemfd2M:
+      return "hugemfd_2M";
+    case Profile::kHugemfd1G:
+      return "hugemfd_1G";
+  }
+  return "";
+}
+bool Hugetlb(Profile profile) {
+  return profile == Profile::kHugemfd2M || profile == Profile::kHugemfd1G;
 }
 
 class Host {
  public:
-  explicit Host(Profile profile = Profile::kV2) {
+  explicit Host(Profile profile = Profile::kV2) : profile_(profile) {
     MachineConfig config{.ram = (LargeSizes() ? 16 : 8) * kGiB, .seed = 3};
     config.cmdline = "kho=on liveupdate=on";
+    if (Hugetlb(profile)) {
+      config.cmdline += " hugepagesz=2M hugepages=600 hugepagesz=1G hugepages=2";
+    }
     config.handlers.memfd_sparse = profile == Profile::kSparse;
+    config.handlers.hugetlb = Hugetlb(profile);
     machine_ = std::make_unique<Machine>(config);
     machine_->Boot();
     StartUserspace();
@@ -91,6 +120,7 @@ class Host {
   }
   fs::Process& p() { return *p_; }
   int dev() const { return dev_; }
+  Machine& machine() { return *machine_; }
   kho::Kho& kho() { return machine_->kernel().kho(); }
 
   // Pages the running kernel's KHO tracker holds for the next kernel.
@@ -106,8 +136,10 @@ class Host {
     return pages;
   }
 
-  // A memfd of |bytes| with the pages |shape| says written; -errno on error.
+  // A memfd of |bytes| with the pages |shape| says written (a hugetlb one
+  // fallocated whole); -errno on error.
   int BuildMemfd(uint64_t bytes, Shape shape) {
+    if (Hugetlb(profile_)) return BuildHugeMemfd(profile_, bytes);
     const int fd = fs::MemfdCreate(*p_, "guest-ram", 0);
     if (fd < 0) return fd;
     if (int err = p_->Ftruncate(fd, static_cast<loff_t>(bytes)); err != 0) return err;
@@ -123,7 +155,17 @@ class Host {
     return fd;
   }
 
+  int BuildHugeMemfd(Profile profile, uint64_t bytes) {
+    const unsigned int size = profile == Profile::kHugemfd1G ? MFD_HUGE_1GB : MFD_HUGE_2MB;
+    const int fd = fs::MemfdCreate(*p_, "guest-ram", MFD_HUGETLB | size);
+    if (fd < 0) return fd;
+    if (int err = p_->Ftruncate(fd, static_cast<loff_t>(bytes)); err != 0) return err;
+    if (int err = p_->Fallocate(fd, 0, 0, static_cast<loff_t>(bytes)); err != 0) return err;
+    return fd;
+  }
+
  private:
+  Profile profile_;
   std::unique_ptr<Machine> machine_;
   fs::Process* p_ = nullptr;
   int dev_ = -1;
@@ -153,6 +195,29 @@ void SetCounters(benchmark::State& state, uint64_t bytes, Shape shape, const Pre
     state.counters["metadata_B_per_GiB"] =
         static_cast<double>(preserved->metadata_pages * kPage) / gib;
   }
+}
+
+void BM_PopulateHuge(benchmark::State& state, Profile profile, uint64_t bytes) {
+  Host host(profile);
+  for (auto _ : state) {
+    state.PauseTiming();
+    const unsigned int size = profile == Profile::kHugemfd1G ? MFD_HUGE_1GB : MFD_HUGE_2MB;
+    const int fd = fs::MemfdCreate(host.p(), "guest-ram", MFD_HUGETLB | size);
+    if (fd < 0 || host.p().Ftruncate(fd, static_cast<loff_t>(bytes)) != 0) {
+      state.SkipWithError("hugetlb memfd setup failed");
+      return;
+    }
+    state.ResumeTiming();
+    const int err = host.p().Fallocate(fd, 0, 0, static_cast<loff_t>(bytes));
+    state.PauseTiming();
+    if (err != 0) {
+      state.SkipWithError(absl::StrCat("fallocate failed: ", err).c_str());
+      return;
+    }
+    host.p().Close(fd);
+    state.ResumeTiming();
+  }
+  SetCounters(state, bytes, Shape::kDense, nullptr);
 }
 
 void BM_Populate(benchmark::State& state, Shape shape, uint64_t bytes) {
@@ -236,6 +301,67 @@ void BM_Retrieve(benchmark::State& state, Profile profile, Shape shape, uint64_t
   SetCounters(state, bytes, shape, nullptr);
 }
 
+void BM_Freeze(benchmark::State& state, Profile profile, Shape shape, uint64_t bytes) {
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto host = std::make_unique<Host>(profile);
+    const int fd = host->BuildMemfd(bytes, shape);
+    const int s = luo::CreateSession(host->p(), host->dev(), "vm0");
+    if (fd < 0 || luo::PreserveFd(host->p(), s, fd, 1) != 0) {
+      state.SkipWithError("preserve failed");
+      return;
+    }
+    Kernel& kernel = host->machine().kernel();
+    ScopedKernelContext scope(&kernel.ctx());
+    state.ResumeTiming();
+    const int err = kernel.RunRebootHooks(RebootInfo{});
+    state.PauseTiming();
+    if (err != 0) {
+      state.SkipWithError(absl::StrCat("reboot hooks failed: ", err).c_str());
+      return;
+    }
+    host.reset();
+    state.ResumeTiming();
+  }
+  SetCounters(state, bytes, shape, nullptr);
+}
+
+void RegisterHugetlb(double min_time) {
+  struct Row {
+    Profile profile;
+    uint64_t mib;
+  };
+  std::vector<Row> rows = {{Profile::kHugemfd2M, 64},
+                           {Profile::kHugemfd2M, 256},
+                           {Profile::kHugemfd2M, 1024},
+                           {Profile::kHugemfd1G, 1024}};
+  for (const Row& row : rows) {
+    const uint64_t bytes = row.mib * kMiB;
+    const std::string impl = ProfileName(row.profile);
+    const std::string suffix = absl::StrFormat("dense/MiB:%d", row.mib);
+    benchmark::RegisterBenchmark(absl::StrCat("populate/", suffix, "/", impl, "_fallocate").c_str(),
+                                 BM_PopulateHuge, row.profile, bytes)
+        ->Unit(benchmark::kMillisecond);
+    // Booting a host with its pools dominates the untimed setup.
+    const double build = 0.05 + static_cast<double>(bytes / kPage) * 2e-8;
+    for (bool unpreserve : {false, true}) {
+      benchmark::RegisterBenchmark(
+          absl::StrCat(unpreserve ? "unpreserve/" : "preserve/", suffix, "/", impl).c_str(),
+          BM_PreserveOrUnpreserve, row.profile, Shape::kDense, bytes, unpreserve)
+          ->Iterations(bench::SetupBoundIterations(min_time, build))
+          ->Unit(benchmark::kMillisecond);
+    }
+    benchmark::RegisterBenchmark(absl::StrCat("freeze/", suffix, "/", impl).c_str(), BM_Freeze,
+                                 row.profile, Shape::kDense, bytes)
+        ->Iterations(bench::SetupBoundIterations(min_time, 0.3 + build))
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(absl::StrCat("retrieve/", suffix, "/", impl).c_str(), BM_Retrieve,
+                                 row.profile, Shape::kDense, bytes)
+        ->Iterations(bench::SetupBoundIterations(min_time, 0.3 + build))
+        ->Unit(benchmark::kMillisecond);
+  }
+}
+
 void RegisterAll(double min_time) {
   std::vector<uint64_t> mib = {64, 256};
   if (LargeSizes()) {
@@ -263,6 +389,10 @@ void RegisterAll(double min_time) {
               ->Unit(benchmark::kMillisecond);
         }
         const double wall = 0.3 + build;
+        benchmark::RegisterBenchmark(absl::StrCat("freeze/", suffix, "/", impl).c_str(), BM_Freeze,
+                                     profile, shape, bytes)
+            ->Iterations(bench::SetupBoundIterations(min_time, wall))
+            ->Unit(benchmark::kMillisecond);
         benchmark::RegisterBenchmark(absl::StrCat("retrieve/", suffix, "/", impl).c_str(),
                                      BM_Retrieve, profile, shape, bytes)
             ->Iterations(bench::SetupBoundIterations(min_time, wall))
@@ -270,6 +400,7 @@ void RegisterAll(double min_time) {
       }
     }
   }
+  RegisterHugetlb(min_time);
 }
 
 }  // namespace

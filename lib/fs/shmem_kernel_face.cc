@@ -13,6 +13,7 @@
 #include "khosim/fs/shmem.h"
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
+#include "khosim/linux/hugetlb.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/linux/shmem_fs.h"
 #include "khosim/mm/mm.h"
@@ -226,6 +227,24 @@ long memfd_fcntl(struct file* file, unsigned int cmd, unsigned int arg) {
 bool is_file_hugepages(const struct file* file) {
   return file != nullptr && file->f_inode != nullptr && file->f_inode->i_mapping != nullptr &&
          file->f_inode->i_mapping->a_ops == &hugetlbfs_aops;
+}
+
+unsigned int hugetlb_file_order(struct file* file) {
+  ShmemInode* inode = is_file_hugepages(file) ? ShmemInode::FromFile(file) : nullptr;
+  if (WARN_ON_ONCE(inode == nullptr)) return 0;
+  return inode->folio_order();
+}
+
+int mem_cgroup_charge_hugetlb(struct folio* folio, gfp_t /*gfp*/) {
+  return khosim::fs::MemcgCharge(folio, CurrentMemcg());
+}
+
+int hugetlb_add_to_page_cache(struct folio* folio, struct address_space* mapping, pgoff_t idx) {
+  if (mapping == nullptr || mapping->a_ops != &hugetlbfs_aops) return -EINVAL;
+  ShmemInode* inode = ShmemInode::FromInode(mapping->host);
+  if (WARN_ON_ONCE(inode == nullptr)) return -EINVAL;
+  if (khosim::RequireKernelContext().ShouldFail("hugetlb_add_to_page_cache")) return -ENOMEM;
+  return inode->AddFolio(folio, idx);
 }
 
 struct file* memfd_alloc_file(const char* name, unsigned int flags) {

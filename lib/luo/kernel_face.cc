@@ -2,7 +2,9 @@
 // With no LUO in this kernel (built without it, or not yet initialized) the
 // calls behave as with LUO disabled.
 #include <cerrno>
+#include <cstring>
 
+#include "khosim/kho/kho.h"
 #include "khosim/linux/liveupdate.h"
 #include "luo/luo_internal.h"
 
@@ -69,4 +71,14 @@ int liveupdate_get_file_incoming(struct liveupdate_session* session, u64 token,
                                  struct file** filep) {
   LuoState* s = State();
   return s == nullptr ? -EOPNOTSUPP : s->GetFileIncoming(session, token, filep);
+}
+
+int liveupdate_flb_incoming_data_early(const struct liveupdate_flb* flb, u64* datap) {
+  if (flb == nullptr || datap == nullptr) return -EINVAL;
+  khosim::KernelContext& ctx = khosim::RequireKernelContext();
+  auto* kho = static_cast<khosim::kho::Kho*>(ctx.slot(khosim::KernelSlot::kKho));
+  if (kho == nullptr) return -EOPNOTSUPP;
+  const absl::string_view compatible(flb->compatible,
+                                     strnlen(flb->compatible, sizeof(flb->compatible)));
+  return khosim::luo::ReadIncomingFlbDataEarly(ctx, *kho, compatible, datap);
 }

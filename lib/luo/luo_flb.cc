@@ -229,6 +229,37 @@ void LuoState::SerializeFlbs() {
   out_flbs_->count = n;
 }
 
+int ReadIncomingFlbDataEarly(KernelContext& ctx, kho::Kho& kho, absl::string_view compatible,
+                             uint64_t* data) {
+  if (!ctx.cmdline().GetBool("liveupdate", false) || !kho.enabled() || !kho.is_kho_boot()) {
+    return -EOPNOTSUPP;
+  }
+  uint64_t phys = 0;
+  uint64_t size = 0;
+  if (int err = kho.RetrieveSubtree(abi::kLuoSubtreeName, &phys, &size); err != 0) return err;
+  // Nothing here is restored or freed: LUO's own early startup does that
+  // later, and must find every record as the previous kernel left it.
+  if (size < sizeof(abi::LuoSer) || !kho.IsPreservedHead(PhysAddr(phys))) return -EINVAL;
+  const auto* ser = static_cast<const abi::LuoSer*>(phys_to_virt(phys));
+  if (strncmp(ser->compatible, abi::kLuoCompatible, abi::kLuoCompatibleLength) != 0) {
+    return -EINVAL;
+  }
+  if (ser->flbs_pa == 0) return -ENOENT;
+  if (!kho.IsPreservedHead(PhysAddr(ser->flbs_pa))) return -EINVAL;
+  const auto* header = static_cast<const abi::LuoFlbHeaderSer*>(phys_to_virt(ser->flbs_pa));
+  if (header->pgcnt != abi::kLuoFlbPageCount || header->count > abi::LuoFlbMax(PAGE_SIZE)) {
+    return -EINVAL;
+  }
+  const auto* entries = reinterpret_cast<const abi::LuoFlbSer*>(header + 1);
+  for (uint64_t i = 0; i < header->count; ++i) {
+    if (CompatOf(entries[i].name) == compatible) {
+      *data = entries[i].data;
+      return 0;
+    }
+  }
+  return -ENOENT;
+}
+
 int LuoState::SetupIncomingFlbs(uint64_t flbs_pa) {
   if (flbs_pa == 0) return 0;
   struct folio* folio = kho_.RestoreFolio(PhysAddr(flbs_pa));

@@ -230,6 +230,12 @@ struct HandlerEntry {
   std::vector<FlbState*> flbs;  // in link order
 };
 
+// liveupdate_flb_incoming_data_early (see linux/liveupdate.h): the FLB
+// page's entry |compatible| read straight from the handover, before any
+// LuoState exists.
+int ReadIncomingFlbDataEarly(KernelContext& ctx, kho::Kho& kho, absl::string_view compatible,
+                             uint64_t* data);
+
 class LuoState {
  public:
   LuoState(KernelContext& ctx, kho::Kho& kho, fs::Vfs& vfs, LuoConfig config);

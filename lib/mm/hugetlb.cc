@@ -123,6 +123,10 @@ void Hugetlb::SetPreservedOnBoot(unsigned order, uint64_t pages) {
   const int h = HstateForOrder(order);
   if (h < 0) return;
   absl::MutexLock lock(&mu_);
+  if (bootmem_done_) {
+    ctx_.Warn(KHOSIM_SITE, "preserved huge pages reported after the pools were sized");
+    return;
+  }
   hstates_[static_cast<size_t>(h)].info.preserved = pages;
 }
 
@@ -130,6 +134,7 @@ void Hugetlb::ReserveBootmem() {
   const unsigned max_order = mm_.geometry().max_page_order;
   const int nodes = mm_.memory().layout().num_nodes();
   absl::MutexLock lock(&mu_);
+  bootmem_done_ = true;
   for (Hstate& h : hstates_) {
     if (h.info.order <= max_order) continue;
     const uint64_t want = h.info.requested - std::min(h.info.requested, h.info.preserved);

@@ -11,6 +11,7 @@
 
 #include "khosim/base/kernel_context.h"
 #include "khosim/linux/bug.h"
+#include "khosim/linux/hugetlb.h"
 #include "khosim/linux/memblock.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/slab.h"
@@ -426,3 +427,18 @@ void* khosim_vmap_blocks(struct page** pages, unsigned int count, unsigned int p
   if (page_shift < shift) return nullptr;
   return CurrentMm().vmalloc().Map(pages, count, page_shift - shift, vm_flags);
 }
+
+// ---- hugetlb (linux/hugetlb.h) ---------------------------------------------
+
+unsigned int hugetlb_max_hstate(void) { return khosim::mm::Hugetlb::kNumHstates; }
+
+unsigned int hstate_index_order(unsigned int idx) {
+  if (WARN_ON_ONCE(idx >= hugetlb_max_hstate())) return 0;
+  return CurrentMm().hugetlb().Info(static_cast<int>(idx)).order;
+}
+
+void hugetlb_luo_set_preserved(unsigned int order, unsigned long nr_pages) {
+  CurrentMm().hugetlb().SetPreservedOnBoot(order, nr_pages);
+}
+
+void hugetlb_luo_adopt_folio(struct folio* folio) { CurrentMm().hugetlb().AdoptFolio(folio); }

@@ -9,6 +9,7 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "khosim/handlers/hugetlb_luo.h"
 #include "khosim/handlers/memfd_luo.h"
 
 namespace khosim {
@@ -33,12 +34,16 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
     return luo_->Reboot(info.preserve_context);
   });
   luo_config_ = config.luo;
+  handlers_ = config.handlers;
   // Built-in file handlers; the first to accept a file preserves it.
   if (config.handlers.memfd_sparse) {
     RegisterInitcall(InitcallLevel::kLate, "memfd_sparse_luo_init", memfd_sparse_luo_init);
   }
   if (config.handlers.memfd) {
     RegisterInitcall(InitcallLevel::kLate, "memfd_luo_init", memfd_luo_init);
+  }
+  if (config.handlers.hugetlb) {
+    RegisterInitcall(InitcallLevel::kLate, "hugetlb_luo_init", hugetlb_luo_init);
   }
   SetHandoverProvider([this](abi::KhoData* out) { return kho_->PrepareHandover(out); });
 }
@@ -65,6 +70,9 @@ void Kernel::Boot() {
   kho_->Populate();
   mm_->InitMemmap();
   kho_->MemoryInit();
+  // The pools are filled from memblock_free_all on: what the previous
+  // kernel's files hold must be known before.
+  if (handlers_.hugetlb) hugetlb_luo_early_init();
   mm_->FreeAll();
   vfs_ = std::make_unique<fs::Vfs>(ctx_);  // vfs_caches_init
   luo_ = std::make_unique<luo::Luo>(ctx_, *kho_, *vfs_, luo_config_);

@@ -107,6 +107,16 @@ void liveupdate_unregister_flb(struct liveupdate_file_handler* fh, struct liveup
 // count (from the FLB page) is already LONG_MAX.
 int liveupdate_flb_get_incoming(struct liveupdate_flb* flb, void** objp);
 void liveupdate_flb_put_incoming(struct liveupdate_flb* flb);
+// Early boot, before the page allocator runs (the hugetlb RFC's early FLB
+// access: a pool must know what the previous kernel kept before it is
+// filled): the data handle the previous kernel serialized for |flb|, read
+// from the handed-over FLB page without retrieving, counting or restoring
+// anything; the FLB's normal incoming lifecycle is untouched. Works before
+// the FLB is registered. 0; -EOPNOTSUPP (liveupdate=off, KHO off or not a
+// KHO boot), -ENOENT (no LUO record, no FLB page, or no entry of this
+// name), -EINVAL (a record that does not check out: bad compatible, FLB
+// page not a preserved block, bad header).
+int liveupdate_flb_incoming_data_early(const struct liveupdate_flb* flb, u64* datap);
 // Outgoing (before kexec), 7.3: 0 and a reference that put_outgoing drops;
 // -ENOENT when no dependent file is preserved. (7.2: the object, possibly
 // NULL, without a reference.)

@@ -6,7 +6,9 @@
 //   setup_arch      Mm::SetupArch (memblock, image), Kho::Populate (accept
 //                   the handover: boot memory, scratch-only)
 //   mm_init         Mm::InitMemmap (early allocations, memmap), Kho::MemoryInit
-//                   (reserve preserved blocks, or size boot memory)
+//                   (reserve preserved blocks, or size boot memory); with
+//                   the hugetlb handler built in, its early FLB read
+//                   (preserved huge pages are left out of the pools)
 //   free_all        Mm::FreeAll (memblock_free_all: buddy takes over);
 //                   the Vfs (files, processes, /dev) and LUO come up
 //   initcalls       registered initcalls by level (core, fs, device, late);
@@ -46,6 +48,10 @@ struct KernelHandlers {
   // so it preserves every memfd; memfd-v2 (if built) still retrieves
   // files an older kernel preserved with it.
   bool memfd_sparse = false;
+  // "hugemfd-v1" with the "hugetlb-v1" FLB (docs/hugetlb-luo.md): hugetlb
+  // memfds. Besides its late initcall it reads the previous kernel's FLB
+  // in early boot, before the hugetlb pools are filled.
+  bool hugetlb = false;
 };
 
 struct KernelConfig {
@@ -94,6 +100,8 @@ class Kernel {
   fs::Vfs& vfs() { return *vfs_; }
   // Exists from the same point; enabled only with liveupdate=on and KHO.
   luo::Luo& luo() { return *luo_; }
+  // The file handlers this kernel was built with.
+  const KernelHandlers& handlers() const { return handlers_; }
 
   uint64_t WarnCount() const { return ctx_.WarnCount(); }
   uint64_t WarnCount(absl::string_view needle) const { return ctx_.WarnCount(needle); }
@@ -114,6 +122,7 @@ class Kernel {
   std::unique_ptr<kho::Kho> kho_;
   std::unique_ptr<fs::Vfs> vfs_;
   luo::LuoConfig luo_config_;
+  KernelHandlers handlers_;
   std::unique_ptr<luo::Luo> luo_;
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;

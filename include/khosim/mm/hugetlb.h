@@ -107,6 +107,7 @@ class Hugetlb {
   int default_ = -1;
   mutable absl::Mutex mu_;
   std::vector<Hstate> hstates_ ABSL_GUARDED_BY(mu_);
+  bool bootmem_done_ ABSL_GUARDED_BY(mu_) = false;  // ReserveBootmem ran
 };
 
 }  // namespace khosim::mm
