@@ -640,6 +640,7 @@ int ShmemInode::MigrateOutOfCmaLocked(Cache::iterator it) {
   struct folio* folio = folio_alloc(GFP_HIGHUSER, ::folio_order(old));
   if (folio == nullptr) return -ENOMEM;
   std::memcpy(folio_address(folio), folio_address(old), folio_size(old));
+  sb_->AddMigratedBytes(folio_size(old));
   constexpr unsigned long kCarried =
       (1UL << PG_uptodate) | (1UL << PG_dirty) | (1UL << PG_swapbacked) | (1UL << PG_lru);
   __atomic_fetch_or(&folio->page.flags, old->page.flags & kCarried, __ATOMIC_RELEASE);

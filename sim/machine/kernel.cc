@@ -7,6 +7,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "khosim/handlers/hugetlb_luo.h"
@@ -59,28 +63,45 @@ Kernel::~Kernel() {
   mm_.reset();
 }
 
+namespace {
+
+// Times one boot step into |steps|.
+template <typename Fn>
+void TimedStep(std::vector<BootStepTime>& steps, std::string name, Fn&& fn) {
+  const auto start = std::chrono::steady_clock::now();
+  fn();
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+  steps.push_back(BootStepTime{std::move(name), took.count()});
+}
+
+}  // namespace
+
 void Kernel::Boot() {
   ScopedKernelContext scope(&ctx_);
+  boot_steps_.clear();
   ctx_.Trace("boot", "start",
              {{"cmdline", ctx_.cmdline().text()},
               {"kho_fdt", absl::StrCat(ctx_.boot_params().kho.fdt_addr)}});
   ctx_.Log(absl::StrCat("Linux version khosim (generation ", ctx_.generation(), ")"));
   ctx_.Log(absl::StrCat("Command line: ", ctx_.cmdline().text()));
-  mm_->SetupArch();
-  kho_->Populate();
-  mm_->InitMemmap();
-  kho_->MemoryInit();
+  TimedStep(boot_steps_, "setup_arch", [&] { mm_->SetupArch(); });
+  TimedStep(boot_steps_, "kho_populate", [&] { kho_->Populate(); });
+  TimedStep(boot_steps_, "memmap_init", [&] { mm_->InitMemmap(); });
+  TimedStep(boot_steps_, "kho_memory_init", [&] { kho_->MemoryInit(); });
   // The pools are filled from memblock_free_all on: what the previous
   // kernel's files hold must be known before.
-  if (handlers_.hugetlb) hugetlb_luo_early_init();
-  mm_->FreeAll();
-  vfs_ = std::make_unique<fs::Vfs>(ctx_);  // vfs_caches_init
-  luo_ = std::make_unique<luo::Luo>(ctx_, *kho_, *vfs_, luo_config_);
+  if (handlers_.hugetlb) TimedStep(boot_steps_, "hugetlb_luo_early", hugetlb_luo_early_init);
+  TimedStep(boot_steps_, "memblock_free_all", [&] { mm_->FreeAll(); });
+  TimedStep(boot_steps_, "vfs_luo_init", [&] {
+    vfs_ = std::make_unique<fs::Vfs>(ctx_);  // vfs_caches_init
+    luo_ = std::make_unique<luo::Luo>(ctx_, *kho_, *vfs_, luo_config_);
+  });
   ctx_.SetPhase(BootPhase::kInitcalls);
   std::stable_sort(initcalls_.begin(), initcalls_.end(),
                    [](const Initcall& a, const Initcall& b) { return a.level < b.level; });
   for (const Initcall& call : initcalls_) {
-    const int ret = call.fn();
+    int ret = 0;
+    TimedStep(boot_steps_, absl::StrCat("initcall:", call.name), [&] { ret = call.fn(); });
     ctx_.Trace("initcall", call.name, {{"ret", absl::StrCat(ret)}});
     if (ret != 0) ctx_.Log(absl::StrCat("initcall ", call.name, " returned ", ret));
   }

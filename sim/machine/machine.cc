@@ -11,6 +11,7 @@
 //   5. B boots from {cmdline, handover record, image location} alone.
 #include "khosim/machine/machine.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -132,6 +133,12 @@ absl::Status Machine::Kexec(KexecOptions options) {
   }
   Kernel& a = *kernel_;
   SetCurrentKernelContext(&a.ctx());
+  using Clock = std::chrono::steady_clock;
+  const auto seconds_since = [](Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  };
+  KexecTimes times;
+  auto step = Clock::now();
   trace_.Record(a.generation(), "kexec", "start",
                 {{"preserve_context", options.preserve_context ? "1" : "0"}});
   // kexec_file_load: place the segments once per kernel; a cancelled kexec
@@ -150,14 +157,18 @@ absl::Status Machine::Kexec(KexecOptions options) {
     loaded_generation_ = a.generation();
     loaded_handover_ = handover;
     loaded_image_base_ = image_base;
+    times.load_s = seconds_since(step);
   }
+  step = Clock::now();
   a.ctx().SetPhase(BootPhase::kRebooting);
   const int hooks = a.RunRebootHooks(RebootInfo{.preserve_context = options.preserve_context});
+  times.reboot_hooks_s = seconds_since(step);
   if (hooks != 0) {
     a.ctx().CancelReboot();
     trace_.Record(a.generation(), "kexec", "cancelled", {{"ret", absl::StrCat(hooks)}});
     return KernelErrorToStatus(hooks, "reboot hooks cancelled the kexec");
   }
+  step = Clock::now();
   const abi::KhoData handover = loaded_handover_;
   const PhysAddr image_base = loaded_image_base_;
   trace_.Record(a.generation(), "kexec", "handover",
@@ -174,9 +185,13 @@ absl::Status Machine::Kexec(KexecOptions options) {
   std::memset(memory_->Virt(image_base), kImageByte, config_.kernel_image_size);
   last_handover_ = handover;
   ++kexec_count_;
+  times.teardown_s = seconds_since(step);
+  step = Clock::now();
   StartKernel(BootParams{options.cmdline.value_or(config_.cmdline), handover, image_base,
                          config_.kernel_image_size},
               options.handlers.value_or(config_.handlers));
+  times.boot_s = seconds_since(step);
+  last_kexec_times_ = times;
   return absl::OkStatus();
 }
 

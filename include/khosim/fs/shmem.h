@@ -298,6 +298,12 @@ class ShmemSb {
   uint64_t CachedPages() const;
   int64_t LiveInodes() const;
   int64_t LiveMappings() const;
+  // Bytes copied by migrating folios out of CMA (KHO scratch) pageblocks
+  // for long-term pins, since this kernel booted.
+  uint64_t MigratedBytes() const { return migrated_bytes_.load(std::memory_order_relaxed); }
+  void AddMigratedBytes(uint64_t bytes) {
+    migrated_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  }
   // Every live inode valid, and the memcg counters equal to a recount.
   absl::Status Validate();
 
@@ -337,6 +343,7 @@ class ShmemSb {
   absl::flat_hash_set<ShmemInode*> inodes_ ABSL_GUARDED_BY(mu_);
   uint64_t cached_pages_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::shared_ptr<ShmemMappingState>> mappings_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> migrated_bytes_{0};
 };
 
 // The running kernel's charge of |memcg| in pages (0 with no shmem state).

@@ -61,6 +61,13 @@ struct KernelConfig {
   KernelHandlers handlers;
 };
 
+// Host time one boot step took (steady clock). Kept out of the event trace,
+// which must stay deterministic; benchmarks and reports read it.
+struct BootStepTime {
+  std::string name;  // "setup_arch", "kho_populate", ..., "initcall:<name>"
+  double seconds = 0;
+};
+
 // What the reboot hooks are told about the kexec under way.
 struct RebootInfo {
   bool preserve_context = false;  // KEXEC_JUMP image: LUO skips serialization
@@ -103,6 +110,13 @@ class Kernel {
   // The file handlers this kernel was built with.
   const KernelHandlers& handlers() const { return handlers_; }
 
+  // Every step Boot() ran, in order: setup_arch, kho_populate, memmap_init,
+  // kho_memory_init (KHO's retrieval of the preserved blocks on a KHO
+  // boot), hugetlb_luo_early (if built), memblock_free_all, vfs_luo_init,
+  // then one "initcall:<name>" per initcall. The steps from kho_populate
+  // to memblock_free_all are the scratch-only phase of a KHO boot.
+  const std::vector<BootStepTime>& boot_steps() const { return boot_steps_; }
+
   uint64_t WarnCount() const { return ctx_.WarnCount(); }
   uint64_t WarnCount(absl::string_view needle) const { return ctx_.WarnCount(needle); }
 
@@ -127,6 +141,7 @@ class Kernel {
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;
   std::function<int(abi::KhoData*)> handover_provider_;
+  std::vector<BootStepTime> boot_steps_;
 };
 
 }  // namespace khosim

@@ -77,6 +77,18 @@ struct KexecOptions {
   std::optional<KernelHandlers> handlers;
 };
 
+// Host time the steps of the last successful Kexec() took (steady clock;
+// kernel B's own boot steps are Kernel::boot_steps()).
+struct KexecTimes {
+  double load_s = 0;          // kexec_file_load: the handover record (KHO's
+                              // handover preparation) and the image placement;
+                              // 0 when the image was already loaded
+  double reboot_hooks_s = 0;  // kernel A's reboot hooks: LUO's freeze and
+                              // serialization
+  double teardown_s = 0;      // kernel A's objects destroyed, image copied in
+  double boot_s = 0;          // kernel B from power-on to running
+};
+
 class Machine : public KernelEnv {
  public:
   // Aborts with a message if the configuration is invalid; Create() reports
@@ -111,6 +123,7 @@ class Machine : public KernelEnv {
   // The handover record of the last kexec.
   const abi::KhoData& last_handover() const { return last_handover_; }
   uint64_t kexec_count() const { return kexec_count_; }
+  const KexecTimes& last_kexec_times() const { return last_kexec_times_; }
 
   // KernelEnv
   bool ShouldFail(absl::string_view point) override;
@@ -142,6 +155,7 @@ class Machine : public KernelEnv {
   uint64_t loaded_generation_ = 0;
   abi::KhoData loaded_handover_ = {};
   PhysAddr loaded_image_base_;
+  KexecTimes last_kexec_times_;
 };
 
 }  // namespace khosim
