@@ -49,8 +49,9 @@ std::string MainHelp() {
       Builtins(),
       ")\nor a YAML file (a path with a '/' or a .yaml suffix); docs/scenarios.md describes\n"
       "the format. Start with:\n"
-      "  khosim run                  the default: 3 VMs' guest RAM in memfds, preserved in LUO\n"
-      "                              sessions, one kexec, retrieved and verified byte for byte\n"
+      "  khosim run                  the default: 5 VMs' guest RAM in memfds and hugetlb\n"
+      "                              memfds, preserved in LUO sessions across two kexecs,\n"
+      "                              retrieved and verified\n"
       "  khosim scenarios default    its YAML, to copy and edit\n"
       "\n"
       "Exit status: 0 everything verified; 1 data loss (something preserved did not\n"
@@ -76,7 +77,8 @@ std::string RunHelp() {
       "  --seed N        override the scenario's machine seed\n"
       "  --handlers LIST override machine.handlers, the LUO file handlers built into\n"
       "                  every kernel whose boot does not name its own: a comma-separated\n"
-      "                  list of memfd (memfd-v2), memfd-sparse (memfd-sparse-v1)\n"
+      "                  list of memfd (memfd-v2), memfd-sparse (memfd-sparse-v1),\n"
+      "                  hugetlb (hugemfd-v1)\n"
       "  --dmesg         print each kernel's log after the summary\n"
       "\n"
       "Built-in scenarios: ",

@@ -22,7 +22,7 @@ std::string BootTitle(const BootReport& b) {
                          b.cmdline.empty() ? "<empty command line>" : b.cmdline);
 }
 
-// "memfd (memfd-v2), memfd-sparse (memfd-sparse-v1)", or "none".
+// "memfd (memfd-v2), hugetlb (hugemfd-v1)", or "none".
 std::string HandlersText(const std::vector<HandlerInfo>& handlers) {
   std::vector<std::string> parts;
   for (const HandlerInfo& h : handlers) {
@@ -68,6 +68,19 @@ std::string FormatTextReport(const RunReport& r) {
                                 b.sessions_preserved, b.files_preserved,
                                 FormatBytes(b.file_bytes_preserved), b.kho_blocks_preserved,
                                 FormatBytes(b.kho_bytes_preserved), b.tracker_node_pages));
+    }
+    if (!b.hugetlb_pools.empty()) {
+      std::vector<std::string> pools;
+      for (const HugetlbPool& p : b.hugetlb_pools) {
+        pools.push_back(absl::StrFormat(
+            "%s: %d page(s), %d free (hugepages=%d%s)", FormatBytes(p.page_size), p.nr_huge_pages,
+            p.free_huge_pages, p.requested,
+            p.preserved != 0
+                ? absl::StrFormat("; %d left out at boot for the previous kernel's preserved pages",
+                                  p.preserved)
+                : ""));
+      }
+      absl::StrAppend(&out, "  hugetlb pools ", absl::StrJoin(pools, "; "), "\n");
     }
     absl::StrAppend(&out, absl::StrFormat("  WARNs         %d\n", b.warns));
     for (const std::string& note : b.notes) absl::StrAppend(&out, "  note          ", note, "\n");
@@ -188,6 +201,16 @@ std::string ReportToJson(const RunReport& r) {
     jb["bytes_verified"] = b.bytes_verified;
     jb["sessions_finished"] = b.sessions_finished;
     jb["leaked_blocks"] = b.leaked_blocks ? json(*b.leaked_blocks) : json(nullptr);
+    json pools = json::array();
+    for (const HugetlbPool& p : b.hugetlb_pools) {
+      pools.push_back({{"name", p.name},
+                       {"page_size", p.page_size},
+                       {"requested", p.requested},
+                       {"preserved", p.preserved},
+                       {"nr_huge_pages", p.nr_huge_pages},
+                       {"free_huge_pages", p.free_huge_pages}});
+    }
+    jb["hugetlb_pools"] = std::move(pools);
     jb["warns"] = b.warns;
     jb["notes"] = b.notes;
     boots.push_back(std::move(jb));

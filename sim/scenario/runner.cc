@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -21,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "khosim/abi/hugetlb_luo.h"
 #include "khosim/base/panic.h"
 #include "khosim/fs/shmem.h"
 #include "khosim/fs/vfs.h"
@@ -30,6 +32,7 @@
 #include "khosim/luo/client.h"
 #include "khosim/luo/luo.h"
 #include "khosim/machine/scenarios.h"
+#include "khosim/mm/hugetlb.h"
 #include "khosim/scenario/content.h"
 
 namespace khosim::scenario {
@@ -302,6 +305,7 @@ class Runner::Impl {
       Arm(FaultArm::kBoot, boot);
       report_.boots.push_back(BootReport{});
       RunUserspace(boot, s_.boots[i], report_.boots.back());
+      RecordPools(report_.boots.back());
       if (failed()) return;
       if (StopRequested(boot)) {
         if (options_.stop->at_kexec) FreezeForInspect(boot);
@@ -505,10 +509,13 @@ class Runner::Impl {
                                         MissingHint(boot, sess.name, &ref)));
           }
           if (fd < 0) {
+            const FileSpec& file = *s_.FindFile(ref.file);
             return Stop(
                 Outcome::kFailed,
-                absl::StrFormat("boot %d: session \"%s\": RETRIEVE_FD %s (file %s): %s", boot,
-                                sess.name, Token(ref.token), ref.file, ErrnoName(fd)));
+                absl::StrFormat(
+                    "boot %d: session \"%s\": RETRIEVE_FD %s (file %s): %s%s", boot, sess.name,
+                    Token(ref.token), ref.file, ErrnoName(fd),
+                    fd == -ENODEV && file.kind == FileKind::kHugetlb ? NoHstateHint(file) : ""));
           }
           ++br.files_retrieved;
           const uint64_t size = s_.FindFile(ref.file)->size;
@@ -768,16 +775,30 @@ class Runner::Impl {
     Phase phase(*this, boot, "write", total);
     std::vector<uint8_t> buf(kChunk);
     for (const auto& [p, file] : todo) {
-      const int fd = fs::MemfdCreate(*p, file->name, MFD_CLOEXEC);
+      const bool huge = file->kind == FileKind::kHugetlb;
+      unsigned int flags = MFD_CLOEXEC;
+      if (huge) {
+        flags |= MFD_HUGETLB |
+                 (static_cast<unsigned int>(__builtin_ctzll(file->page_size)) << MFD_HUGE_SHIFT);
+      }
+      const int fd = fs::MemfdCreate(*p, file->name, flags);
       if (fd < 0) {
-        return Stop(Outcome::kFailed, absl::StrFormat("boot %d: process %s: memfd_create(%s): %s",
-                                                      boot, p->name(), file->name, ErrnoName(fd)));
+        return Stop(
+            Outcome::kFailed,
+            absl::StrFormat("boot %d: process %s: memfd_create(%s%s): %s%s", boot, p->name(),
+                            file->name, huge ? ", MFD_HUGETLB" : "", ErrnoName(fd),
+                            huge && fd == -ENODEV ? NoHstateHint(*file) : ""));
       }
       if (const int err = p->Ftruncate(fd, static_cast<loff_t>(file->size)); err != 0) {
         return Stop(Outcome::kFailed, absl::StrFormat("boot %d: ftruncate(%s, %d): %s", boot,
                                                       file->name, file->size, ErrnoName(err)));
       }
       const Content content(*file, s_.machine.seed);
+      if (huge) {
+        if (!WriteThroughMapping(boot, *p, fd, *file, content, phase)) return false;
+        held_[file->name] = Held{p, fd};
+        continue;
+      }
       for (const Extent& e : content.written()) {
         for (uint64_t off = e.offset; off < e.offset + e.length; off += kChunk) {
           const uint64_t n = std::min(kChunk, e.offset + e.length - off);
@@ -794,6 +815,56 @@ class Runner::Impl {
       held_[file->name] = Held{p, fd};
     }
     return true;
+  }
+
+  // hugetlbfs has no write(2): a VMM writes guest RAM through a shared
+  // mapping. Faulting base page by base page touches only the huge pages the
+  // generator writes (each from the pool, zeroed without host memory), so a
+  // file of many GiB with sampled content costs little; preserve allocates
+  // the rest.
+  bool WriteThroughMapping(int boot, fs::Process& p, int fd, const FileSpec& file,
+                           const Content& content, Phase& phase) {
+    std::unique_ptr<fs::ShmemMapping> map;
+    if (const int err = fs::ShmemMmap(p, fd, file.size, /*writable=*/true, &map); err != 0) {
+      return Stop(Outcome::kFailed, absl::StrFormat("boot %d: process %s: mmap(%s): %s", boot,
+                                                    p.name(), file.name, ErrnoName(err)));
+    }
+    const uint64_t page = s_.machine.page_size;
+    uint64_t unreported = 0;
+    for (const Extent& e : content.written()) {
+      for (uint64_t off = e.offset; off < e.offset + e.length;) {
+        const uint64_t in_page = off % page;
+        const uint64_t n = std::min(page - in_page, e.offset + e.length - off);
+        void* addr = nullptr;
+        if (const int err = map->Fault(off / page, /*write=*/true, &addr); err != 0) {
+          std::string hint;
+          if (err == -ENOSPC) {
+            hint = absl::StrFormat(
+                " (the %s hugetlb pool is empty; see hugepages= in the "
+                "command line)",
+                FormatBytes(file.page_size));
+          }
+          return Stop(Outcome::kFailed,
+                      absl::StrFormat("boot %d: process %s: write fault on %s at %d: %s%s", boot,
+                                      p.name(), file.name, off, ErrnoName(err), hint));
+        }
+        content.Fill(off, static_cast<uint8_t*>(addr) + in_page, n);
+        off += n;
+        unreported += n;
+        if (unreported >= kChunk) {
+          phase.Advance(unreported);
+          unreported = 0;
+        }
+      }
+    }
+    phase.Advance(unreported);
+    return true;
+  }
+
+  // Why MFD_HUGETLB or RETRIEVE_FD of a hugetlb file failed with -ENODEV.
+  std::string NoHstateHint(const FileSpec& file) {
+    return absl::StrFormat(" (this kernel has no %s hstate: its command line needs hugepagesz=%s)",
+                           FormatBytes(file.page_size), CmdlineSize(file.page_size));
   }
 
   bool PreservePhase(int boot, const BootSpec& spec, BootReport& br) {
@@ -835,11 +906,24 @@ class Runner::Impl {
           const Held& h = held_.at(ref.file);
           const int err = luo::PreserveFd(p, sfd, h.fd, ref.token);
           if (err != 0) {
+            const FileSpec& file = *s_.FindFile(ref.file);
             std::string hint;
-            if (err == -ENOENT) {
+            if (err == -ENOENT && file.kind == FileKind::kHugetlb) {
+              hint = absl::StrFormat(
+                  " (no LUO file handler accepted the hugetlb file: %s)",
+                  kernel().handlers().hugetlb
+                      ? "the hugetlb handler is built in, but did not take it"
+                      : absl::StrCat("this kernel is built without the hugetlb handler (",
+                                     abi::kHugemfdLuoCompatible, "); add hugetlb to its handlers"));
+            } else if (err == -ENOENT) {
               hint =
                   " (no LUO file handler accepted the file: is the memfd handler built into "
                   "this kernel?)";
+            } else if (err == -ENOSPC && file.kind == FileKind::kHugetlb) {
+              hint = absl::StrFormat(
+                  " (the %s hugetlb pool ran out: preserving a hugetlb file allocates every "
+                  "huge page it does not have yet)",
+                  FormatBytes(file.page_size));
             }
             return Stop(Outcome::kFailed,
                         absl::StrFormat("boot %d: process %s: PRESERVE_FD of %s in session \"%s\" "
@@ -943,6 +1027,20 @@ class Runner::Impl {
         return 0;
       });
       br.tracker_node_pages = tree->NodeCount();
+    }
+  }
+
+  void RecordPools(BootReport& br) {
+    mm::Hugetlb& hugetlb = kernel().mm().hugetlb();
+    for (int h = 0; h < mm::Hugetlb::kNumHstates; ++h) {
+      const mm::HstateInfo info = hugetlb.Info(h);
+      if (info.requested == 0 && info.preserved == 0 && info.nr_huge_pages == 0) continue;
+      br.hugetlb_pools.push_back(HugetlbPool{.name = info.name,
+                                             .page_size = info.size,
+                                             .requested = info.requested,
+                                             .preserved = info.preserved,
+                                             .nr_huge_pages = info.nr_huge_pages,
+                                             .free_huge_pages = info.free_huge_pages});
     }
   }
 

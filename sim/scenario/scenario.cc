@@ -26,6 +26,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "khosim/abi/hugetlb_luo.h"
 #include "khosim/abi/kexec_handover.h"
 #include "khosim/abi/luo.h"
 #include "khosim/abi/memfd_luo.h"
@@ -246,6 +247,7 @@ std::optional<std::string> AddHandler(absl::string_view name, KernelHandlers* ou
                                       std::set<std::string>* seen) {
   bool* flag = name == "memfd"          ? &out->memfd
                : name == "memfd-sparse" ? &out->memfd_sparse
+               : name == "hugetlb"      ? &out->hugetlb
                                         : nullptr;
   if (flag == nullptr) {
     std::string hint;
@@ -270,7 +272,7 @@ KernelHandlers ParseHandlers(const Field& field) {
     field.Fail(absl::StrCat("expected a list of file handlers (e.g. [memfd, memfd-sparse]; known: ",
                             KnownHandlerList(), "), got ", field.Shown()));
   }
-  KernelHandlers handlers{.memfd = false, .memfd_sparse = false};
+  KernelHandlers handlers{.memfd = false, .memfd_sparse = false, .hugetlb = false};
   std::set<std::string> seen;
   for (const Field& f : field.List()) {
     if (std::optional<std::string> error = AddHandler(f.Scalar(), &handlers, &seen)) {
@@ -393,28 +395,38 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
   const Field size = r.Require("size");
   f.size = size.Size();
   if (f.size == 0) size.Fail("a file of size 0 has nothing to verify; give it a size");
+  const std::vector<uint64_t> huge_sizes = HugePageSizes(machine.page_size);
   if (r.Has("page_size")) {
     const Field ps = r.Get("page_size");
     f.page_size = ps.Size();
+    if (f.kind == FileKind::kHugetlb &&
+        std::find(huge_sizes.begin(), huge_sizes.end(), f.page_size) == huge_sizes.end()) {
+      ps.Fail(absl::StrFormat("expected %s or %s (the huge page sizes with %s base pages), got %s",
+                              CmdlineSize(huge_sizes[0]), CmdlineSize(huge_sizes[1]),
+                              FormatBytes(machine.page_size), ps.Shown()));
+    }
     if (!IsPowerOfTwo(f.page_size)) ps.Fail("a page size is a power of two");
+  } else if (f.kind == FileKind::kHugetlb) {
+    // What MFD_HUGETLB without a size flag gives on a default command line.
+    f.page_size = huge_sizes[0];
   }
   f.content = ParseContent(r.Get("content"));
   r.Done();
 
-  const uint64_t page = f.page_size != 0 ? f.page_size : machine.page_size;
-  if (f.kind == FileKind::kHugetlb) {
-    kind.Fail(
-        "kind hugetlb is not supported by this build (no hugetlb pool or LUO hugetlb handler "
-        "yet); use kind: memfd",
-        /*unsupported=*/true);
-  }
-  if (f.page_size != 0 && f.page_size != machine.page_size) {
+  // Content is written (and sampled) in base pages for both kinds.
+  const uint64_t page = machine.page_size;
+  if (f.kind == FileKind::kMemfd && f.page_size != 0 && f.page_size != machine.page_size) {
     r.Get("page_size")
         .Fail(absl::StrFormat("a memfd uses the machine's base pages (%s); larger folios are not "
-                              "supported by this "
-                              "build",
+                              "supported by this build (kind: hugetlb has 2M and 1G pages)",
                               FormatBytes(machine.page_size)),
               /*unsupported=*/true);
+  }
+  if (f.kind == FileKind::kHugetlb && f.size % f.page_size != 0) {
+    size.Fail(absl::StrFormat(
+        "%s is not a whole number of %s huge pages (a hugetlb file's size is; ftruncate would "
+        "fail with -EINVAL)",
+        FormatBytes(f.size), FormatBytes(f.page_size)));
   }
   if (f.size % page != 0) {
     size.Fail(absl::StrFormat("%d bytes is not a multiple of the page size (%s)", f.size,
@@ -615,6 +627,159 @@ ProgramSpec ParseProgram(const Field& field) {
   return p;
 }
 
+// A hugetlb pool as a boot's command line asks for it.
+struct PoolRequest {
+  uint64_t size = 0;
+  bool registered = false;  // an hstate exists: MFD_HUGETLB of this size works
+  uint64_t pages = 0;       // hugepages=
+};
+
+// The kernel's memparse: a number with an optional K/M/G/T suffix.
+bool MemParse(absl::string_view text, uint64_t* out) {
+  uint64_t shift = 0;
+  if (!text.empty()) {
+    switch (absl::ascii_tolower(static_cast<unsigned char>(text.back()))) {
+      case 'k':
+        shift = 10;
+        break;
+      case 'm':
+        shift = 20;
+        break;
+      case 'g':
+        shift = 30;
+        break;
+      case 't':
+        shift = 40;
+        break;
+      default:
+        break;
+    }
+    if (shift != 0) text.remove_suffix(1);
+  }
+  uint64_t value = 0;
+  if (!absl::SimpleAtoi(text, &value)) return false;
+  *out = value << shift;
+  return true;
+}
+
+// The pools |cmdline| gives, one per HugePageSizes(page_size) entry, read
+// as mm::Hugetlb::ParseCmdline reads them: hugepagesz= selects and
+// registers a size, hugepages= sets the count of the selected one (of the
+// default size, the PMD size unless default_hugepagesz= says otherwise,
+// before any hugepagesz=); the default size is always registered; words
+// about unsupported sizes are ignored.
+std::vector<PoolRequest> PoolsOf(absl::string_view cmdline, uint64_t page_size) {
+  std::vector<PoolRequest> pools;
+  for (uint64_t size : HugePageSizes(page_size)) pools.push_back({.size = size});
+  pools[0].registered = true;
+  int default_pool = 0;
+  int selected = -1;  // -2: an unsupported hugepagesz=, whose hugepages= is ignored
+  for (absl::string_view word : absl::StrSplit(cmdline, ' ', absl::SkipEmpty())) {
+    const size_t eq = word.find('=');
+    if (eq == absl::string_view::npos) continue;
+    const absl::string_view key = word.substr(0, eq);
+    const absl::string_view value = word.substr(eq + 1);
+    if (key == "hugepagesz" || key == "default_hugepagesz") {
+      uint64_t bytes = 0;
+      int found = -1;
+      for (size_t i = 0; i < pools.size(); ++i) {
+        if (MemParse(value, &bytes) && bytes == pools[i].size) found = static_cast<int>(i);
+      }
+      if (found < 0) {
+        if (key == "hugepagesz") selected = -2;
+        continue;
+      }
+      (key == "hugepagesz" ? selected : default_pool) = found;
+      pools[static_cast<size_t>(found)].registered = true;
+    } else if (key == "hugepages") {
+      uint64_t n = 0;
+      if (selected == -2 || !absl::SimpleAtoi(value, &n)) continue;
+      pools[static_cast<size_t>(selected < 0 ? default_pool : selected)].pages = n;
+    }
+  }
+  return pools;
+}
+
+using Creation = std::pair<const FileRef*, const FileSpec*>;
+
+// Boot |bi| creates |created| (in order): the hugetlb pools its command
+// line asks for must hold every huge page of its hugetlb files, since
+// preservation allocates the holes too. After a kexec the pool is what the
+// kernel allocated at boot (hugepages= less the pages the previous kernel's
+// hugetlb files hold, which the hugetlb handler leaves out) plus the pages
+// of files a finished session held but nobody retrieved; retrieved files
+// bring their own pages.
+void CheckHugetlbPools(const Scenario& s, size_t bi, const std::vector<Creation>& created) {
+  const BootSpec& boot = s.boots[bi];
+  const std::vector<PoolRequest> pools = PoolsOf(boot.EffectiveCmdline(), s.machine.page_size);
+  std::map<uint64_t, uint64_t> left_out;  // by huge page size
+  std::map<uint64_t, uint64_t> returned;
+  if (bi > 0 && s.HandlersOf(bi).hugetlb) {
+    for (const ProcessSpec& p : s.boots[bi - 1].processes) {
+      for (const SessionSpec& out : p.sessions) {
+        if (!out.preserve) continue;
+        const SessionSpec* in = nullptr;
+        for (const ProcessSpec& q : boot.processes) {
+          for (const SessionSpec& sess : q.sessions) {
+            if (sess.name == out.name && sess.retrieve) in = &sess;
+          }
+        }
+        for (const FileRef& ref : *out.preserve) {
+          const FileSpec* file = s.FindFile(ref.file);
+          if (ref.omit || file->kind != FileKind::kHugetlb) continue;
+          const uint64_t pages = file->size / file->page_size;
+          left_out[file->page_size] += pages;
+          if (in == nullptr || !in->finish) continue;
+          const bool retrieved =
+              std::any_of(in->retrieve->begin(), in->retrieve->end(),
+                          [&](const FileRef& r) { return r.token == ref.token; });
+          if (!retrieved) returned[file->page_size] += pages;
+        }
+      }
+    }
+  }
+  const std::string cmdline_field = boot.pos.field.empty()
+                                        ? absl::StrCat("boots[", bi, "].cmdline")
+                                        : absl::StrCat(boot.pos.field, ".cmdline");
+  std::map<uint64_t, uint64_t> used;
+  for (const Creation& creation : created) {
+    const FileRef* ref = creation.first;
+    const FileSpec* file = creation.second;
+    if (file->kind != FileKind::kHugetlb) continue;
+    const PoolRequest& pool = *std::find_if(pools.begin(), pools.end(), [&](const PoolRequest& p) {
+      return p.size == file->page_size;
+    });
+    const uint64_t pages = file->size / file->page_size;
+    const uint64_t needed = used[file->page_size] += pages;
+    const uint64_t kept = std::min(pool.pages, left_out[file->page_size]);
+    const uint64_t available = pool.pages - kept + returned[file->page_size];
+    if (pool.registered && needed <= available) continue;
+    // The least hugepages= that leaves |needed| pages after the left-out ones.
+    const uint64_t minimum = needed + left_out[file->page_size] - returned[file->page_size];
+    const std::string size = CmdlineSize(file->page_size);
+    const std::string what = absl::StrFormat(
+        "file \"%s\" (hugetlb, %s pages) is created in boot %d and needs %d huge page(s)%s",
+        file->name, FormatBytes(file->page_size), bi + 1, pages,
+        needed > pages ? absl::StrFormat(", %d with the files created before it", needed) : "");
+    if (!pool.registered || pool.pages == 0) {
+      Fail(ref->pos, absl::StrFormat("%s, but boot %d's command line (\"%s\") configures no %s "
+                                     "hugetlb pool; add \"hugepagesz=%s hugepages=%d\" to %s",
+                                     what, bi + 1, boot.EffectiveCmdline(),
+                                     FormatBytes(file->page_size), size, minimum, cmdline_field));
+    }
+    Fail(ref->pos,
+         absl::StrFormat("%s, but boot %d's %s pool has %d (hugepagesz=%s hugepages=%d%s); raise "
+                         "hugepages= for %s in %s to at least %d",
+                         what, bi + 1, FormatBytes(file->page_size), available, size, pool.pages,
+                         kept != 0 || returned[file->page_size] != 0
+                             ? absl::StrFormat(", less %d left out for the previous kernel's "
+                                               "preserved pages, plus %d returned at finish",
+                                               kept, returned[file->page_size])
+                             : "",
+                         size, cmdline_field, minimum));
+  }
+}
+
 // Cross-field checks: who holds which file in which boot.
 void Validate(const Scenario& s, const Field& root) {
   if (s.program) {
@@ -642,6 +807,7 @@ void Validate(const Scenario& s, const Field& root) {
     std::map<std::string, std::string> holder;  // file -> process, this boot
     std::set<std::string> outgoing_sessions;
     std::set<std::string> retrieved_sessions;
+    std::vector<Creation> created;
     for (const ProcessSpec& p : boot.processes) {
       if (!process_names.insert(p.name).second) {
         Fail(p.pos, absl::StrCat("two processes named \"", p.name, "\" in this boot"));
@@ -697,6 +863,7 @@ void Validate(const Scenario& s, const Field& root) {
                                            "boot before preserving it again"));
               }
               holder.emplace(ref.file, p.name);
+              created.emplace_back(&ref, file);
             }
             if (sess.retrieve && !sess.finish) {
               for (const FileRef& in : *sess.retrieve) {
@@ -711,6 +878,7 @@ void Validate(const Scenario& s, const Field& root) {
         }
       }
     }
+    CheckHugetlbPools(s, bi, created);
     for (const auto& [file, process] : holder) ever_created.insert(file);
   }
 }
@@ -752,18 +920,21 @@ Scenario ParseRoot(const YAML::Node& doc, absl::string_view source) {
 }
 
 constexpr char kDefaultScenario[] =
-    R"yaml(# The default: three VMs whose guest RAM lives in memfds, each VM's files
-# in one LUO session, across two live updates. In each update the running
-# VMMs preserve their sessions, the kernel kexecs, and new VMMs retrieve the
-# sessions, verify every byte, finish them, and (in boot 2) preserve the
-# same memory again for the next update. Nothing of an old kernel may be
-# left unclaimed.
+    R"yaml(# The default: five VMs, each VM's files in one LUO session, across two live
+# updates. Three VMs' guest RAM lives in memfds; vm3's in a hugetlb memfd of
+# 2 MiB pages and vm4's in one 1 GiB page (the kernels are built with the
+# hugetlb handler, and their command lines give the pools). In each update
+# the running VMMs preserve their sessions, the kernel kexecs, and new VMMs
+# retrieve the sessions, verify the bytes, finish them, and (in boot 2)
+# preserve the same memory again for the next update. The next kernel
+# leaves the preserved huge pages out of its pools, so they are not
+# allocated twice. Nothing of an old kernel may be left unclaimed.
 version: 1
 name: default
-description: three VMs with memfd guest RAM in LUO sessions across two kexecs
-machine: {ram: 4G, nodes: 2, page_size: 4K, seed: 1, scrub: poison}
+description: five VMs with memfd and hugetlb guest RAM in LUO sessions across two kexecs
+machine: {ram: 6G, nodes: 2, page_size: 4K, seed: 1, scrub: poison, handlers: [memfd, hugetlb]}
 files:
-  vm0-ram: {kind: memfd, size: 128M, content: {generator: random}}
+  vm0-ram: {kind: memfd, size: 96M, content: {generator: random}}
   vm1-ram: {kind: memfd, size: 96M, content: {generator: random}}
   vm1-rom: {kind: memfd, size: 2M, content: {generator: pattern, pattern: "OVMF"}}
   vm2-ram:
@@ -772,8 +943,14 @@ files:
     content:
       generator: sparse
       extents: [{offset: 0, length: 8M}, {offset: 32M, length: 4M}, {offset: 60M, length: 4M}]
+  vm3-ram: {kind: hugetlb, page_size: 2M, size: 32M, content: {generator: random}}
+  vm4-ram:                      # one 1 GiB page, touched here and there
+    kind: hugetlb
+    page_size: 1G
+    size: 1G
+    content: {generator: sampled, stride: 2M, extents: [{offset: 0, length: 8M}]}
 boots:
-  - cmdline: kho=on liveupdate=on
+  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1
     processes:
       - name: vmm-vm0
         sessions: [{name: vm0, preserve: [{token: 0x10, file: vm0-ram}]}]
@@ -783,7 +960,11 @@ boots:
             preserve: [{token: 0x10, file: vm1-ram}, {token: 0x11, file: vm1-rom}]
       - name: vmm-vm2
         sessions: [{name: vm2, preserve: [{token: 0x10, file: vm2-ram}]}]
-  - cmdline: kho=on liveupdate=on
+      - name: vmm-vm3
+        sessions: [{name: vm3, preserve: [{token: 0x10, file: vm3-ram}]}]
+      - name: vmm-vm4
+        sessions: [{name: vm4, preserve: [{token: 0x10, file: vm4-ram}]}]
+  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1
     processes:
       - name: vmm-vm0
         sessions:
@@ -800,7 +981,17 @@ boots:
           - name: vm2
             retrieve: [{token: 0x10, file: vm2-ram, verify: sample}]
             preserve: [{token: 0x10, file: vm2-ram}]
-  - cmdline: kho=on liveupdate=on
+      - name: vmm-vm3
+        sessions:
+          - name: vm3
+            retrieve: [{token: 0x10, file: vm3-ram}]
+            preserve: [{token: 0x10, file: vm3-ram}]
+      - name: vmm-vm4
+        sessions:
+          - name: vm4
+            retrieve: [{token: 0x10, file: vm4-ram, verify: sample}]
+            preserve: [{token: 0x10, file: vm4-ram}]
+  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1
     processes:
       - name: vmm-vm0
         sessions: [{name: vm0, retrieve: [{token: 0x10, file: vm0-ram}]}]
@@ -810,6 +1001,10 @@ boots:
             retrieve: [{token: 0x10, file: vm1-ram}, {token: 0x11, file: vm1-rom}]
       - name: vmm-vm2
         sessions: [{name: vm2, retrieve: [{token: 0x10, file: vm2-ram}]}]
+      - name: vmm-vm3
+        sessions: [{name: vm3, retrieve: [{token: 0x10, file: vm3-ram}]}]
+      - name: vmm-vm4
+        sessions: [{name: vm4, retrieve: [{token: 0x10, file: vm4-ram, verify: sample}]}]
 )yaml";
 
 constexpr char kSessionsScenario[] =
@@ -898,9 +1093,27 @@ absl::string_view FileKindName(FileKind kind) {
   return kind == FileKind::kMemfd ? "memfd" : "hugetlb";
 }
 
+std::vector<uint64_t> HugePageSizes(uint64_t page_size) {
+  // One page-table level maps page_size / 8 entries.
+  const int level_bits = __builtin_ctzll(page_size) - 3;
+  return {page_size << level_bits, page_size << (2 * level_bits)};
+}
+
+std::string CmdlineSize(uint64_t bytes) {
+  static const std::pair<char, int> kUnits[] = {{'T', 40}, {'G', 30}, {'M', 20}, {'K', 10}};
+  for (const auto& [unit, shift] : kUnits) {
+    if (bytes != 0 && bytes % (uint64_t{1} << shift) == 0) {
+      return absl::StrCat(bytes >> shift, std::string(1, unit));
+    }
+  }
+  return absl::StrCat(bytes);
+}
+
 const std::vector<HandlerInfo>& KnownHandlers() {
-  static const auto* known = new std::vector<HandlerInfo>{
-      {"memfd", abi::kMemfdLuoCompatible}, {"memfd-sparse", abi::kMemfdSparseCompatible}};
+  static const auto* known =
+      new std::vector<HandlerInfo>{{"memfd", abi::kMemfdLuoCompatible},
+                                   {"memfd-sparse", abi::kMemfdSparseCompatible},
+                                   {"hugetlb", abi::kHugemfdLuoCompatible}};
   return *known;
 }
 
@@ -909,6 +1122,7 @@ std::vector<HandlerInfo> BuiltHandlers(const KernelHandlers& handlers) {
   const std::vector<HandlerInfo>& known = KnownHandlers();
   if (handlers.memfd) out.push_back(known[0]);
   if (handlers.memfd_sparse) out.push_back(known[1]);
+  if (handlers.hugetlb) out.push_back(known[2]);
   return out;
 }
 
@@ -919,7 +1133,7 @@ std::string FormatHandlers(const KernelHandlers& handlers) {
 }
 
 absl::StatusOr<KernelHandlers> ParseHandlerList(absl::string_view list) {
-  KernelHandlers handlers{.memfd = false, .memfd_sparse = false};
+  KernelHandlers handlers{.memfd = false, .memfd_sparse = false, .hugetlb = false};
   std::set<std::string> seen;
   for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
     if (std::optional<std::string> error =

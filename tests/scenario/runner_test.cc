@@ -348,6 +348,166 @@ boots:
   EXPECT_LT(r.host_resident_bytes, 128 * kMiB);
 }
 
+// Guest RAM in hugetlb memfds of 2 MiB and 1 GiB pages next to a memfd,
+// across two kexecs.
+constexpr char kHuge[] = R"(
+name: huge
+machine: {ram: 4G, nodes: 1, seed: 4, handlers: [memfd, hugetlb]}
+files:
+  ram2m: {kind: hugetlb, page_size: 2M, size: 16M, content: {generator: sampled, stride: 1M, extents: [{offset: 0, length: 3M}]}}
+  ram1g: {kind: hugetlb, page_size: 1G, size: 1G, content: {generator: sampled, stride: 64M}}
+  fw: {kind: memfd, size: 1M, content: {generator: pattern, pattern: "OVMF"}}
+boots:
+  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=10 hugepagesz=1G hugepages=1
+    processes: [{name: vmm, sessions: [{name: vm, preserve: [{token: 1, file: ram2m}, {token: 2, file: ram1g}, {token: 3, file: fw}]}]}]
+  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=10 hugepagesz=1G hugepages=1
+    processes:
+      - name: vmm
+        sessions:
+          - name: vm
+            retrieve: [{token: 1, file: ram2m}, {token: 2, file: ram1g, verify: sample}, {token: 3, file: fw}]
+            preserve: [{token: 1, file: ram2m}, {token: 2, file: ram1g}, {token: 3, file: fw}]
+  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=10 hugepagesz=1G hugepages=1
+    processes: [{name: vmm, sessions: [{name: vm, retrieve: [{token: 1, file: ram2m}, {token: 2, file: ram1g, verify: sample}, {token: 3, file: fw}]}]}]
+)";
+
+TEST(RunnerTest, HugetlbGuestRamRoundTripsWithPoolsAndNothingLeaked) {
+  const RunReport r = RunScenario(Parse(kHuge));
+  ASSERT_EQ(r.outcome, Outcome::kPassed) << FormatTextReport(r);
+  ASSERT_EQ(r.boots.size(), 3u);
+  ASSERT_EQ(r.boots[0].preserved_files.size(), 3u);
+  EXPECT_EQ(r.boots[0].preserved_files[0].handler, "hugemfd-v1");
+  EXPECT_EQ(r.boots[0].preserved_files[1].handler, "hugemfd-v1");
+  EXPECT_EQ(r.boots[0].preserved_files[2].handler, "memfd-v2");
+  // Every huge page is handed over whole: 8 + 1 blocks for 1 GiB + 16 MiB.
+  EXPECT_GE(r.boots[0].kho_bytes_preserved, kGiB + 16 * kMiB + 1 * kMiB);
+  EXPECT_LT(r.boots[0].kho_blocks_preserved, 9u + 256u + 64u);
+  EXPECT_EQ(r.boots[1].leaked_blocks, 0u);
+  EXPECT_EQ(r.boots[2].leaked_blocks, 0u);
+  ASSERT_EQ(r.files.size(), 6u);
+  for (const FileCheck& f : r.files) EXPECT_TRUE(f.ok) << f.file;
+  EXPECT_EQ(r.files[0].handler, "hugemfd-v1");
+  EXPECT_EQ(r.files[0].hash, r.files[3].hash);
+  EXPECT_EQ(r.files[1].hash, r.files[4].hash);
+  EXPECT_TRUE(r.warns.empty());
+  // Boot 1 takes 8 of 10 2 MiB pages and the one 1 GiB page. Boots 2 and 3
+  // allocate only what the previous kernel did not hand over; the
+  // retrieved pages complete the pools.
+  ASSERT_EQ(r.boots[0].hugetlb_pools.size(), 2u);
+  const HugetlbPool& pmd1 = r.boots[0].hugetlb_pools[0];
+  EXPECT_EQ(pmd1.name, "hugepages-2048kB");
+  EXPECT_EQ(pmd1.page_size, 2 * kMiB);
+  EXPECT_EQ(pmd1.requested, 10u);
+  EXPECT_EQ(pmd1.preserved, 0u);
+  EXPECT_EQ(pmd1.nr_huge_pages, 10u);
+  EXPECT_EQ(pmd1.free_huge_pages, 2u);
+  for (int boot : {1, 2}) {
+    ASSERT_EQ(r.boots[boot].hugetlb_pools.size(), 2u);
+    const HugetlbPool& pmd = r.boots[boot].hugetlb_pools[0];
+    EXPECT_EQ(pmd.preserved, 8u);
+    EXPECT_EQ(pmd.nr_huge_pages, 10u);
+    EXPECT_EQ(pmd.free_huge_pages, 2u);
+    const HugetlbPool& pud = r.boots[boot].hugetlb_pools[1];
+    EXPECT_EQ(pud.page_size, kGiB);
+    EXPECT_EQ(pud.requested, 1u);
+    EXPECT_EQ(pud.preserved, 1u);
+    EXPECT_EQ(pud.nr_huge_pages, 1u);
+    EXPECT_EQ(pud.free_huge_pages, 0u);
+  }
+  // Sampled content in a 1 GiB page costs host memory for what is written
+  // and read, not for the page.
+  EXPECT_LT(r.host_resident_bytes, 128 * kMiB);
+  const std::string text = FormatTextReport(r);
+  EXPECT_THAT(text, HasSubstr("  handlers      memfd (memfd-v2), hugetlb (hugemfd-v1)\n"));
+  EXPECT_THAT(text, HasSubstr("  hugetlb pools 2 MiB: 10 page(s), 2 free (hugepages=10; 8 left "
+                              "out at boot for the previous kernel's preserved pages); 1 GiB: 1 "
+                              "page(s), 0 free (hugepages=1; 1 left out at boot"));
+  EXPECT_THAT(text, HasSubstr("  1    ram1g        vm         0x2         1 GiB  hugemfd-v1\n"));
+  const nlohmann::json doc = nlohmann::json::parse(ReportToJson(r));
+  EXPECT_EQ(doc["boots"][1]["hugetlb_pools"][1]["name"], "hugepages-1048576kB");
+  EXPECT_EQ(doc["boots"][1]["hugetlb_pools"][1]["preserved"], 1);
+  EXPECT_EQ(doc["boots"][1]["hugetlb_pools"][0]["free_huge_pages"], 2);
+  EXPECT_EQ(doc["boots"][0]["handlers"][1]["name"], "hugetlb");
+}
+
+TEST(RunnerTest, AChangedHugePageIsTheFirstDivergence) {
+  // A byte of a preserved 2 MiB page changes after preserve.
+  const Scenario s = Parse(kHuge);
+  Runner runner(s, RunOptions{.before_kexec = [](HookContext& hook) {
+                  if (hook.boot != 1) return;
+                  struct file* f = hook.file("ram2m");
+                  ASSERT_NE(f, nullptr);
+                  struct folio* folio = fs::ShmemInode::FromFile(f)->PeekFolio(512 + 7);
+                  ASSERT_NE(folio, nullptr);
+                  EXPECT_EQ(folio->page.index, 512u) << "the second 2 MiB folio";
+                  static_cast<uint8_t*>(folio_address(folio))[7 * 4096 + 5] ^= 0xff;
+                }});
+  const RunReport r = runner.Run();
+  ASSERT_EQ(r.outcome, Outcome::kDataLoss) << FormatTextReport(r);
+  ASSERT_TRUE(r.divergence.has_value());
+  EXPECT_EQ(r.divergence->file, "ram2m");
+  EXPECT_EQ(r.divergence->offset, 2 * kMiB + 7 * 4096 + 5);
+}
+
+// A kexec into a kernel without the hugetlb handler: exit 4, naming it.
+TEST(RunnerTest, AKernelWithoutTheHugetlbHandlerFailsNamingHugemfd) {
+  const Scenario s = Parse(Replace(kHuge,
+                                   "  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=10 "
+                                   "hugepagesz=1G hugepages=1\n    processes:\n      - name: vmm",
+                                   "  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=10 "
+                                   "hugepagesz=1G hugepages=1\n    handlers: [memfd]\n    "
+                                   "processes:\n      - name: vmm"));
+  ASSERT_FALSE(s.HandlersOf(1).hugetlb);
+  const RunReport r = RunScenario(s);
+  EXPECT_EQ(r.outcome, Outcome::kFailed);
+  EXPECT_EQ(ExitCode(r.outcome), 4);
+  EXPECT_THAT(r.message,
+              HasSubstr("boot 2: process vmm: open(/dev/liveupdate): -EIO (LUO could not read the "
+                        "incoming sessions (-ENOENT): boot 1 preserved 2 file(s) with hugemfd-v1, "
+                        "and this kernel is built without that handler (its handlers: memfd "
+                        "(memfd-v2))"));
+}
+
+// The creating kernel without it: PRESERVE_FD finds no handler.
+TEST(RunnerTest, PreservingAHugetlbFileWithoutTheHandlerNamesIt) {
+  const Scenario s =
+      Parse(Replace(kHuge, "handlers: [memfd, hugetlb]", "handlers: [memfd, memfd-sparse]"));
+  const RunReport r = RunScenario(s);
+  EXPECT_EQ(r.outcome, Outcome::kFailed);
+  EXPECT_EQ(r.message,
+            "boot 1: process vmm: PRESERVE_FD of ram2m in session \"vm\" (token 0x1): -ENOENT (no "
+            "LUO file handler accepted the hugetlb file: this kernel is built without the hugetlb "
+            "handler (hugemfd-v1); add hugetlb to its handlers)");
+}
+
+// The pool model of the parser (ScenarioParseTest.HugetlbPoolsAreChecked)
+// at its limit: boot 2's pool is empty at boot (the previous kernel's
+// files hold all 12 pages) and gets 4 back when the session holding the
+// unretrieved file b is finished; the new file c takes exactly those.
+TEST(RunnerTest, PagesOfAnUnretrievedHugetlbFileReturnToThePoolAtFinish) {
+  const RunReport r = RunScenario(Parse(R"(
+machine: {ram: 1G, nodes: 1, seed: 8, handlers: [memfd, hugetlb]}
+files:
+  a: {kind: hugetlb, size: 16M, content: {generator: sampled, stride: 1M}}
+  b: {kind: hugetlb, size: 8M}
+  c: {kind: hugetlb, size: 8M, content: {generator: pattern, pattern: "c"}}
+boots:
+  - cmdline: kho=on liveupdate=on hugepages=12
+    processes: [{name: p, sessions: [{name: s, preserve: [{token: 1, file: a}, {token: 2, file: b}]}]}]
+  - cmdline: kho=on liveupdate=on hugepages=12
+    processes: [{name: p, sessions: [{name: s, retrieve: [{token: 1, file: a}], preserve: [{token: 1, file: a}, {token: 3, file: c}]}]}]
+  - cmdline: kho=on liveupdate=on hugepages=12
+    processes: [{name: p, sessions: [{name: s, retrieve: [{token: 1, file: a}, {token: 3, file: c}]}]}]
+)"));
+  ASSERT_EQ(r.outcome, Outcome::kPassed) << FormatTextReport(r);
+  ASSERT_EQ(r.boots[1].hugetlb_pools.size(), 1u);
+  EXPECT_EQ(r.boots[1].hugetlb_pools[0].preserved, 12u);
+  EXPECT_EQ(r.boots[1].hugetlb_pools[0].nr_huge_pages, 12u);
+  EXPECT_EQ(r.boots[1].hugetlb_pools[0].free_huge_pages, 0u);
+  EXPECT_EQ(r.boots[1].leaked_blocks, 0u);
+  EXPECT_EQ(r.boots[2].leaked_blocks, 0u);
+}
+
 TEST(RunnerTest, ProgramScenarios) {
   const Scenario kho = Parse(R"(
 machine: {ram: 1G}

@@ -1,6 +1,7 @@
 // Scenario files: what parses, the defaults, and the precise errors for
 // malformed, invalid and unsupported ones (line, column and field named).
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
@@ -42,9 +43,18 @@ TEST(ScenarioParseTest, DefaultScenarioShape) {
   absl::StatusOr<Scenario> s = ResolveScenario("default");
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->kexecs(), 2);
-  EXPECT_EQ(s->boots[0].processes.size(), 3u);
-  EXPECT_GE(s->FileBytes(), 256 * kMiB);  // a few hundred MiB of guest RAM
-  EXPECT_LE(s->FileBytes(), 512 * kMiB);
+  EXPECT_EQ(s->boots[0].processes.size(), 5u);
+  // A few hundred MiB of memfd guest RAM, hugetlb guest RAM of both sizes.
+  uint64_t memfd_bytes = 0;
+  std::vector<uint64_t> huge_sizes;
+  for (const FileSpec& f : s->files) {
+    if (f.kind == FileKind::kMemfd) memfd_bytes += f.size;
+    if (f.kind == FileKind::kHugetlb) huge_sizes.push_back(f.page_size);
+  }
+  EXPECT_GE(memfd_bytes, 256 * kMiB);
+  EXPECT_LE(memfd_bytes, 512 * kMiB);
+  EXPECT_EQ(huge_sizes, (std::vector<uint64_t>{2 * kMiB, kGiB}));
+  EXPECT_TRUE(s->HandlersOf(0).hugetlb);
 }
 
 TEST(ScenarioParseTest, MinimalScenarioTakesDefaults) {
@@ -127,10 +137,6 @@ TEST(ScenarioParseTest, UnsupportedFeaturesSayNotSupportedByThisBuild) {
   EXPECT_EQ(kho.message(),
             "t.yaml:1:15: boots[0].kho: KHO ABI profile kho-v1 is not supported by this build "
             "(supported: kho-v4)");
-  const Error huge = ParseError("files:\n  g: {kind: hugetlb, size: 2M}\nboots: [{}]\n");
-  EXPECT_EQ(huge.code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(huge.message(), StartsWith("t.yaml:2:13: files.g.kind: kind hugetlb is not supported "
-                                         "by this build"));
   EXPECT_EQ(ParseError("boots: [{kho: kho-v9}]\n").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseError("version: 2\nboots: [{}]\n").code(), absl::StatusCode::kUnimplemented);
 }
@@ -216,15 +222,18 @@ boots:
 TEST(ScenarioParseTest, HandlerErrorsNameLineAndField) {
   EXPECT_EQ(ParseError("boots: [{}, {handlers: [memfd, memfd-sprase]}]\n").message(),
             "t.yaml:1:32: boots[1].handlers[1]: unknown file handler \"memfd-sprase\" (known: "
-            "memfd, memfd-sparse)");
+            "memfd, memfd-sparse, hugetlb)");
   EXPECT_EQ(ParseError("machine: {handlers: [memfd-sparse-v1]}\nboots: [{}]\n").message(),
             "t.yaml:1:22: machine.handlers[0]: unknown file handler \"memfd-sparse-v1\" (known: "
-            "memfd, memfd-sparse; memfd-sparse-v1 is built by memfd-sparse)");
+            "memfd, memfd-sparse, hugetlb; memfd-sparse-v1 is built by memfd-sparse)");
+  EXPECT_EQ(ParseError("machine: {handlers: [hugemfd-v1]}\nboots: [{}]\n").message(),
+            "t.yaml:1:22: machine.handlers[0]: unknown file handler \"hugemfd-v1\" (known: "
+            "memfd, memfd-sparse, hugetlb; hugemfd-v1 is built by hugetlb)");
   EXPECT_EQ(ParseError("boots: [{handlers: [memfd, memfd]}]\n").message(),
             "t.yaml:1:28: boots[0].handlers[1]: file handler memfd is listed twice");
   EXPECT_EQ(ParseError("boots: [{handlers: memfd}]\n").message(),
             "t.yaml:1:20: boots[0].handlers: expected a list of file handlers (e.g. [memfd, "
-            "memfd-sparse]; known: memfd, memfd-sparse), got \"memfd\"");
+            "memfd-sparse]; known: memfd, memfd-sparse, hugetlb), got \"memfd\"");
   EXPECT_THAT(ParseError("machine: {ram: 1G}\nboots: [{cmdline: kho=on}, {cmdline: kho=on, "
                          "handlers: [memfd]}]\nprogram: {name: kho}\n")
                   .message(),
@@ -239,9 +248,124 @@ TEST(ScenarioParseTest, HandlerListForTheCommandLine) {
   absl::StatusOr<KernelHandlers> none = ParseHandlerList("");
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(FormatHandlers(*none), "none");
-  EXPECT_EQ(ParseHandlerList("memfd,hugetlb").status().message(),
-            "unknown file handler \"hugetlb\" (known: memfd, memfd-sparse)");
+  absl::StatusOr<KernelHandlers> huge = ParseHandlerList("memfd,hugetlb");
+  ASSERT_TRUE(huge.ok()) << huge.status();
+  EXPECT_TRUE(huge->memfd && huge->hugetlb && !huge->memfd_sparse);
+  EXPECT_EQ(FormatHandlers(*huge), "memfd, hugetlb");
+  EXPECT_EQ(ParseHandlerList("memfd,hugetlbfs").status().message(),
+            "unknown file handler \"hugetlbfs\" (known: memfd, memfd-sparse, hugetlb)");
   EXPECT_EQ(ParseHandlerList("memfd,memfd").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ScenarioParseTest, HugetlbFiles) {
+  absl::StatusOr<Scenario> s = ParseScenario(R"(
+machine: {handlers: [memfd, hugetlb]}
+files:
+  a: {kind: hugetlb, page_size: 1G, size: 2G, content: {generator: sampled, stride: 2M}}
+  b: {kind: hugetlb, size: 4M}
+boots:
+  - cmdline: kho=on liveupdate=on hugepages=2 hugepagesz=1G hugepages=2
+    processes: [{name: p, sessions: [{name: s, preserve: [{token: 1, file: a}, {token: 2, file: b}]}]}]
+)",
+                                             "t.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->files[0].kind, FileKind::kHugetlb);
+  EXPECT_EQ(s->files[0].page_size, kGiB);
+  EXPECT_EQ(s->files[0].content.length, 4096u) << "sampled blocks are base pages";
+  EXPECT_EQ(s->files[1].page_size, 2 * kMiB) << "the default: the PMD size";
+  EXPECT_TRUE(s->HandlersOf(0).hugetlb);
+  EXPECT_EQ(FormatHandlers(s->HandlersOf(0)), "memfd, hugetlb");
+  EXPECT_EQ(BuiltHandlers(s->HandlersOf(0))[1].compatible, "hugemfd-v1");
+  EXPECT_EQ(HugePageSizes(16384), (std::vector<uint64_t>{32 * kMiB, 64 * kGiB}));
+  EXPECT_EQ(CmdlineSize(2 * kMiB), "2M");
+  EXPECT_EQ(CmdlineSize(kGiB), "1G");
+}
+
+TEST(ScenarioParseTest, HugetlbFileErrorsNameLineAndField) {
+  EXPECT_EQ(
+      ParseError("files:\n  g: {kind: hugetlb, page_size: 4K, size: 2M}\nboots: [{}]\n").message(),
+      "t.yaml:2:33: files.g.page_size: expected 2M or 1G (the huge page sizes with 4 KiB "
+      "base pages), got \"4K\"");
+  EXPECT_EQ(ParseError("machine: {page_size: 16K}\nfiles:\n  g: {kind: hugetlb, page_size: 2M, "
+                       "size: 32M}\nboots: [{}]\n")
+                .message(),
+            "t.yaml:3:33: files.g.page_size: expected 32M or 64G (the huge page sizes with 16 KiB "
+            "base pages), got \"2M\"");
+  EXPECT_EQ(ParseError("files:\n  g: {kind: hugetlb, page_size: 1G, size: 1536M}\nboots: [{}]\n")
+                .message(),
+            "t.yaml:2:43: files.g.size: 1.5 GiB is not a whole number of 1 GiB huge pages (a "
+            "hugetlb file's size is; ftruncate would fail with -EINVAL)");
+  EXPECT_THAT(ParseError("files:\n  g: {kind: hugetlb, size: 3M}\nboots: [{}]\n").message(),
+              HasSubstr("files.g.size: 3 MiB is not a whole number of 2 MiB huge pages"));
+  // A memfd still has base pages only.
+  EXPECT_THAT(
+      ParseError("files: {a: {kind: memfd, size: 4M, page_size: 2M}}\nboots: [{}]\n").message(),
+      HasSubstr("larger folios are not supported by this build (kind: hugetlb has 2M "
+                "and 1G pages)"));
+}
+
+// The boot that creates a hugetlb file must have a pool for it.
+TEST(ScenarioParseTest, HugetlbPoolsAreChecked) {
+  const std::string no_pool = R"(machine: {handlers: [memfd, hugetlb]}
+files: {g: {kind: hugetlb, size: 8M}}
+boots:
+  - processes: [{name: p, sessions: [{name: s, preserve: [{token: 1, file: g}]}]}]
+)";
+  EXPECT_EQ(ParseError(no_pool).message(),
+            "t.yaml:4:59: boots[0].processes[0].sessions[0].preserve[0]: file \"g\" (hugetlb, "
+            "2 MiB pages) is created in boot 1 and needs 4 huge page(s), but boot 1's command "
+            "line (\"kho=on liveupdate=on\") configures no 2 MiB hugetlb pool; add "
+            "\"hugepagesz=2M hugepages=4\" to boots[0].cmdline");
+  // hugepages= before any hugepagesz= is the default (2 MiB) size's: no
+  // 1 GiB pool (and no 1 GiB hstate) here.
+  const std::string no_1g = R"(files: {g: {kind: hugetlb, page_size: 1G, size: 1G}}
+boots:
+  - cmdline: kho=on liveupdate=on hugepages=1
+    processes: [{name: p, sessions: [{name: s, preserve: [{token: 1, file: g}]}]}]
+)";
+  EXPECT_THAT(ParseError(no_1g).message(),
+              HasSubstr("configures no 1 GiB hugetlb pool; add \"hugepagesz=1G hugepages=1\""));
+  const std::string too_small = R"(files:
+  g: {kind: hugetlb, size: 8M}
+  h: {kind: hugetlb, size: 4M}
+boots:
+  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=5
+    processes: [{name: p, sessions: [{name: s, preserve: [{token: 1, file: g}, {token: 2, file: h}]}]}]
+)";
+  EXPECT_EQ(ParseError(too_small).message(),
+            "t.yaml:6:80: boots[0].processes[0].sessions[0].preserve[1]: file \"h\" (hugetlb, "
+            "2 MiB pages) is created in boot 1 and needs 2 huge page(s), 6 with the files created "
+            "before it, but boot 1's 2 MiB pool has 5 (hugepagesz=2M hugepages=5); raise "
+            "hugepages= for 2M in boots[0].cmdline to at least 6");
+  // After a kexec the pool is hugepages= less what the previous kernel's
+  // files hold, plus what a finished session held but nobody retrieved:
+  // 12 - 12 + 4 here.
+  const std::string after_kexec = R"(files:
+  a: {kind: hugetlb, size: 16M}
+  b: {kind: hugetlb, size: 8M}
+  c: {kind: hugetlb, size: SIZE}
+boots:
+  - cmdline: kho=on liveupdate=on hugepages=12
+    processes: [{name: p, sessions: [{name: s, preserve: [{token: 1, file: a}, {token: 2, file: b}]}]}]
+  - cmdline: kho=on liveupdate=on hugepages=12
+    processes: [{name: p, sessions: [{name: s, retrieve: [{token: 1, file: a}], preserve: [{token: 1, file: a}, {token: 3, file: c}]}]}]
+)";
+  std::string fits = after_kexec;
+  fits.replace(fits.find("SIZE"), 4, "8M");
+  std::string too_big = after_kexec;
+  too_big.replace(too_big.find("SIZE"), 4, "10M");
+  // Without the hugetlb handler kernel 2 does not read the previous
+  // kernel's counts and leaves nothing out (that run fails at PRESERVE_FD).
+  EXPECT_EQ(ParseError(too_big).code(), absl::StatusCode::kOk);
+  const std::string with_handler = "machine: {handlers: [memfd, hugetlb]}\n";
+  EXPECT_EQ(ParseError(with_handler + fits).code(), absl::StatusCode::kOk)
+      << ParseError(with_handler + fits).message();
+  EXPECT_THAT(ParseError(with_handler + too_big).message(),
+              HasSubstr("boots[1].processes[0].sessions[0].preserve[1]: file \"c\" (hugetlb, "
+                        "2 MiB pages) is created in boot 2 and needs 5 huge page(s), but boot 2's "
+                        "2 MiB pool has 4 (hugepagesz=2M hugepages=12, less 12 left out for the "
+                        "previous kernel's preserved pages, plus 4 returned at finish); raise "
+                        "hugepages= for 2M in boots[1].cmdline to at least 13"));
 }
 
 TEST(ScenarioParseTest, SampledGenerator) {

@@ -7,7 +7,8 @@
 //   verify    size, content hash, and every byte (full) or sampled pages
 //             against the file's generator
 //   finish    FINISH the retrieved sessions, close them
-//   write     memfd_create + ftruncate + the generator's extents
+//   write     memfd_create + ftruncate + the generator's extents (a hugetlb
+//             file: MFD_HUGETLB, written through a shared mapping)
 //   preserve  CREATE_SESSION + PRESERVE_FD (except files marked omit)
 // then the leak check (after a KHO boot whose incoming sessions are all
 // finished only the previous root FDT may still be unclaimed), then the
@@ -97,6 +98,20 @@ struct PreservedFile {
   std::string handler;  // the compatible it is preserved under
 };
 
+// One hugetlb pool (huge page size) of a kernel, as its userspace left it
+// (mm::HstateInfo).
+struct HugetlbPool {
+  std::string name;  // "hugepages-2048kB", as in sysfs
+  uint64_t page_size = 0;
+  uint64_t requested = 0;  // hugepages= on this kernel's command line
+  // Left out of the pool at boot: huge pages the previous kernel's
+  // preserved hugetlb files hold (the hugetlb-v1 FLB's count). They rejoin
+  // the pool when retrieved or finished.
+  uint64_t preserved = 0;
+  uint64_t nr_huge_pages = 0;  // pool pages, in use or free
+  uint64_t free_huge_pages = 0;
+};
+
 struct Divergence {
   int boot = 0;
   std::string what;  // a full sentence naming file, session, token, offset
@@ -136,6 +151,9 @@ struct BootReport {
   // Preserved blocks of the previous kernel nobody claimed (root FDT
   // excluded); nullopt when not checked (cold boot, or sessions pending).
   std::optional<uint64_t> leaked_blocks;
+  // The pools with any page requested, left out or allocated, at the end of
+  // this boot's userspace.
+  std::vector<HugetlbPool> hugetlb_pools;
   uint64_t warns = 0;
   std::vector<std::string> notes;
   std::vector<std::string> log;  // the kernel's printk log (not in the JSON report)

@@ -3,8 +3,9 @@
 // parsed into this model by ParseScenario, which checks everything that can
 // be checked without running: every field's type and range, unknown fields,
 // references between boots (a file preserved in boot 2 must exist there),
-// and features this build does not have (kho-v1..v3, hugetlb files), so a
-// bad file is rejected with its line and field before anything runs.
+// the hugetlb pools a boot's command line must give the hugetlb files it
+// creates, and features this build does not have (kho-v1..v3), so a bad
+// file is rejected with its line and field before anything runs.
 //
 // Shape:
 //   machine          RAM, nodes, page size, seed, scrub policy, and the file
@@ -56,21 +57,30 @@ struct MachineSpec {
 // A LUO file handler a kernel can be built with: the name scenarios use and
 // the compatible string it preserves files under (and retrieves them by).
 struct HandlerInfo {
-  std::string name;        // "memfd", "memfd-sparse"
-  std::string compatible;  // "memfd-v2", "memfd-sparse-v1"
+  std::string name;        // "memfd", "memfd-sparse", "hugetlb"
+  std::string compatible;  // "memfd-v2", "memfd-sparse-v1", "hugemfd-v1"
 };
 // Every handler this build can put into a kernel.
 const std::vector<HandlerInfo>& KnownHandlers();
 // The handlers |handlers| builds in, in KnownHandlers() order.
 std::vector<HandlerInfo> BuiltHandlers(const KernelHandlers& handlers);
-// "memfd, memfd-sparse" (the names), or "none".
+// "memfd, memfd-sparse, hugetlb" (the names), or "none".
 std::string FormatHandlers(const KernelHandlers& handlers);
 // A comma-separated list of handler names (`khosim run --handlers`); an
 // empty list builds none. InvalidArgument names an unknown or repeated one.
 absl::StatusOr<KernelHandlers> ParseHandlerList(absl::string_view list);
 
+// kMemfd: a shmem memfd of base pages. kHugetlb: an MFD_HUGETLB memfd of one
+// huge page size, written through a shared mapping (hugetlbfs has no
+// write(2)) and preserved by the hugetlb handler ("hugemfd-v1").
 enum class FileKind { kMemfd, kHugetlb };
 absl::string_view FileKindName(FileKind kind);
+
+// The huge page sizes a machine of |page_size| base pages has: the PMD and
+// the PUD size (2 MiB and 1 GiB with 4 KiB pages), as mm::Hugetlb.
+std::vector<uint64_t> HugePageSizes(uint64_t page_size);
+// "2M", "1G", "32M": a size as the kernel command line writes it.
+std::string CmdlineSize(uint64_t bytes);
 
 enum class ContentKind {
   kRandom,   // seeded random bytes over the whole size
@@ -104,7 +114,9 @@ struct FileSpec {
   std::string name;
   FileKind kind = FileKind::kMemfd;
   uint64_t size = 0;
-  uint64_t page_size = 0;  // 0: the machine's page size
+  // kMemfd: 0 (the machine's page size). kHugetlb: the huge page size,
+  // one of HugePageSizes(); size is a whole number of them.
+  uint64_t page_size = 0;
   ContentSpec content;
   SourcePos pos;
 };
