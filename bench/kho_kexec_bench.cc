@@ -12,6 +12,15 @@
 //       [4 GiB, 7 GiB). Kernel B walks the tree (hostile input, every node
 //       checked), memblock-reserves each block and tags its head page.
 //       retrieve cost = time(row) - time(kexec/baseline) of the same run.
+//   kexec/baseline/nothing_preserved/bitmap_v1,
+//   kexec/dense/bitmap_v1/pages:N, kexec/scattered/bitmap_v1/pages:N
+//       The same kexecs on a machine whose kernels run the kho-v1 profile:
+//       kernel B follows the chunk list and scans every bitmap, reserving
+//       one block per set bit. KHO's own blocks are just the root FDT. The
+//       image is loaded untimed first (a kexec that a reboot hook cancels),
+//       which also runs kernel A's finalize, so the timed kexec holds what
+//       the radix rows hold: kernel B's boot and retrieval.
+//       retrieve cost = time(row) - time(the bitmap_v1 baseline).
 //   restore/orderK/blocks:N
 //       kho_restore_folio() over every retrieved head of N preserved blocks
 //       of order K (0 or 9), in kernel B.
@@ -32,12 +41,14 @@
 //
 // Counters: items_per_second is blocks (or pages) per second of the timed
 // part; kexec rows add retrieved_blocks (Kho::retrieved_blocks() in kernel
-// B, KHO's own two blocks included), blocks/s (retrieved blocks per second
-// of the whole kexec: a lower bound of the retrieve rate) and walk_nodes
-// (tree pages kernel B walked). See bench/README.md for the subtraction.
+// B, KHO's own blocks included: two for radix, one for bitmap_v1), blocks/s
+// (retrieved blocks per second of the whole kexec: a lower bound of the
+// retrieve rate) and walk_nodes (tracker pages kernel B walked: tree nodes,
+// or chunks and bitmaps). See bench/README.md for the subtraction.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -75,32 +86,63 @@ constexpr uint64_t kScatterStart = 4 * kGiB;
 constexpr uint64_t kScatterEnd = 7 * kGiB;
 constexpr char kVmallocSubtree[] = "bench-vmalloc";
 
-MachineConfig KexecMachineConfig() {
+MachineConfig KexecMachineConfig(kho::KhoProfile profile) {
   MachineConfig config{.ram = kRam, .nodes = 1, .seed = 11};
   config.cmdline = "kho=on";
   config.kernel_image_size = kImageBytes;
+  config.kho.profile = profile;
   return config;
 }
 
-// One machine for the whole binary. Two warm-up rounds of what every
-// iteration does (cold boot, kexec) fault in the host memory later kexecs
-// reuse (the next image's pages, boot memory), so that no row, the baseline
-// least of all, pays for that in its first iteration.
-Machine& KexecMachine() {
-  static Machine* machine = [] {
-    auto* m = new Machine(KexecMachineConfig());
-    for (int i = 0; i < 2; ++i) {
-      m->Boot();
-      (void)m->Kexec();
+// Set before an untimed kexec that only loads the next image: the reboot
+// hook every kernel of the bitmap_v1 machine has cancels it once.
+bool cancel_next_kexec = false;
+
+// One machine per profile for the whole binary (the radix one unless a row
+// says otherwise). Two warm-up rounds of what every iteration does (cold
+// boot, kexec) fault in the host memory later kexecs reuse (the next
+// image's pages, boot memory), so that no row, the baseline least of all,
+// pays for that in its first iteration. The last machine asked for is the
+// current one.
+Machine& KexecMachine(kho::KhoProfile profile = kho::KhoProfile::kV4) {
+  static Machine* machines[2] = {};
+  Machine*& machine = machines[profile == kho::KhoProfile::kV1 ? 1 : 0];
+  if (machine == nullptr) {
+    machine = new Machine(KexecMachineConfig(profile));
+    if (profile == kho::KhoProfile::kV1) {
+      machine->SetKernelInit([](Kernel& kernel) {
+        kernel.RegisterRebootHook("bench_load_only", [](const RebootInfo&) {
+          if (!cancel_next_kexec) return 0;
+          cancel_next_kexec = false;
+          return -EAGAIN;
+        });
+      });
     }
-    return m;
-  }();
+    for (int i = 0; i < 2; ++i) {
+      machine->Boot();
+      (void)machine->Kexec();
+    }
+  }
+  machine->Activate();
   return *machine;
 }
 
+// Loads the next image (kexec_file_load; kho-v1 finalizes here) without
+// kexecing: a kexec whose reboot hooks cancel it.
+bool LoadImageOnly(kho::KhoProfile profile, std::string* error) {
+  cancel_next_kexec = true;
+  const absl::Status status = KexecMachine(profile).Kexec();
+  if (cancel_next_kexec || status.ok()) {
+    cancel_next_kexec = false;
+    *error = "the load-only kexec was not cancelled: " + status.ToString();
+    return false;
+  }
+  return true;
+}
+
 // A fresh kernel A: cold boot, empty trace (it would grow every iteration).
-bool ColdBoot(std::string* error) {
-  Machine& m = KexecMachine();
+bool ColdBoot(std::string* error, kho::KhoProfile profile = kho::KhoProfile::kV4) {
+  Machine& m = KexecMachine(profile);
   m.Boot();
   m.trace().Clear();
   if (!kho_is_enabled()) {
@@ -128,9 +170,10 @@ std::vector<uint64_t> PagePfns(Layout layout, uint64_t n) {
 }
 
 // Takes [first, first + nr_pages) out of kernel A's page allocator.
-bool TakeRange(uint64_t first_pfn, uint64_t nr_pages, std::string* error) {
+bool TakeRange(uint64_t first_pfn, uint64_t nr_pages, std::string* error,
+               kho::KhoProfile profile = kho::KhoProfile::kV4) {
   if (nr_pages == 0) return true;
-  if (!KexecMachine().kernel().mm().pages().AllocRange(Pfn(first_pfn), nr_pages)) {
+  if (!KexecMachine(profile).kernel().mm().pages().AllocRange(Pfn(first_pfn), nr_pages)) {
     *error = absl::StrFormat("pfns 0x%x+0x%x are not free", first_pfn, nr_pages);
     return false;
   }
@@ -148,10 +191,10 @@ bool PreserveBlocks(const std::vector<uint64_t>& pfns, unsigned order, std::stri
   return true;
 }
 
-// The "nodes" argument of kernel B's kho/retrieve trace event: the tree
+// The "nodes" argument of kernel B's kho/retrieve trace event: the tracker
 // pages its walk visited. -1 if absent.
-double RetrieveWalkNodes() {
-  for (const TraceEvent& event : KexecMachine().trace().Events("kho")) {
+double RetrieveWalkNodes(kho::KhoProfile profile) {
+  for (const TraceEvent& event : KexecMachine(profile).trace().Events("kho")) {
     if (event.name != "retrieve") continue;
     for (const auto& [key, value] : event.args) {
       uint64_t nodes = 0;
@@ -164,31 +207,37 @@ double RetrieveWalkNodes() {
 // ---------------------------------------------------------------------------
 // Retrieval: Machine::Kexec() with N preserved order-0 pages.
 
-void RunKexec(benchmark::State& state, Layout layout, uint64_t n) {
+void RunKexec(benchmark::State& state, Layout layout, uint64_t n,
+              kho::KhoProfile profile = kho::KhoProfile::kV4) {
   const std::vector<uint64_t> pfns = n == 0 ? std::vector<uint64_t>() : PagePfns(layout, n);
+  // KHO's own blocks: the root FDT, and kexec-metadata from kho-v3 on.
+  const uint64_t own = profile == kho::KhoProfile::kV1 ? 1 : 2;
   std::string error;
   uint64_t retrieved = 0;
   for (auto _ : state) {
     state.PauseTiming();
-    const bool ready =
-        ColdBoot(&error) &&
-        (pfns.empty() || TakeRange(pfns.front(), pfns.back() - pfns.front() + 1, &error)) &&
-        PreserveBlocks(pfns, 0, &error);
+    bool ready = ColdBoot(&error, profile) &&
+                 (pfns.empty() ||
+                  TakeRange(pfns.front(), pfns.back() - pfns.front() + 1, &error, profile)) &&
+                 PreserveBlocks(pfns, 0, &error);
+    // kho-v1 serializes when the image is loaded: keep that out of the
+    // timed kexec, which is to hold kernel B's side only.
+    if (ready && profile == kho::KhoProfile::kV1) ready = LoadImageOnly(profile, &error);
     if (!ready) {
       state.SkipWithError(error.c_str());
       return;
     }
     state.ResumeTiming();
-    const absl::Status status = KexecMachine().Kexec();
+    const absl::Status status = KexecMachine(profile).Kexec();
     if (!status.ok()) {
       state.SkipWithError(status.ToString().c_str());
       return;
     }
-    retrieved = KexecMachine().kernel().kho().retrieved_blocks();
+    retrieved = KexecMachine(profile).kernel().kho().retrieved_blocks();
   }
-  if (retrieved != n + 2) {
+  if (retrieved != n + own) {
     state.SkipWithError(
-        absl::StrFormat("retrieved %d blocks, expected %d", retrieved, n + 2).c_str());
+        absl::StrFormat("retrieved %d blocks, expected %d", retrieved, n + own).c_str());
     return;
   }
   const double blocks = static_cast<double>(state.iterations()) * static_cast<double>(retrieved);
@@ -196,13 +245,15 @@ void RunKexec(benchmark::State& state, Layout layout, uint64_t n) {
   state.counters["pages"] = static_cast<double>(n);
   state.counters["retrieved_blocks"] = static_cast<double>(retrieved);
   state.counters["blocks/s"] = benchmark::Counter(blocks, benchmark::Counter::kIsRate);
-  state.counters["walk_nodes"] = RetrieveWalkNodes();
+  state.counters["walk_nodes"] = RetrieveWalkNodes(profile);
 }
 
-void BM_KexecBaseline(benchmark::State& state) { RunKexec(state, Layout::kDense, 0); }
+void BM_KexecBaseline(benchmark::State& state, kho::KhoProfile profile) {
+  RunKexec(state, Layout::kDense, 0, profile);
+}
 
-void BM_KexecRetrieve(benchmark::State& state, Layout layout) {
-  RunKexec(state, layout, static_cast<uint64_t>(state.range(0)));
+void BM_KexecRetrieve(benchmark::State& state, Layout layout, kho::KhoProfile profile) {
+  RunKexec(state, layout, static_cast<uint64_t>(state.range(0)), profile);
 }
 
 // ---------------------------------------------------------------------------
@@ -342,23 +393,30 @@ void RegisterAll(double min_time) {
     return benchmark::RegisterBenchmark(name.c_str(), fn, args...)
         ->Iterations(khosim::bench::SetupBoundIterations(min_time, wall_seconds));
   };
-  row("kexec/baseline/nothing_preserved", BM_KexecBaseline, 1e-3)->Unit(benchmark::kMillisecond);
-  for (int64_t n = 1 << 10; n <= 1 << 18; n *= 4) {
-    row("kexec/dense", BM_KexecRetrieve, 1e-3 + 0.3e-6 * n, Layout::kDense)
-        ->ArgName("pages")
-        ->Arg(n)
+  // The radix rows keep their names from before the bitmap_v1 rows existed.
+  for (const kho::KhoProfile profile : {kho::KhoProfile::kV4, kho::KhoProfile::kV1}) {
+    const std::string v1 = profile == kho::KhoProfile::kV1 ? "/bitmap_v1" : "";
+    // bitmap_v1 iterations also load the image in a cancelled kexec.
+    const double load = profile == kho::KhoProfile::kV1 ? 1e-3 : 0;
+    row("kexec/baseline/nothing_preserved" + v1, BM_KexecBaseline, 1e-3 + load, profile)
         ->Unit(benchmark::kMillisecond);
-  }
-  // Scattered pages stop at 2^14: each is a memblock region of its own in
-  // kernel B, and every memblock_reserve rebuilds the region array, so the
-  // retrieve is quadratic in the number of separate blocks (2^16 pages take
-  // about 20 s per kexec, 2^18 over 7 minutes; see bench/README.md).
-  for (int64_t n = 1 << 10; n <= 1 << 14; n *= 4) {
-    row("kexec/scattered", BM_KexecRetrieve, 3e-3 + 5.5e-9 * static_cast<double>(n * n),
-        Layout::kScattered)
-        ->ArgName("pages")
-        ->Arg(n)
-        ->Unit(benchmark::kMillisecond);
+    for (int64_t n = 1 << 10; n <= 1 << 18; n *= 4) {
+      row("kexec/dense" + v1, BM_KexecRetrieve, 1e-3 + load + 0.3e-6 * n, Layout::kDense, profile)
+          ->ArgName("pages")
+          ->Arg(n)
+          ->Unit(benchmark::kMillisecond);
+    }
+    // Scattered pages stop at 2^14: each is a memblock region of its own in
+    // kernel B, and every memblock_reserve rebuilds the region array, so the
+    // retrieve is quadratic in the number of separate blocks (2^16 pages
+    // take about 20 s per kexec, 2^18 over 7 minutes; see bench/README.md).
+    for (int64_t n = 1 << 10; n <= 1 << 14; n *= 4) {
+      row("kexec/scattered" + v1, BM_KexecRetrieve,
+          3e-3 + load + 5.5e-9 * static_cast<double>(n * n), Layout::kScattered, profile)
+          ->ArgName("pages")
+          ->Arg(n)
+          ->Unit(benchmark::kMillisecond);
+    }
   }
   for (int64_t n : {1 << 12, 1 << 16}) {
     row("restore/order0", BM_RestoreFolio, 1e-3 + 0.3e-6 * n, 0u)

@@ -1,9 +1,11 @@
-// What it costs to preserve and unpreserve memory with KHO's tracker (the
-// kho-v2+ radix tree), and what the tracker's metadata weighs, next to two
-// references measured in the same run on the very same keys.
+// What it costs to preserve and unpreserve memory with KHO's trackers (the
+// kho-v2+ radix tree and the legacy kho-v1 bitmaps), and what their
+// metadata weighs, next to two references measured in the same run on the
+// very same keys.
 //
 // Every row name reads <operation>/<shape>/<structure>:
-//   operation  preserve | unpreserve
+//   operation  preserve | unpreserve | finalize (bitmap_v1 only: building
+//              the chunk list the handover needs; radix has no such step)
 //   shape      order0 | order9 | order18, dense (consecutive blocks) or
 //              sparse (one block per 128 MiB, or per 2 GiB at order 18, at a
 //              random aligned offset, inserted in random order: the radix
@@ -11,6 +13,10 @@
 //   structure  radix         kho_preserve_pages / kho_unpreserve_pages on a
 //                            freshly booted kho=on machine (the tracker
 //                            under test; each call is exactly one key)
+//              bitmap_v1     the same calls on a machine booted with the
+//                            kho-v1 profile (per-order bitmap pages); its
+//                            finalize rows time Kho::Finalize() after the
+//                            shape was preserved
 //              bitmap_limit  setting / clearing the same keys' bits in a flat
 //                            std::vector<uint64_t> bitmap of every block of
 //                            that order in RAM: the physical limit of "one
@@ -18,13 +24,14 @@
 //              btree         absl::btree_set<uint64_t> insert / erase of the
 //                            same encoded keys: a general ordered set
 //
-// The radix preserve rows boot the machine again (cold boot, untimed) before
-// every iteration, so each iteration preserves into an empty tracker and
-// pays for its node pages, as a real kernel does; the unpreserve rows boot
-// once and re-preserve (untimed) after every iteration. Blocks are taken with
+// The radix and bitmap_v1 preserve rows boot the machine again (cold boot,
+// untimed) before every iteration, so each iteration preserves into an
+// empty tracker and pays for its metadata pages, as a real kernel does; the
+// unpreserve rows boot once and re-preserve (untimed) after every
+// iteration. Blocks are taken with
 // PageAllocator::AllocRange, so no allocation cost is measured, and their
 // memory is never written (untouched simulated memory costs no host memory).
-// Radix preserve rows run a fixed iteration count derived from
+// Tracker preserve rows run a fixed iteration count derived from
 // --benchmark_min_time (see SetupBoundIterations); the others let the
 // library choose. Times and rates are the benchmark thread's CPU time (the
 // library default), which a busy host cannot inflate by preempting the run;
@@ -35,12 +42,18 @@
 //   radix         node_pages: tree pages this shape added (root, interior
 //                 nodes and leaves, beyond the empty tracker's own path);
 //                 meta_B_per_GiB: node_pages * page size per preserved GiB
+//   bitmap_v1     node_pages: bitmap pages this shape added; chunk_pages:
+//                 the chunk list a finalize then builds (untimed in the
+//                 preserve and unpreserve rows); meta_B_per_GiB: (node_pages
+//                 + chunk_pages) * page size per preserved GiB: what the
+//                 handover carries
 //   bitmap_limit  meta_B_per_GiB: the flat bitmap's bytes per preserved GiB
 //                 (it is proportional to RAM, not to what is preserved)
 //   btree         meta_B_per_GiB: host bytes the set allocated, per GiB
 // Ratios a reader wants are row over row in the same run, e.g.
 // preserve/order0/dense/radix keys/s / preserve/order0/dense/bitmap_limit
-// keys/s. See bench/README.md.
+// keys/s, and preserve/order0/dense/bitmap_v1 over .../radix. See
+// bench/README.md.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -137,56 +150,73 @@ std::vector<uint64_t> BlockPfns(const Shape& shape) {
   return pfns;
 }
 
-MachineConfig TrackerMachineConfig() {
+MachineConfig TrackerMachineConfig(kho::KhoProfile profile) {
   MachineConfig config{.ram = kRam, .nodes = 1, .seed = 7};
   config.cmdline = "kho=on";
+  config.kho.profile = profile;
   return config;
 }
 
-// One machine for the whole binary; every radix preserve iteration
+// One machine per profile for the whole binary; every preserve iteration
 // cold-boots it. Two warm-up boots fault in the host memory later boots
-// reuse, so that the first row does not pay for it.
-Machine& TrackerMachine() {
-  static Machine* machine = [] {
-    auto* m = new Machine(TrackerMachineConfig());
-    m->Boot();
-    m->Boot();
-    return m;
-  }();
+// reuse, so that the first row does not pay for it. Only one of them has a
+// kernel current at a time: each row activates its own.
+Machine& TrackerMachine(kho::KhoProfile profile) {
+  static Machine* machines[2] = {};
+  Machine*& machine = machines[profile == kho::KhoProfile::kV1 ? 1 : 0];
+  if (machine == nullptr) {
+    machine = new Machine(TrackerMachineConfig(profile));
+    machine->Boot();
+    machine->Boot();
+  }
+  machine->Activate();
   return *machine;
+}
+
+// The outgoing tracker's metadata pages (radix nodes, or bitmap and chunk
+// pages) and, for bitmap_v1, the chunk pages among them.
+struct Metadata {
+  uint64_t pages = 0;
+  uint64_t chunks = 0;
+};
+
+Metadata TrackerMetadata(kho::KhoProfile profile) {
+  const kho::TrackerStats stats = TrackerMachine(profile).kernel().kho().tracker()->Stats();
+  return {stats.metadata_pages, stats.chunks};
 }
 
 // Cold-boots the machine and takes the shape's blocks out of the page
 // allocator (one AllocRange over a dense shape's span, one per sparse block).
-// Fills |pages| with each block's head page and returns the tracker's node
-// count of the empty tree; 0 with an error message on failure.
-uint64_t BootAndTakeBlocks(const Shape& shape, const std::vector<uint64_t>& pfns,
-                           std::vector<struct page*>* pages, std::string* error) {
-  Machine& m = TrackerMachine();
+// Fills |pages| with each block's head page and returns false with an error
+// message on failure.
+bool BootAndTakeBlocks(kho::KhoProfile profile, const Shape& shape,
+                       const std::vector<uint64_t>& pfns, std::vector<struct page*>* pages,
+                       std::string* error) {
+  Machine& m = TrackerMachine(profile);
   m.Boot();
   m.trace().Clear();
   if (!kho_is_enabled()) {
     *error = "KHO is not enabled after boot";
-    return 0;
+    return false;
   }
   mm::PageAllocator& allocator = m.kernel().mm().pages();
   if (shape.layout == Layout::kDense) {
     if (!allocator.AllocRange(Pfn(pfns.front()), pfns.size() << shape.order)) {
       *error = absl::StrFormat("dense range at pfn 0x%x is not free", pfns.front());
-      return 0;
+      return false;
     }
   } else {
     for (uint64_t pfn : pfns) {
       if (!allocator.AllocRange(Pfn(pfn), shape.block_pages())) {
         *error = absl::StrFormat("block at pfn 0x%x is not free", pfn);
-        return 0;
+        return false;
       }
     }
   }
   pages->clear();
   pages->reserve(pfns.size());
   for (uint64_t pfn : pfns) pages->push_back(pfn_to_page(pfn));
-  return m.kernel().kho().out_tree()->NodeCount();
+  return true;
 }
 
 bool PreserveAll(const std::vector<struct page*>& pages, uint64_t nr_pages) {
@@ -214,51 +244,69 @@ void SetShapeCounters(benchmark::State& state, const Shape& shape, uint64_t keys
   state.counters["meta_B_per_GiB"] = metadata_bytes / preserved_gib;
 }
 
-// ---------------------------------------------------------------------------
-// radix: the tracker under test
+// Sets node_pages (metadata pages the shape added to the booted tracker:
+// radix nodes, or bitmap pages) and, for bitmap_v1, chunk_pages: the whole
+// chunk list an untimed finalize then builds (KHO's own root FDT page adds
+// an order-0 entry to it); meta_B_per_GiB counts both.
+void SetTrackerCounters(benchmark::State& state, kho::KhoProfile profile, const Shape& shape,
+                        uint64_t keys, const Metadata& empty) {
+  kho::Kho& kho = TrackerMachine(profile).kernel().kho();
+  const kho::TrackerStats now = kho.tracker()->Stats();
+  // Live pages only: a finalize row has built chunk lists already.
+  const uint64_t added = (now.metadata_pages - now.chunks) - (empty.pages - empty.chunks);
+  uint64_t chunks = 0;
+  if (kho.tracker()->serializes()) {
+    if (kho.Finalize() != 0) {
+      state.SkipWithError("Kho::Finalize failed");
+      return;
+    }
+    chunks = kho.tracker()->Stats().chunks;
+    state.counters["chunk_pages"] = static_cast<double>(chunks);
+  }
+  state.counters["node_pages"] = static_cast<double>(added);
+  SetShapeCounters(state, shape, keys, static_cast<double>((added + chunks) << kPageShift));
+}
 
-void BM_RadixPreserve(benchmark::State& state, Shape shape) {
+// ---------------------------------------------------------------------------
+// radix and bitmap_v1: the trackers under test, through the kernel face
+
+void BM_TrackerPreserve(benchmark::State& state, Shape shape, kho::KhoProfile profile) {
   const std::vector<uint64_t> pfns = BlockPfns(shape);
   std::vector<struct page*> pages;
   std::string error;
-  uint64_t empty_nodes = 0;
-  uint64_t nodes = 0;
+  Metadata empty;
   for (auto _ : state) {
     state.PauseTiming();
-    empty_nodes = BootAndTakeBlocks(shape, pfns, &pages, &error);
-    if (empty_nodes == 0) {
+    if (!BootAndTakeBlocks(profile, shape, pfns, &pages, &error)) {
       state.SkipWithError(error.c_str());
       return;
     }
+    empty = TrackerMetadata(profile);
     state.ResumeTiming();
     if (!PreserveAll(pages, shape.block_pages())) {
       state.SkipWithError("kho_preserve_pages failed");
       return;
     }
   }
-  nodes = TrackerMachine().kernel().kho().out_tree()->NodeCount();
   SetRates(state, shape, pfns.size());
-  const uint64_t added = nodes - empty_nodes;
-  state.counters["node_pages"] = static_cast<double>(added);
-  SetShapeCounters(state, shape, pfns.size(), static_cast<double>(added << kPageShift));
+  SetTrackerCounters(state, profile, shape, pfns.size(), empty);
 }
 
-// Unpreserving frees no node page, so the tree is the same after a paused
-// re-preserve: one boot serves every iteration.
-void BM_RadixUnpreserve(benchmark::State& state, Shape shape) {
+// Unpreserving frees no metadata page, so the tracker is the same after a
+// paused re-preserve: one boot serves every iteration.
+void BM_TrackerUnpreserve(benchmark::State& state, Shape shape, kho::KhoProfile profile) {
   const std::vector<uint64_t> pfns = BlockPfns(shape);
   std::vector<struct page*> pages;
   std::string error;
-  const uint64_t empty_nodes = BootAndTakeBlocks(shape, pfns, &pages, &error);
-  if (empty_nodes == 0) {
+  if (!BootAndTakeBlocks(profile, shape, pfns, &pages, &error)) {
     state.SkipWithError(error.c_str());
     return;
   }
+  const Metadata empty = TrackerMetadata(profile);
   if (!PreserveAll(pages, shape.block_pages())) {
     state.SkipWithError("kho_preserve_pages failed");
     return;
   }
-  const uint64_t added = TrackerMachine().kernel().kho().out_tree()->NodeCount() - empty_nodes;
   for (auto _ : state) {
     for (struct page* page : pages) kho_unpreserve_pages(page, shape.block_pages());
     state.PauseTiming();
@@ -270,8 +318,55 @@ void BM_RadixUnpreserve(benchmark::State& state, Shape shape) {
     state.ResumeTiming();
   }
   SetRates(state, shape, pfns.size());
-  state.counters["node_pages"] = static_cast<double>(added);
-  SetShapeCounters(state, shape, pfns.size(), static_cast<double>(added << kPageShift));
+  SetTrackerCounters(state, profile, shape, pfns.size(), empty);
+}
+
+// bitmap_v1 only: the chunk list a kho-v1 handover needs, built from the
+// shape's bitmaps. Re-running frees the previous list, so one boot serves
+// every iteration.
+void BM_TrackerFinalize(benchmark::State& state, Shape shape, kho::KhoProfile profile) {
+  const std::vector<uint64_t> pfns = BlockPfns(shape);
+  std::vector<struct page*> pages;
+  std::string error;
+  if (!BootAndTakeBlocks(profile, shape, pfns, &pages, &error)) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  const Metadata empty = TrackerMetadata(profile);
+  if (!PreserveAll(pages, shape.block_pages())) {
+    state.SkipWithError("kho_preserve_pages failed");
+    return;
+  }
+  Machine& m = TrackerMachine(profile);
+  kho::Kho& kho = m.kernel().kho();
+  // Each run records a kho/finalize event; the trace would grow with the
+  // iteration count.
+  m.trace().SetEnabled("kho", false);
+  for (auto _ : state) {
+    if (kho.Finalize() != 0) {
+      state.SkipWithError("Kho::Finalize failed");
+      return;
+    }
+  }
+  m.trace().SetEnabled("kho", true);
+  SetRates(state, shape, pfns.size());
+  SetTrackerCounters(state, profile, shape, pfns.size(), empty);
+}
+
+void BM_RadixPreserve(benchmark::State& state, Shape shape) {
+  BM_TrackerPreserve(state, shape, kho::KhoProfile::kV4);
+}
+void BM_RadixUnpreserve(benchmark::State& state, Shape shape) {
+  BM_TrackerUnpreserve(state, shape, kho::KhoProfile::kV4);
+}
+void BM_BitmapV1Preserve(benchmark::State& state, Shape shape) {
+  BM_TrackerPreserve(state, shape, kho::KhoProfile::kV1);
+}
+void BM_BitmapV1Unpreserve(benchmark::State& state, Shape shape) {
+  BM_TrackerUnpreserve(state, shape, kho::KhoProfile::kV1);
+}
+void BM_BitmapV1Finalize(benchmark::State& state, Shape shape) {
+  BM_TrackerFinalize(state, shape, kho::KhoProfile::kV1);
 }
 
 // ---------------------------------------------------------------------------
@@ -413,12 +508,15 @@ void RegisterAll(double min_time) {
   const std::pair<const char*, std::vector<std::pair<const char*, Fn>>> operations[] = {
       {"preserve",
        {{"radix", BM_RadixPreserve},
+        {"bitmap_v1", BM_BitmapV1Preserve},
         {"bitmap_limit", BM_BitmapPreserve},
         {"btree", BM_BtreePreserve}}},
       {"unpreserve",
        {{"radix", BM_RadixUnpreserve},
+        {"bitmap_v1", BM_BitmapV1Unpreserve},
         {"bitmap_limit", BM_BitmapUnpreserve},
         {"btree", BM_BtreeUnpreserve}}},
+      {"finalize", {{"bitmap_v1", BM_BitmapV1Finalize}}},
   };
   for (const auto& [operation, structures] : operations) {
     for (const Shape& shape : Shapes()) {
@@ -426,7 +524,7 @@ void RegisterAll(double min_time) {
         const std::string name = absl::StrCat(operation, "/", shape.Name(), "/", structure);
         auto* row =
             benchmark::RegisterBenchmark(name.c_str(), fn, shape)->Unit(benchmark::kMicrosecond);
-        if (fn == BM_RadixPreserve) {
+        if (fn == BM_RadixPreserve || fn == BM_BitmapV1Preserve) {
           row->Iterations(
               khosim::bench::SetupBoundIterations(min_time, shape.preserve_wall_seconds));
         }

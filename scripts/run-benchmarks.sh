@@ -2,9 +2,10 @@
 # Builds the `release` preset and runs every Google Benchmark suite it
 # produced, each with
 #   --benchmark_format=json --benchmark_out=<results-dir>/<name>.json
-# then prints the ratios bench/README.md describes (tracker vs the bitmap
-# limit and the btree; kexec retrieve cost over the baseline kexec; block
-# sets and the KHO xarray per entry against host containers).
+# then prints the ratios bench/README.md describes (the radix tracker vs the
+# legacy kho-v1 bitmaps, the bitmap limit and the btree; kexec retrieve cost
+# over the baseline kexec, radix and kho-v1; block sets and the KHO xarray
+# per entry against host containers).
 #
 #   scripts/run-benchmarks.sh [results-dir]   (default build/release/bench-results)
 #
@@ -12,8 +13,8 @@
 #   BENCH_MIN_TIME  --benchmark_min_time in seconds (default 0.2). Rows with
 #                   an untimed setup per iteration (cold boots, kexecs) take
 #                   it as a wall-time budget instead; see bench/README.md.
-#                   kho_tracker_bench and kho_kexec_bench take about 40 s at
-#                   0.2 on 2 cores, kho_containers_bench about 5 minutes.
+#                   kho_tracker_bench and kho_kexec_bench take about 65 s at
+#                   0.2 on 2 busy cores, kho_containers_bench about 5 minutes.
 #   BENCH_FILTER    optional --benchmark_filter regex, given to every suite.
 #   KHOSIM_BENCH_LARGE  if set, kho_containers_bench adds its xarray sizes
 #                   that take gigabytes (about 10 more minutes; see
@@ -82,48 +83,87 @@ done
 # suite the filter left out has none).
 tracker="$out_dir/kho_tracker_bench.json"
 if [[ -f "$tracker" ]]; then
-  step "Tracker: keys/s per structure, and how many times faster the reference is"
+  step "Trackers: keys/s per structure, and how many times faster the other structure is than radix"
   jq -r '
     def row: .name | sub("/iterations:[0-9]+$"; "");
+    def ratio($a; $b): if $a == null or $b == null then "-" else ($a.keys / $b.keys * 100 | round / 100) end;
     [.benchmarks[] | select(.run_type == "iteration" and .error_occurred != true)
      | {name: row, order: .family_index, keys: .["keys/s"], meta: .["meta_B_per_GiB"],
-        nodes: .node_pages}
-     | select(.name | test("/(radix|bitmap_limit|btree)$"))]
+        nodes: .node_pages, chunks: .chunk_pages}
+     | select(.name | test("^(preserve|unpreserve)/.*/(radix|bitmap_v1|bitmap_limit|btree)$"))]
     | group_by(.name | sub("/[^/]+$"; "")) | sort_by(map(.order) | min)[]
     | (map({key: (.name | split("/") | last), value: .}) | from_entries) as $r
     | select($r.radix != null)
     | [(.[0].name | sub("/[^/]+$"; "")),
        ($r.radix.keys | floor),
+       ($r.bitmap_v1.keys // 0 | floor),
        ($r.bitmap_limit.keys // 0 | floor),
        ($r.btree.keys // 0 | floor),
-       (if $r.bitmap_limit then ($r.bitmap_limit.keys / $r.radix.keys * 10 | round / 10) else "-" end),
-       (if $r.btree then ($r.btree.keys / $r.radix.keys * 10 | round / 10) else "-" end),
+       ratio($r.bitmap_v1; $r.radix),
+       ratio($r.bitmap_limit; $r.radix),
+       ratio($r.btree; $r.radix),
        $r.radix.nodes,
-       ($r.radix.meta | floor)]
+       ($r.radix.meta | floor),
+       (if $r.bitmap_v1 then "\($r.bitmap_v1.nodes)+\($r.bitmap_v1.chunks)" else "-" end),
+       (if $r.bitmap_v1 then ($r.bitmap_v1.meta | floor) else "-" end)]
     | @tsv' "$tracker" |
-    column -t -s $'\t' -N "shape,radix_keys/s,bitmap_limit_keys/s,btree_keys/s,bitmap/radix,btree/radix,radix_node_pages,radix_meta_B/GiB" >&2
+    column -t -s $'\t' -N "shape,radix_keys/s,v1_keys/s,bitmap_limit_keys/s,btree_keys/s,v1/radix,bitmap/radix,btree/radix,radix_node_pages,radix_meta_B/GiB,v1_bitmaps+chunks,v1_meta_B/GiB" >&2
+  step "kho-v1 finalize: building the chunk list, against preserving the same shape"
+  jq -r '
+    def row: .name | sub("/iterations:[0-9]+$"; "");
+    def us: .cpu_time * (if .time_unit == "ms" then 1000 elif .time_unit == "ns" then 0.001
+                          elif .time_unit == "s" then 1000000 else 1 end);
+    [.benchmarks[] | select(.run_type == "iteration" and .error_occurred != true)
+     | {name: row, us: us, chunks: .chunk_pages}] as $rows
+    | $rows[] | select(.name | test("^finalize/.*/bitmap_v1$")) | . as $f
+    | ($f.name | sub("^finalize/"; "preserve/")) as $p
+    | ($rows | map(select(.name == $p)) | last) as $pre
+    | [($f.name | sub("^finalize/"; "") | sub("/bitmap_v1$"; "")), ($f.us * 10 | round / 10),
+       (if $pre then ($pre.us * 10 | round / 10) else "-" end),
+       (if $pre and $pre.us > 0 then ($f.us / $pre.us * 1000 | round / 1000) else "-" end),
+       $f.chunks]
+    | @tsv' "$tracker" |
+    column -t -s $'\t' -N "shape,finalize_us,preserve_us,finalize/preserve,chunk_pages" >&2
 fi
 
 kexec="$out_dir/kho_kexec_bench.json"
 if [[ -f "$kexec" ]]; then
-  step "Kexec: retrieve cost = kexec time - baseline kexec time (same run, CPU time)"
+  step "Kexec: retrieve cost = kexec time - baseline kexec time of the same tracker (same run, CPU time)"
   rows='
     def row: .name | sub("/iterations:[0-9]+$"; "");
     def ms: .cpu_time * (if .time_unit == "us" then 0.001 elif .time_unit == "ns" then 0.000001
                           elif .time_unit == "s" then 1000 else 1 end);
+    def tracker: if row | test("/bitmap_v1(/|$)") then "bitmap_v1" else "radix" end;
     [.benchmarks[] | select(.run_type == "iteration" and .error_occurred != true)] as $rows
-    | ($rows | map(select(row == "kexec/baseline/nothing_preserved")) | last) as $base'
+    | {radix: ($rows | map(select(row == "kexec/baseline/nothing_preserved")) | last),
+       bitmap_v1: ($rows | map(select(row == "kexec/baseline/nothing_preserved/bitmap_v1"))
+                   | last)} as $bases
+    | [$rows[] | select(row | test("^kexec/(dense|scattered)/"))
+       | tracker as $t | select($bases[$t] != null) | ($bases[$t] | ms) as $b
+       | {row: row, tracker: $t, key: (row | sub("/bitmap_v1"; "")), ms: ms, d: (ms - $b),
+          blocks: .retrieved_blocks, nodes: .walk_nodes}] as $kexecs'
   jq -r "$rows"'
-    | if $base == null then "no kexec/baseline row in this run: nothing to subtract"
-      else "baseline kexec (nothing preserved): \($base | ms * 1000 | round) us" end' "$kexec" >&2
+    | $bases | to_entries[]
+    | if .value == null then "no \(.key) baseline row in this run: nothing to subtract"
+      else "\(.key) baseline kexec (nothing preserved): \(.value | ms * 1000 | round) us" end' \
+    "$kexec" >&2
   jq -r "$rows"'
-    | select($base != null) | ($base | ms) as $b
-    | $rows[] | select(row | test("^kexec/(dense|scattered)/"))
-    | (ms - $b) as $d
-    | [row, (ms * 1000 | round), ($d * 1000 | round), .retrieved_blocks,
-       (if $d > 0 then (.retrieved_blocks / $d * 1000 | floor) else "-" end), .walk_nodes]
+    | $kexecs[]
+    | [.row, (.ms * 1000 | round), (.d * 1000 | round), .blocks,
+       (if .d > 0 then (.blocks / .d * 1000 | floor) else "-" end), .nodes]
     | @tsv' "$kexec" |
     column -t -s $'\t' -N "row,kexec_us,retrieve_us,blocks,retrieve_blocks/s,walk_nodes" >&2
+  step "Kexec: kernel B's retrieve with kho-v1's chunk list over the radix tree's"
+  jq -r "$rows"'
+    | $kexecs | group_by(.key)
+    | sort_by(.[0].key | [sub("/pages:.*"; ""), (capture("pages:(?<n>[0-9]+)").n | tonumber)])[]
+    | (map({key: .tracker, value: .}) | from_entries) as $r
+    | select($r.radix != null and $r.bitmap_v1 != null)
+    | [.[0].key, ($r.radix.d * 1000 | round), ($r.bitmap_v1.d * 1000 | round),
+       (if $r.radix.d > 0 then ($r.bitmap_v1.d / $r.radix.d * 100 | round / 100) else "-" end),
+       $r.radix.nodes, $r.bitmap_v1.nodes]
+    | @tsv' "$kexec" |
+    column -t -s $'\t' -N "shape,radix_retrieve_us,v1_retrieve_us,v1/radix,radix_walk_nodes,v1_walk_nodes" >&2
 fi
 
 containers="$out_dir/kho_containers_bench.json"

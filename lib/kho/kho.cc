@@ -1,16 +1,22 @@
 // Kho: boot memory, preservation, retrieval and restore.
 //
 // Lifecycle of one preserved block, A -> B:
-//   A: Preserve* adds its key to the outgoing radix tree (nodes allocated on
-//      demand, never freed). The tree root sits in the root FDT, which is a
-//      preserved page itself; the FDT's address travels in the handover
-//      record, the scratch table in a kexec segment inside boot memory.
-//   B: Populate validates the root FDT and the scratch table, marks boot
-//      memory and makes early allocations use only it. MemoryInit walks the
-//      tree (hostile input: every node checked) and reserves each block
-//      (noinit), tagging its head page. memblock_free_all then frees
-//      everything else, tree pages included, and scrubs it. RestoreFolio /
-//      RestorePages turn a tagged head into live pages exactly once.
+//   A: Preserve* adds it to the outgoing tracker of the boot's profile
+//      (kho-v4: a radix key, nodes allocated on demand, never freed; kho-v1:
+//      a bit in a per-order bitmap page). The tracker's handle sits in the
+//      root FDT, which is a preserved page itself (kho-v4: the radix root,
+//      written once at init; kho-v1: the chunk list that Finalize builds
+//      when the next image is loaded). The FDT's address travels in the
+//      handover record, the scratch table in a kexec segment inside boot
+//      memory.
+//   B: Populate validates the root FDT (its compatible must be exactly this
+//      kernel's profile) and the scratch table, marks boot memory and makes
+//      early allocations use only it. MemoryInit walks the tracker (hostile
+//      input: every page checked) and reserves each block (noinit), tagging
+//      its head page. memblock_free_all then frees everything else, tracker
+//      pages included, and scrubs it. RestoreFolio / RestorePages turn a
+//      tagged head into live pages exactly once.
+// Kho never looks inside the tracker: PreservationTracker is the contract.
 #include "khosim/kho/kho.h"
 
 #include <algorithm>
@@ -22,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "khosim/kho/bitmap_tracker.h"
 #include "khosim/kho/kho_fdt.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/mm.h"
@@ -83,6 +90,21 @@ size_t MemParse(absl::string_view s, uint64_t* out) {
 
 }  // namespace
 
+absl::string_view KhoProfileName(KhoProfile profile) {
+  return profile == KhoProfile::kV1 ? abi::kKhoCompatV1 : abi::kKhoCompatV4;
+}
+
+bool ParseKhoProfile(absl::string_view name, KhoProfile* profile) {
+  if (name == abi::kKhoCompatV1) {
+    *profile = KhoProfile::kV1;
+  } else if (name == abi::kKhoCompatV4) {
+    *profile = KhoProfile::kV4;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 int ParseScratchSizing(absl::string_view value, ScratchSizing* out) {
   if (value.empty()) return -EINVAL;
   if (value.back() == '%') {
@@ -116,8 +138,9 @@ int ParseScratchSizing(absl::string_view value, ScratchSizing* out) {
   return 0;
 }
 
-// Radix node pages: memblock before the buddy allocator is up (extended
-// scratch walks in early boot), the page allocator after.
+// Tracker pages (radix nodes, kho-v1 bitmaps and chunks): memblock before
+// the buddy allocator is up (extended scratch walks in early boot), the page
+// allocator after.
 class Kho::NodeMemory : public RadixNodeMemory {
  public:
   explicit NodeMemory(mm::Mm& mm) : mm_(mm) {}
@@ -152,10 +175,28 @@ class Kho::NodeMemory : public RadixNodeMemory {
 };
 
 Kho::Kho(KernelContext& ctx, mm::Mm& mm, KhoConfig config)
-    : ctx_(ctx), mm_(mm), config_(std::move(config)) {
+    : ctx_(ctx), mm_(mm), config_(std::move(config)), profile_(config_.profile) {
   enabled_ = ctx_.cmdline().GetBool("kho", config_.enabled_by_default);
+  if (std::optional<std::string> p = ctx_.cmdline().Get("khosim.kho_profile")) {
+    if (!ParseKhoProfile(*p, &profile_)) {
+      ctx_.Log(absl::StrCat("KHO: warning: unknown khosim.kho_profile=", *p, ", using ",
+                            KhoProfileName(profile_)));
+    }
+  }
   node_memory_ = std::make_unique<NodeMemory>(mm_);
+  const unsigned page_shift = mm_.geometry().page_shift;
+  if (profile_ == KhoProfile::kV1) {
+    tracker_ = std::make_unique<BitmapTracker>(page_shift, *node_memory_);
+    ctx_.Log("KHO: profile kho-v1: bitmap tracker serialized at finalize, no blob-size");
+  } else {
+    tracker_ = std::make_unique<RadixTracker>(page_shift, *node_memory_);
+  }
   ctx_.set_slot(KernelSlot::kKho, this);
+}
+
+RadixTree* Kho::out_tree() {
+  auto* radix = dynamic_cast<RadixTracker*>(tracker_.get());
+  return radix != nullptr && radix->ready() ? &radix->tree() : nullptr;
 }
 
 Kho::~Kho() { ctx_.set_slot(KernelSlot::kKho, nullptr); }
@@ -182,8 +223,16 @@ void Kho::Populate() {
   }
   uint64_t map = 0;
   std::string why;
-  if (ValidateIncomingRoot(memory.Virt(PhysAddr(kd.fdt_addr)), kd.fdt_size, abi::kKhoFdtCompatible,
-                           &map, &why) != 0) {
+  RootCheck failed = RootCheck::kPassed;
+  if (ValidateIncomingRoot(memory.Virt(PhysAddr(kd.fdt_addr)), kd.fdt_size, compatible(), &map,
+                           &why, &failed) != 0) {
+    if (failed == RootCheck::kIncompatible || failed == RootCheck::kNoCompatible) {
+      // Upstream's line, with fdt_node_check_compatible's result: 1 for
+      // another string, -FDT_ERR_NOTFOUND (-1) for no compatible at all.
+      ctx_.Log(absl::StrFormat("KHO: setup: handover FDT (0x%x) is incompatible with '%s': %d",
+                               kd.fdt_addr, compatible(),
+                               failed == RootCheck::kIncompatible ? 1 : -1));
+    }
     return reject(why);
   }
   if (kd.scratch_size == 0 || kd.scratch_size % sizeof(abi::KhoScratch) != 0 ||
@@ -208,7 +257,7 @@ void Kho::Populate() {
   scratch_ = std::move(table);
   scratch_table_ = PhysAddr(kd.scratch_addr);
   in_fdt_phys_ = kd.fdt_addr;
-  in_tree_root_ = map;
+  in_memory_map_ = map;
   ctx_.Log(absl::StrFormat("KHO: found kexec handover data (fdt 0x%x, %d scratch regions)",
                            kd.fdt_addr, scratch_.size()));
   ctx_.Trace("kho", "populate", {{"fdt", absl::StrFormat("0x%x", kd.fdt_addr)}});
@@ -216,17 +265,13 @@ void Kho::Populate() {
 }
 
 void Kho::ExtendScratch() {
-  // Every 1 GiB block that holds a preserved byte or a tree page is busy;
+  // Every 1 GiB block that holds a preserved byte or a tracker page is busy;
   // all other blocks of RAM become usable early memory.
   absl::btree_set<uint64_t> busy;
   const PageGeometry& g = mm_.geometry();
-  RadixTree tree(RadixGeometry::For(g.page_shift), *node_memory_);
-  tree.Adopt(PhysAddr(in_tree_root_));
-  const int err = tree.Walk(
-      [&](uint64_t key) {
-        PhysAddr pa;
-        unsigned order;
-        if (!DecodeKey(tree.geometry(), key, &pa, &order)) return -EINVAL;
+  const int err = tracker_->WalkIncoming(
+      PhysAddr(in_memory_map_),
+      [&](PhysAddr pa, unsigned order) {
         const uint64_t end = pa.value() + (g.page_size() << order);
         for (uint64_t b = pa.value() / kExtendedScratchBlock;
              b <= (end - 1) / kExtendedScratchBlock; ++b) {
@@ -234,8 +279,8 @@ void Kho::ExtendScratch() {
         }
         return 0;
       },
-      [&](PhysAddr node, int) {
-        busy.insert(node.value() / kExtendedScratchBlock);
+      [&](PhysAddr page) {
+        busy.insert(page.value() / kExtendedScratchBlock);
         return 0;
       });
   if (err != 0) {
@@ -277,15 +322,12 @@ void Kho::MemoryInit() {
 
 int Kho::RetrieveMemory() {
   const PageGeometry& g = mm_.geometry();
-  RadixTree tree(RadixGeometry::For(g.page_shift), *node_memory_);
-  tree.Adopt(PhysAddr(in_tree_root_));
   uint64_t blocks = 0;
   uint64_t nodes = 0;
-  const int err = tree.Walk(
-      [&](uint64_t key) {
-        PhysAddr pa;
-        unsigned order;
-        if (!DecodeKey(tree.geometry(), key, &pa, &order)) return -EINVAL;
+  // One block at a time, as upstream does with both trackers.
+  const int err = tracker_->WalkIncoming(
+      PhysAddr(in_memory_map_),
+      [&](PhysAddr pa, unsigned order) {
         const uint64_t size = g.page_size() << order;
         if (!mm_.memory().IsRam(pa, size)) return -EINVAL;
         if (ScratchOverlap(pa, size)) {
@@ -300,7 +342,7 @@ int Kho::RetrieveMemory() {
         ++blocks;
         return 0;
       },
-      [&](PhysAddr, int) {
+      [&](PhysAddr) {
         ++nodes;
         return 0;
       });
@@ -432,31 +474,37 @@ int Kho::Init() {
     enabled_ = false;
     return err;
   };
-  out_tree_ =
-      std::make_unique<RadixTree>(RadixGeometry::For(mm_.geometry().page_shift), *node_memory_);
-  if (int err = out_tree_->Init(); err != 0) {
-    out_tree_.reset();
-    return disable(err, "radix root");
+  if (int err = tracker_->Init(); err != 0) {
+    return disable(err, absl::StrCat(tracker_->name(), " root"));
   }
   void* fdt = AllocPreserve(mm_.geometry().page_size());
   if (IS_ERR(fdt)) return disable(static_cast<int>(PTR_ERR(fdt)), "root FDT");
   out_fdt_ = mm_.memory().Phys(fdt);
-  if (int err = CreateRootFdt(fdt, mm_.geometry().page_size(), abi::kKhoFdtCompatible,
-                              out_tree_->root().value());
+  // kho-v4: the radix root, for good. kho-v1: 0 until the first Finalize.
+  const PhysAddr map = tracker_->handover();
+  if (int err = CreateRootFdt(fdt, mm_.geometry().page_size(), compatible(), map.value());
       err != 0) {
     return disable(err, "root FDT");
   }
-  const bool has_metadata = is_kho_boot() && ReadIncomingMetadata();
-  void* blob = AllocPreserve(sizeof(abi::KexecMetadata));
-  if (IS_ERR(blob)) return disable(static_cast<int>(PTR_ERR(blob)), "kexec-metadata");
-  abi::KexecMetadata md = {};
-  md.version = abi::kKexecMetadataVersion;
-  std::snprintf(md.previous_release, sizeof(md.previous_release), "%s", config_.release.c_str());
-  md.kexec_count = has_metadata ? static_cast<uint32_t>(in_kexec_count_ + 1) : 0;
-  std::memcpy(blob, &md, sizeof(md));
-  metadata_blob_ = blob;
-  if (int err = AddSubtree(abi::kKexecMetadataName, blob, sizeof(md)); err != 0) {
-    return disable(err, "kexec-metadata subtree");
+  {
+    absl::MutexLock lock(&fdt_mu_);
+    published_map_ = map;
+  }
+  // kexec-metadata came with blob-size (kho-v3): a kho-v1 kernel neither
+  // reads nor publishes it.
+  if (HasBlobSubtrees()) {
+    const bool has_metadata = is_kho_boot() && ReadIncomingMetadata();
+    void* blob = AllocPreserve(sizeof(abi::KexecMetadata));
+    if (IS_ERR(blob)) return disable(static_cast<int>(PTR_ERR(blob)), "kexec-metadata");
+    abi::KexecMetadata md = {};
+    md.version = abi::kKexecMetadataVersion;
+    std::snprintf(md.previous_release, sizeof(md.previous_release), "%s", config_.release.c_str());
+    md.kexec_count = has_metadata ? static_cast<uint32_t>(in_kexec_count_ + 1) : 0;
+    std::memcpy(blob, &md, sizeof(md));
+    metadata_blob_ = blob;
+    if (int err = AddSubtree(abi::kKexecMetadataName, blob, sizeof(md)); err != 0) {
+      return disable(err, "kexec-metadata subtree");
+    }
   }
   // Only boot memory this kernel reserved itself is still held by memblock.
   // Inherited boot memory went to the buddy allocator at memblock_free_all,
@@ -467,12 +515,40 @@ int Kho::Init() {
     if (s.size != 0) windows.push_back({PhysAddr(s.addr), PhysAddr(s.addr + s.size)});
   }
   mm_.SetKexecSegmentWindows(std::move(windows));
-  ctx_.Trace("kho", "init", {{"fdt", out_fdt_.ToString()}, {"root", out_tree_->root().ToString()}});
+  ctx_.Trace("kho", "init", {{"fdt", out_fdt_.ToString()}, {"root", map.ToString()}});
+  return 0;
+}
+
+int Kho::Finalize() {
+  if (!enabled_ || out_fdt_.IsNull()) return -EOPNOTSUPP;
+  absl::MutexLock lock(&fdt_mu_);
+  PhysAddr map;
+  if (int err = tracker_->PrepareHandover(&map); err != 0) {
+    ctx_.Log(absl::StrCat("KHO: failed to serialize preserved memory: ", err));
+    return err;
+  }
+  if (map != published_map_) {
+    if (int err = SetPreservedMemoryMap(mm_.memory().Virt(out_fdt_), map.value()); err != 0) {
+      return err;
+    }
+    published_map_ = map;
+  }
+  if (tracker_->serializes()) {
+    const TrackerStats stats = tracker_->Stats();
+    ctx_.Trace("kho", "finalize",
+               {{"map", map.ToString()},
+                {"chunks", absl::StrCat(stats.chunks)},
+                {"bitmaps", absl::StrCat(stats.bitmaps)}});
+  }
   return 0;
 }
 
 int Kho::PrepareHandover(abi::KhoData* out) {
-  if (!enabled_ || out_tree_ == nullptr) return 0;
+  if (!enabled_ || !tracker_->ready()) return 0;
+  // kho-v1 serializes here, as the selftest's "echo 1 > kho/out/finalize"
+  // right before kexec_file_load did; later preservations need another
+  // Finalize(). A failure fails the load.
+  if (int err = Finalize(); err != 0) return err;
   const uint64_t bytes = scratch_.size() * sizeof(abi::KhoScratch);
   PhysAddr segment;
   if (int err = mm_.PlaceKexecSegment(bytes, kScratchSegmentAlign, &segment); err != 0) {
@@ -497,7 +573,8 @@ unsigned Kho::SplitOrder(uint64_t pfn, uint64_t end_pfn, bool numa_bounded) cons
   const unsigned align_order = pfn == 0 ? 63u : static_cast<unsigned>(std::countr_zero(pfn));
   const unsigned len_order = static_cast<unsigned>(std::bit_width(end_pfn - pfn) - 1);
   unsigned order = std::min(align_order, len_order);
-  if (numa_bounded) {
+  // The NUMA bound came with the radix era; the kho-v1 split had none.
+  if (numa_bounded && profile_ != KhoProfile::kV1) {
     const auto& layout = mm_.memory().layout();
     const PageGeometry& g = mm_.geometry();
     const int nid = layout.NodeOf(g.PfnToPhys(Pfn(pfn)));
@@ -509,18 +586,18 @@ unsigned Kho::SplitOrder(uint64_t pfn, uint64_t end_pfn, bool numa_bounded) cons
 }
 
 int Kho::PreserveOrder(uint64_t pfn, unsigned order) {
-  if (out_tree_ == nullptr) {
+  if (!tracker_->ready()) {
     ctx_.Warn(KHOSIM_SITE, "KHO preservation without an initialized tree");
     return -EINVAL;
   }
-  return out_tree_->AddBlock(mm_.geometry().PfnToPhys(Pfn(pfn)), order);
+  return tracker_->Add(mm_.geometry().PfnToPhys(Pfn(pfn)), order);
 }
 
 void Kho::UnpreserveRange(uint64_t start_pfn, uint64_t end_pfn) {
-  if (out_tree_ == nullptr) return;
+  if (!tracker_->ready()) return;
   for (uint64_t pfn = start_pfn; pfn < end_pfn;) {
     const unsigned order = SplitOrder(pfn, end_pfn, /*numa_bounded=*/true);
-    if (out_tree_->DelBlock(mm_.geometry().PfnToPhys(Pfn(pfn)), order) == -ENOENT) {
+    if (tracker_->Del(mm_.geometry().PfnToPhys(Pfn(pfn)), order) == -ENOENT) {
       ctx_.Warn(KHOSIM_SITE, "unpreserve of a block whose tree path does not exist");
     }
     pfn += uint64_t{1} << order;
@@ -538,8 +615,8 @@ int Kho::PreserveFolio(struct folio* folio) {
 }
 
 void Kho::UnpreserveFolio(struct folio* folio) {
-  if (out_tree_ == nullptr) return;
-  if (out_tree_->DelBlock(mm_.PageToPhys(&folio->page), folio_order(folio)) == -ENOENT) {
+  if (!tracker_->ready()) return;
+  if (tracker_->Del(mm_.PageToPhys(&folio->page), folio_order(folio)) == -ENOENT) {
     ctx_.Warn(KHOSIM_SITE, "unpreserve of a folio whose tree path does not exist");
   }
 }
@@ -568,7 +645,7 @@ void Kho::UnpreservePages(struct page* page, uint64_t nr_pages) {
 }
 
 bool Kho::IsPreserved(PhysAddr pa, uint64_t nr_pages) {
-  if (out_tree_ == nullptr || nr_pages == 0) return false;
+  if (!tracker_->ready() || nr_pages == 0) return false;
   const PageGeometry& g = mm_.geometry();
   const unsigned max_order = 64 - g.page_shift;
   uint64_t pfn = g.PhysToPfn(pa).value();
@@ -577,7 +654,7 @@ bool Kho::IsPreserved(PhysAddr pa, uint64_t nr_pages) {
     bool covered = false;
     for (unsigned order = 0; order <= max_order && !covered; ++order) {
       const uint64_t head = pfn & ~((uint64_t{1} << order) - 1);
-      if (out_tree_->ContainsBlock(g.PfnToPhys(Pfn(head)), order)) {
+      if (tracker_->Contains(g.PfnToPhys(Pfn(head)), order)) {
         covered = true;
         pfn = head + (uint64_t{1} << order);
       }
@@ -749,6 +826,12 @@ struct page* Kho::RestorePage(PhysAddr pa, bool is_folio) {
     return nullptr;
   }
   const unsigned order = static_cast<unsigned>(info & 0xffffffffu);
+  // kho-v1 kernels refused blocks above MAX_PAGE_ORDER (the limit was
+  // dropped with the hugetlb work); the tag stays, as it did there.
+  if (profile_ == KhoProfile::kV1 && order > g.max_page_order) {
+    ctx_.WarnOnce(KHOSIM_SITE, "kho_restore_page: order above MAX_PAGE_ORDER");
+    return nullptr;
+  }
   const uint64_t nr = uint64_t{1} << order;
   page->private_data = 0;
   if (is_folio) {
@@ -825,26 +908,33 @@ int Kho::AddSubtree(absl::string_view name, const void* blob, uint64_t size) {
     return -EINVAL;
   }
   absl::MutexLock lock(&fdt_mu_);
-  return kho::AddSubtree(mm_.memory().Virt(out_fdt_), name, mm_.memory().Phys(blob).value(), size);
+  return kho::AddSubtree(mm_.memory().Virt(out_fdt_), name, mm_.memory().Phys(blob).value(), size,
+                         subtree_layout());
 }
 
 void Kho::RemoveSubtree(const void* blob) {
   if (out_fdt_.IsNull()) return;
   absl::MutexLock lock(&fdt_mu_);
-  kho::RemoveSubtree(mm_.memory().Virt(out_fdt_), mm_.memory().Phys(blob).value());
+  kho::RemoveSubtree(mm_.memory().Virt(out_fdt_), mm_.memory().Phys(blob).value(),
+                     subtree_layout());
 }
 
 int Kho::RetrieveSubtree(absl::string_view name, uint64_t* phys, uint64_t* size) const {
   if (!is_kho_boot()) return -ENOENT;
   if (phys == nullptr) return -EINVAL;
-  return kho::RetrieveSubtree(mm_.memory().Virt(PhysAddr(in_fdt_phys_)), name, phys, size);
+  return kho::RetrieveSubtree(mm_.memory().Virt(PhysAddr(in_fdt_phys_)), name, phys, size,
+                              subtree_layout());
 }
 
 std::vector<KhoDebugView::Blob> Kho::ListSubtrees(PhysAddr fdt) const {
   std::vector<KhoDebugView::Blob> out;
-  for (const SubtreeInfo& info : kho::ListSubtrees(mm_.memory().Virt(fdt))) {
-    // Like debugfs, skip nodes without a usable preserved-data/blob-size.
-    if (!info.has_data || !info.has_size) continue;
+  const SubtreeLayout layout = subtree_layout();
+  for (const SubtreeInfo& info : kho::ListSubtrees(mm_.memory().Virt(fdt), layout)) {
+    // Like debugfs, skip nodes without a usable preserved-data/blob-size
+    // (kho-v1: without `fdt`). A kho-v1 blob's size is not handed over;
+    // it is shown as 0 rather than read from a blob nobody may have
+    // restored yet.
+    if (!info.has_data || (layout == SubtreeLayout::kBlobSize && !info.has_size)) continue;
     out.push_back({info.name, info.phys, info.size});
   }
   return out;

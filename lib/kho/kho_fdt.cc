@@ -113,6 +113,11 @@ bool IsExactString(const void* value, int len, absl::string_view expected) {
          std::memcmp(bytes, expected.data(), expected.size()) == 0;
 }
 
+// The property that holds a child's blob address.
+const char* DataProperty(SubtreeLayout layout) {
+  return layout == SubtreeLayout::kFdtV1 ? abi::kPropSubFdtV1 : abi::kPropPreservedData;
+}
+
 int SetU64(void* fdt, int node, const char* prop, uint64_t value) {
   return fdt_setprop(fdt, node, prop, &value, sizeof(value));
 }
@@ -160,7 +165,21 @@ int CreateRootFdt(void* buf, size_t buf_size, absl::string_view compatible,
   return err == 0 ? 0 : -ENOMEM;
 }
 
-int AddSubtree(void* fdt, absl::string_view name, uint64_t blob_phys, uint64_t blob_size) {
+int SetPreservedMemoryMap(void* fdt, uint64_t preserved_memory_map) {
+  if (!TreeReadable(fdt)) return -EINVAL;
+  int len = 0;
+  if (fdt_getprop(fdt, 0, abi::kPropPreservedMemoryMap, &len) == nullptr ||
+      len != static_cast<int>(sizeof(uint64_t))) {
+    return -EINVAL;
+  }
+  return fdt_setprop_inplace(fdt, 0, abi::kPropPreservedMemoryMap, &preserved_memory_map,
+                             sizeof(preserved_memory_map)) == 0
+             ? 0
+             : -EINVAL;
+}
+
+int AddSubtree(void* fdt, absl::string_view name, uint64_t blob_phys, uint64_t blob_size,
+               SubtreeLayout layout) {
   if (!IsPlainNodeName(name) || name.size() > static_cast<size_t>(INT_MAX)) return -EINVAL;
   if (!TreeReadable(fdt)) return -ENOMEM;
 
@@ -168,8 +187,10 @@ int AddSubtree(void* fdt, absl::string_view name, uint64_t blob_phys, uint64_t b
   if (node == -FDT_ERR_EXISTS) return -EEXIST;
   if (node < 0) return -ENOMEM;
 
-  if (SetU64(fdt, node, abi::kPropPreservedData, blob_phys) == 0 &&
-      SetU64(fdt, node, abi::kPropBlobSize, blob_size) == 0) {
+  if (layout == SubtreeLayout::kFdtV1) {
+    if (SetU64(fdt, node, abi::kPropSubFdtV1, blob_phys) == 0) return 0;
+  } else if (SetU64(fdt, node, abi::kPropPreservedData, blob_phys) == 0 &&
+             SetU64(fdt, node, abi::kPropBlobSize, blob_size) == 0) {
     return 0;
   }
   // Take the half-made node out again. Deleting only shrinks the tree, so
@@ -179,19 +200,19 @@ int AddSubtree(void* fdt, absl::string_view name, uint64_t blob_phys, uint64_t b
   return -ENOMEM;
 }
 
-bool RemoveSubtree(void* fdt, uint64_t blob_phys) {
+bool RemoveSubtree(void* fdt, uint64_t blob_phys, SubtreeLayout layout) {
   if (!TreeReadable(fdt)) return false;
   int node;
   fdt_for_each_subnode(node, fdt, 0) {
     uint64_t phys = 0;
-    if (GetU64(fdt, node, abi::kPropPreservedData, &phys) && phys == blob_phys) {
+    if (GetU64(fdt, node, DataProperty(layout), &phys) && phys == blob_phys) {
       return fdt_del_node(fdt, node) == 0;
     }
   }
   return false;
 }
 
-std::vector<SubtreeInfo> ListSubtrees(const void* fdt) {
+std::vector<SubtreeInfo> ListSubtrees(const void* fdt, SubtreeLayout layout) {
   std::vector<SubtreeInfo> out;
   if (!TreeReadable(fdt)) return out;
   int node;
@@ -201,15 +222,20 @@ std::vector<SubtreeInfo> ListSubtrees(const void* fdt) {
     if (name == nullptr || len < 0) break;
     SubtreeInfo info;
     info.name.assign(name, static_cast<size_t>(len));
-    info.has_data = GetU64(fdt, node, abi::kPropPreservedData, &info.phys);
-    info.has_size = GetU64(fdt, node, abi::kPropBlobSize, &info.size);
+    info.has_data = GetU64(fdt, node, DataProperty(layout), &info.phys);
+    if (layout == SubtreeLayout::kBlobSize) {
+      info.has_size = GetU64(fdt, node, abi::kPropBlobSize, &info.size);
+    }
     out.push_back(std::move(info));
   }
   return out;
 }
 
 int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expected_compatible,
-                         uint64_t* preserved_memory_map, std::string* why) {
+                         uint64_t* preserved_memory_map, std::string* why, RootCheck* failed) {
+  RootCheck ignored;
+  RootCheck& check = failed != nullptr ? *failed : ignored;
+  check = RootCheck::kBadFdt;
   if (fdt == nullptr) return Reject(why, "no FDT");
   if (fdt_len < sizeof(struct fdt_header)) {
     return Reject(why, absl::StrCat("buffer of ", fdt_len, " bytes cannot hold an FDT header"));
@@ -255,12 +281,15 @@ int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expe
 
   int len = 0;
   const void* compat = fdt_getprop(fdt, 0, abi::kPropCompatible, &len);
+  check = RootCheck::kNoCompatible;
   if (compat == nullptr) return Reject(why, "root has no compatible property");
+  check = RootCheck::kIncompatible;
   if (!IsExactString(compat, len, expected_compatible)) {
     return Reject(why, absl::StrCat("wrong compatible ", Quote(compat, len), " (expected '",
                                     absl::CHexEscape(expected_compatible), "')"));
   }
 
+  check = RootCheck::kNoMemoryMap;
   const void* map = fdt_getprop(fdt, 0, abi::kPropPreservedMemoryMap, &len);
   if (map == nullptr) return Reject(why, "root has no preserved-memory-map property");
   if (len != static_cast<int>(sizeof(uint64_t))) {
@@ -270,10 +299,12 @@ int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expe
   std::memcpy(&value, map, sizeof(value));
   if (value == 0) return Reject(why, "preserved-memory-map is zero");
   if (preserved_memory_map != nullptr) *preserved_memory_map = value;
+  check = RootCheck::kPassed;
   return 0;
 }
 
-int RetrieveSubtree(const void* fdt, absl::string_view name, uint64_t* phys, uint64_t* size) {
+int RetrieveSubtree(const void* fdt, absl::string_view name, uint64_t* phys, uint64_t* size,
+                    SubtreeLayout layout) {
   if (phys == nullptr) return -EINVAL;
   if (!TreeReadable(fdt) || !IsPlainNodeName(name) || name.size() > static_cast<size_t>(INT_MAX)) {
     return -ENOENT;
@@ -281,8 +312,12 @@ int RetrieveSubtree(const void* fdt, absl::string_view name, uint64_t* phys, uin
   const int node = fdt_subnode_offset_namelen(fdt, 0, name.data(), static_cast<int>(name.size()));
   if (node < 0) return -ENOENT;
   uint64_t value = 0;
-  if (!GetU64(fdt, node, abi::kPropPreservedData, &value)) return -EINVAL;
+  if (!GetU64(fdt, node, DataProperty(layout), &value)) return -EINVAL;
   *phys = value;
+  if (layout == SubtreeLayout::kFdtV1) {
+    if (size != nullptr) *size = 0;
+    return 0;
+  }
   if (!GetU64(fdt, node, abi::kPropBlobSize, &value)) return -EINVAL;
   if (size != nullptr) *size = value;
   return 0;

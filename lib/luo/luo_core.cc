@@ -52,7 +52,12 @@ LuoState::LuoState(KernelContext& ctx, kho::Kho& kho, fs::Vfs& vfs, LuoConfig co
   if (requested && !kho_.enabled()) {
     ctx_.Log("luo: warning: liveupdate=on needs KHO (kho=on); live update disabled");
   }
-  enabled_ = requested && kho_.enabled();
+  // luo_ser is a raw blob that kernel B sizes by its blob-size (kho-v3+).
+  if (requested && kho_.enabled() && !kho_.HasBlobSubtrees()) {
+    ctx_.Log(absl::StrCat("luo: warning: KHO profile ", kho_.compatible(),
+                          " has no blob-size subtrees (kho-v3+ needed); live update disabled"));
+  }
+  enabled_ = requested && kho_.enabled() && kho_.HasBlobSubtrees();
 }
 
 LuoState::~LuoState() {

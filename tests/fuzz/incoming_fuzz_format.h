@@ -6,11 +6,15 @@
 //             (one), which makes the iteration about twice as slow; bit 7:
 //             after kernel B's restores, kexec once more into kernel C
 //   byte 1    selector: for kRadixNode, which node of the outgoing tree
-//             (pre-order index modulo the node count)
+//             (pre-order index modulo the node count); for kV1Bitmap,
+//             which bitmap page (ascending order, then index)
 //   rest      patches, applied in order to the target page before the
 //             kexec: u16 offset (little-endian, modulo the page size), u8
 //             length, then that many bytes (cut at the page end and at the
 //             end of the input). At most kMaxPatches are applied.
+//             The kV1* targets boot every kernel with the kho-v1 profile
+//             and patch in a reboot hook, after the load-time finalize
+//             wrote the chunk list kernel B will read.
 #ifndef KHOSIM_TESTS_FUZZ_INCOMING_FUZZ_FORMAT_H_
 #define KHOSIM_TESTS_FUZZ_INCOMING_FUZZ_FORMAT_H_
 
@@ -26,8 +30,10 @@ enum IncomingTarget : uint8_t {
   kFirstChunk = 4,    // the vmalloc descriptor's first chunk page
   kLastChunk = 5,     // the last chunk page of the list
   kMetadataBlob = 6,  // the kexec-metadata blob
+  kV1Chunk = 7,       // kho-v1: the first khoser_mem_chunk page
+  kV1Bitmap = 8,      // kho-v1: a bitmap page (byte 1 picks it)
 };
-inline constexpr uint8_t kIncomingTargets = 7;
+inline constexpr uint8_t kIncomingTargets = 9;
 inline constexpr uint8_t kIncomingTargetMask = 0x3f;
 inline constexpr uint8_t kIncomingLargeArea = 0x40;
 inline constexpr uint8_t kIncomingKexecAgain = 0x80;

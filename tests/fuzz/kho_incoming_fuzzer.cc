@@ -6,9 +6,11 @@
 // publishes both in a subtree. The input then overwrites bytes of one page of
 // preserved metadata (format in incoming_fuzz_format.h): the root FDT, a
 // radix tree node, the subtree's blob, a vmalloc chunk page, or the
-// kexec-metadata blob. The kexec runs
+// kexec-metadata blob; or, with every kernel on the kho-v1 profile, a
+// khoser_mem_chunk or bitmap page of the serialized tracker. The kexec runs
 // kernel B's kho_populate (FDT and scratch validation), the retrieval walk
-// of the radix tree and the kexec-metadata read; B then looks the subtree up
+// of the radix tree (or the kho-v1 chunk list) and the kexec-metadata read;
+// B then looks the subtree up
 // and runs kho_restore_folio / kho_restore_vmalloc on whatever it finds. A
 // KernelPanic is a clean outcome; any other crash, sanitizer report or leak
 // is a bug. An input whose patches change no byte must round-trip exactly.
@@ -28,6 +30,7 @@
 #include "khosim/base/panic.h"
 #include "khosim/kho/kho.h"
 #include "khosim/kho/kho_fdt.h"
+#include "khosim/kho/preservation_tracker.h"
 #include "khosim/linux/kexec_handover.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/vmalloc.h"
@@ -123,9 +126,24 @@ uint64_t TargetPage(khosim::Machine& m, const Preserved& p, uint8_t target, uint
       }
       return phys & ~uint64_t{PAGE_SIZE - 1};
     }
+    case fz::kV1Chunk:
+      return kho.tracker()->handover().value();
+    case fz::kV1Bitmap: {
+      // Chunk pages come first in ForEachBlock, then the bitmaps.
+      std::vector<uint64_t> pages;
+      kho.tracker()->ForEachBlock(nullptr, [&](khosim::PhysAddr page) {
+        pages.push_back(page.value());
+        return 0;
+      });
+      const uint64_t chunks = kho.tracker()->Stats().chunks;
+      if (pages.size() <= chunks) return 0;
+      return pages[chunks + selector % (pages.size() - chunks)];
+    }
   }
   return 0;
 }
+
+bool IsV1Target(uint8_t target) { return target == fz::kV1Chunk || target == fz::kV1Bitmap; }
 
 // Applies the input's patches to the page; true if any byte changed.
 bool ApplyPatches(InputReader& in, uint8_t* page, uint64_t page_size) {
@@ -153,6 +171,9 @@ void RestoreInKernelB(khosim::Machine& m, const Preserved& p, unsigned long area
   size_t size = 0;
   const int rc = kho_retrieve_subtree(fz::kIncomingSubtree, &phys, &size);
   out->retrieve = rc;
+  // kho-v1 hands over no blob size: the handler knows its own record.
+  const bool sized = m.kernel().kho().HasBlobSubtrees();
+  if (!sized && rc == 0) size = sizeof(IncomingBlob);
   if (pristine) KHOSIM_FUZZ_CHECK(rc == 0 && phys == p.blob && size == sizeof(IncomingBlob));
   if (rc != 0 || size < sizeof(IncomingBlob)) return;
 
@@ -224,18 +245,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const unsigned long area_pages =
       (mode & fz::kIncomingLargeArea) != 0 ? fz::kLargeAreaPages : fz::kSmallAreaPages;
 
+  const bool v1 = IsV1Target(target_kind);
+  khosim::MachineConfig config = fz::SmallKhoMachine();
+  if (v1) config.kho.profile = khosim::kho::KhoProfile::kV1;
   absl::StatusOr<std::unique_ptr<khosim::Machine>> made =
-      khosim::Machine::Create(fz::SmallKhoMachine());
+      khosim::Machine::Create(std::move(config));
   KHOSIM_FUZZ_CHECK(made.ok());
   khosim::Machine& m = **made;
+  Preserved preserved;
+  uint64_t target = 0;
+  bool changed = false;
+  if (v1) {
+    // The chunk list exists from the load on: patch it after the load, in
+    // kernel A's reboot path (only the first kexec's).
+    m.SetKernelInit([&](khosim::Kernel& kernel) {
+      if (kernel.generation() != 1) return;
+      kernel.RegisterRebootHook("fuzz_patch", [&](const khosim::RebootInfo&) {
+        target = TargetPage(m, preserved, target_kind, selector);
+        KHOSIM_FUZZ_CHECK(target != 0);
+        changed = ApplyPatches(in, static_cast<uint8_t*>(phys_to_virt(target)), PAGE_SIZE);
+        return 0;
+      });
+    });
+  }
   m.Boot();
   KHOSIM_FUZZ_CHECK(kho_is_enabled());
-  Preserved preserved;
   KHOSIM_FUZZ_CHECK(PreserveInKernelA(area_pages, &preserved));
 
-  const uint64_t target = TargetPage(m, preserved, target_kind, selector);
-  KHOSIM_FUZZ_CHECK(target != 0);
-  const bool changed = ApplyPatches(in, static_cast<uint8_t*>(phys_to_virt(target)), PAGE_SIZE);
+  if (!v1) {
+    target = TargetPage(m, preserved, target_kind, selector);
+    KHOSIM_FUZZ_CHECK(target != 0);
+    changed = ApplyPatches(in, static_cast<uint8_t*>(phys_to_virt(target)), PAGE_SIZE);
+  }
 
   Outcome outcome;
   bool panicked = false;
@@ -250,7 +291,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     KHOSIM_FUZZ_CHECK(m.kernel().mm().pages().Validate().ok());
     if ((mode & fz::kIncomingKexecAgain) != 0) {
       KHOSIM_FUZZ_CHECK(m.Kexec().ok());
-      if (!changed) KHOSIM_FUZZ_CHECK(m.kernel().kho().incoming_kexec_count() == 1);
+      // kho-v1 has no kexec-metadata to count with.
+      if (!changed && !v1) KHOSIM_FUZZ_CHECK(m.kernel().kho().incoming_kexec_count() == 1);
+      if (!changed && v1) KHOSIM_FUZZ_CHECK(is_kho_boot());
     }
   } catch (const khosim::KernelPanic& e) {
     // A kernel that refuses hostile metadata by panicking is a clean outcome,

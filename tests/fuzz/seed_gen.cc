@@ -265,6 +265,16 @@ void IncomingSeeds() {
         patched(fz::kVmallocDesc, 0, total_at, {0xff, 0xff, 0xff, 0xff}));
   // kexec-metadata: wrong version.
   Write(t, "metadata-bad-version", patched(fz::kMetadataBlob, 0, 0, {2}));
+  // kho-v1 chunk list: the next pointer unaligned, an order no address can
+  // hold, more entries than a chunk has, a bitmap pointer moved; a bitmap
+  // with 64 more blocks in it; and a second kexec of an untouched list.
+  Write(t, "v1-chunk-next-unaligned", patched(fz::kV1Chunk, 0, 0, {0x08}));
+  Write(t, "v1-chunk-order-52", patched(fz::kV1Chunk, 0, 8, {52, 0, 0, 0}));
+  Write(t, "v1-chunk-num-elms-huge", patched(fz::kV1Chunk, 0, 12, {0xff, 0xff, 0xff, 0xff}));
+  Write(t, "v1-chunk-bitmap-moved", patched(fz::kV1Chunk, 0, 24, {0x10}));
+  Write(t, "v1-bitmap-1-extra-blocks", patched(fz::kV1Bitmap, 1, 64, Bytes(8, 0xff)));
+  Write(t, "pristine-v1-kexec-twice",
+        Bytes{static_cast<uint8_t>(fz::kV1Chunk | fz::kIncomingKexecAgain), 0});
 }
 
 // ---------------------------------------------------------------------------

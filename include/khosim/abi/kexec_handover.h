@@ -1,6 +1,8 @@
 // KHO wire formats (kho-v4): the root FDT's names, the page tag restored
 // pages carry, the scratch table, the vmalloc descriptor and chunk pages,
-// and the kexec-metadata record.
+// and the kexec-metadata record; and the kho-v1 (bitmap tracker) formats
+// that the kho-v1 profile still speaks: the subtree property name and the
+// khoser_mem_chunk list.
 //
 // Contract: these layouts are what kernel A writes and kernel B reads.
 // Changing any of them is an ABI break that must bump the compatible
@@ -26,6 +28,9 @@ inline constexpr char kPropCompatible[] = "compatible";
 inline constexpr char kPropPreservedMemoryMap[] = "preserved-memory-map";
 inline constexpr char kPropPreservedData[] = "preserved-data";
 inline constexpr char kPropBlobSize[] = "blob-size";
+// kho-v1 names the blob property after what it held then, a sub-FDT
+// (PROP_SUB_FDT); there is no blob-size before kho-v3.
+inline constexpr char kPropSubFdtV1[] = "fdt";
 
 // Tag in page->private of every preserved head page after retrieval:
 // low 32 bits the order, high 32 bits the magic.
@@ -73,6 +78,50 @@ static_assert(sizeof(KhoVmallocChunkHeader) == 8);
 inline constexpr uint64_t KhoVmallocEntriesPerChunk(uint64_t page_size) {
   return (page_size - sizeof(KhoVmallocChunkHeader)) / sizeof(uint64_t);
 }
+
+// kho-v1 preserved memory map: the per-order bitmaps of kernel A's tracker,
+// serialized when the handover is prepared (kho_finalize) into a singly
+// linked list of one-page chunks. `preserved-memory-map` holds the first
+// chunk's physical address (0: nothing serialized). Every chunk describes
+// bitmaps of one order; orders ascend along the list, a new chunk starts
+// for each order and whenever a chunk is full. Neither the chunks nor the
+// bitmap pages they point to are preserved: kernel B reads them while it
+// still allocates from scratch only.
+//
+// A bitmap is one page of PRESERVE_BITS = page_size * 8 bits (bit i is bit
+// i % 64 of little-endian u64 word i / 64); bit i set means the block of
+// 2^order pages at phys_start + (i << (order + page_shift)) is preserved.
+// phys_start = (index * PRESERVE_BITS) << (order + page_shift), where index
+// = (pfn >> order) / PRESERVE_BITS is the bitmap's position in its order.
+struct __attribute__((packed)) KhoserMemChunkHeader {
+  uint64_t next;      // phys of the next chunk, 0 = last
+  uint32_t order;     // order of every bitmap in this chunk
+  uint32_t num_elms;  // entries in use, <= KhoserBitmapSize(page_size)
+};
+static_assert(sizeof(KhoserMemChunkHeader) == 16);
+static_assert(offsetof(KhoserMemChunkHeader, next) == 0);
+static_assert(offsetof(KhoserMemChunkHeader, order) == 8);
+static_assert(offsetof(KhoserMemChunkHeader, num_elms) == 12);
+
+// One entry of a chunk (khoser_mem_bitmap_ptr).
+struct __attribute__((packed)) KhoserMemBitmapPtr {
+  uint64_t phys_start;  // first byte the bitmap covers
+  uint64_t bitmap;      // phys of the bitmap page
+};
+static_assert(sizeof(KhoserMemBitmapPtr) == 16);
+static_assert(offsetof(KhoserMemBitmapPtr, phys_start) == 0);
+static_assert(offsetof(KhoserMemBitmapPtr, bitmap) == 8);
+
+// KHOSER_BITMAP_SIZE: entries per chunk page (255 with 4 KiB pages).
+inline constexpr uint64_t KhoserBitmapSize(uint64_t page_size) {
+  return (page_size - sizeof(KhoserMemChunkHeader)) / sizeof(KhoserMemBitmapPtr);
+}
+static_assert(KhoserBitmapSize(4096) == 255);
+static_assert(sizeof(KhoserMemChunkHeader) + KhoserBitmapSize(4096) * sizeof(KhoserMemBitmapPtr) ==
+              4096);
+// PRESERVE_BITS: blocks one bitmap page tracks (32768 with 4 KiB pages).
+inline constexpr uint64_t KhoPreserveBits(uint64_t page_size) { return page_size * 8; }
+static_assert(KhoPreserveBits(4096) == 32768);
 
 // The "kexec-metadata" subtree.
 inline constexpr char kKexecMetadataName[] = "kexec-metadata";

@@ -1,8 +1,13 @@
-// Kho: Kexec HandOver for one kernel (kho-v4 semantics).
+// Kho: Kexec HandOver for one kernel (kho-v4 semantics, or the legacy
+// kho-v1 profile).
 //
-// Outgoing side (any kernel with kho=on): a radix tree of preserved blocks
-// and a one-page root FDT, both in simulated physical memory, that ARE the
-// handover state at every moment (KHO is stateless: no finalize step).
+// Outgoing side (any kernel with kho=on): a preservation tracker and a
+// one-page root FDT, both in simulated physical memory. With kho-v4 the
+// radix tree and the FDT ARE the handover state at every moment (KHO is
+// stateless: no finalize step). With kho-v1 the per-order bitmaps are
+// serialized into a chunk list when the handover is prepared (Finalize,
+// upstream's re-runnable kho_finalize), subtrees carry `fdt` and no size,
+// and there is no kexec-metadata.
 // Incoming side (a kernel booted by a KHO kexec): the root FDT and scratch
 // table named by the handover record, validated, and the preserved blocks
 // reserved before the page allocator starts, each head page tagged so it can
@@ -18,7 +23,13 @@
 //   Init()        fs_initcall: build the outgoing tree, root FDT and
 //                 kexec-metadata; on a cold boot hand boot memory to the
 //                 buddy allocator as CMA pageblocks
-// and PrepareHandover() when the next image is loaded.
+// and PrepareHandover() when the next image is loaded (which, for kho-v1,
+// finalizes first).
+//
+// Profiles: KhoConfig::profile, overridden per boot by the command line's
+// khosim.kho_profile=kho-v1|kho-v4. A kernel accepts an incoming handover
+// only if the root FDT's compatible is exactly its own profile's string;
+// otherwise it logs, ignores the handover and boots cold.
 //
 // Errors follow upstream exactly; see each method. The kernel face
 // (khosim/linux/kexec_handover.h) is a thin layer over these methods.
@@ -38,12 +49,26 @@
 #include "khosim/abi/kexec_handover.h"
 #include "khosim/abi/kho_data.h"
 #include "khosim/base/kernel_context.h"
+#include "khosim/kho/kho_fdt.h"
+#include "khosim/kho/preservation_tracker.h"
 #include "khosim/kho/radix_tree.h"
 #include "khosim/mm/mm.h"
 
 namespace khosim::kho {
 
+// The KHO ABI a kernel speaks; its name is the root FDT's compatible.
+enum class KhoProfile {
+  kV1,  // v6.16 .. early 2026: bitmaps + chunk list, `fdt` subtrees
+  kV4,  // radix tree in place, blob-size subtrees, kexec-metadata, blocks
+};
+absl::string_view KhoProfileName(KhoProfile profile);
+// "kho-v1" or "kho-v4"; false for anything else.
+bool ParseKhoProfile(absl::string_view name, KhoProfile* profile);
+
 struct KhoConfig {
+  // The ABI this kernel build speaks unless khosim.kho_profile= says
+  // otherwise.
+  KhoProfile profile = KhoProfile::kV4;
   // CONFIG_KEXEC_HANDOVER_ENABLE_DEFAULT: KHO on without kho=on.
   bool enabled_by_default = false;
   // CONFIG_KEXEC_HANDOVER_DEBUG: preserving memory inside boot memory fails
@@ -101,8 +126,19 @@ class Kho {
   // fills the handover record. -EADDRNOTAVAIL if it cannot be placed.
   int PrepareHandover(abi::KhoData* out);
 
+  // kho_finalize (kho-v1): serializes the tracker and points the root FDT's
+  // preserved-memory-map at the result, freeing a previous serialization.
+  // Re-runnable. A no-op for trackers handed over in place (kho-v4).
+  // -EOPNOTSUPP if KHO is disabled, else the tracker's error (-ENOMEM).
+  int Finalize();
+
   bool enabled() const { return enabled_; }
   bool is_kho_boot() const { return in_fdt_phys_ != 0; }
+  KhoProfile profile() const { return profile_; }
+  absl::string_view compatible() const { return KhoProfileName(profile_); }
+  // kho_add_subtree/kho_retrieve_subtree carry a blob size (kho-v3+). A
+  // kernel without it cannot host clients that hand over raw blobs (LUO).
+  bool HasBlobSubtrees() const { return profile_ != KhoProfile::kV1; }
 
   // Preservation (outgoing). 0 or -errno.
   int PreserveFolio(struct folio* folio);
@@ -139,7 +175,12 @@ class Kho {
 
   // Inspection.
   const std::vector<abi::KhoScratch>& scratch() const { return scratch_; }
-  RadixTree* out_tree() { return out_tree_.get(); }
+  // The outgoing tracker of this kernel's profile (never null; not ready()
+  // before Init or after a failed Init).
+  PreservationTracker* tracker() { return tracker_.get(); }
+  // The outgoing radix tree: null unless the profile's tracker is a ready
+  // radix tree.
+  RadixTree* out_tree();
   PhysAddr out_fdt() const { return out_fdt_; }
   PhysAddr in_fdt() const { return PhysAddr(in_fdt_phys_); }
   // Blocks reserved at retrieval whose head was never restored.
@@ -165,10 +206,14 @@ class Kho {
   void ExtendScratch();
   bool ReadIncomingMetadata();
   std::vector<KhoDebugView::Blob> ListSubtrees(PhysAddr fdt) const;
+  SubtreeLayout subtree_layout() const {
+    return HasBlobSubtrees() ? SubtreeLayout::kBlobSize : SubtreeLayout::kFdtV1;
+  }
 
   KernelContext& ctx_;
   mm::Mm& mm_;
   const KhoConfig config_;
+  KhoProfile profile_;
   bool enabled_ = false;
 
   std::vector<abi::KhoScratch> scratch_;
@@ -177,13 +222,16 @@ class Kho {
   bool scratch_reserved_here_ = false;
 
   std::unique_ptr<NodeMemory> node_memory_;
-  std::unique_ptr<RadixTree> out_tree_;
+  std::unique_ptr<PreservationTracker> tracker_;
   mutable absl::Mutex fdt_mu_;  // kho_out.lock: protects the root FDT
   PhysAddr out_fdt_;
+  // What the root FDT's preserved-memory-map holds now.
+  PhysAddr published_map_ ABSL_GUARDED_BY(fdt_mu_);
   void* metadata_blob_ = nullptr;
 
   uint64_t in_fdt_phys_ = 0;
-  uint64_t in_tree_root_ = 0;
+  // The incoming preserved-memory-map: radix root or first kho-v1 chunk.
+  uint64_t in_memory_map_ = 0;
   uint64_t retrieved_blocks_ = 0;
   std::vector<PhysAddr> retrieved_heads_;
   uint64_t in_kexec_count_ = 0;

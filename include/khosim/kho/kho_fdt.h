@@ -1,12 +1,16 @@
 // The KHO root FDT: the one-page flattened device tree through which kernel A
 // tells kernel B where everything preserved lives.
 //
-// Layout (kho-v2 and later; names and compatible strings in
+// Layout (kho-v3 and later; names and compatible strings in
 // khosim/abi/kexec_handover.h):
 //   /                      compatible = "kho-vN" (NUL-terminated string)
 //                          preserved-memory-map = u64 phys of the tracker root
 //     <subsystem name>     preserved-data = u64 phys of the subsystem's blob
 //                          blob-size = u64 byte size of that blob
+// kho-v1 (SubtreeLayout::kFdtV1) differs only in the children: one property
+// `fdt` = u64 phys of the subsystem's sub-FDT, no size (kernel B can read
+// the size from that FDT's header). Its `preserved-memory-map` is the first
+// chunk of the serialized bitmaps, 0 until the handover is prepared.
 // KHO uses the FDT only as a container: every u64 is stored as raw
 // native-endian bytes (not the big-endian fdt64 convention), and there are no
 // #address-cells, reg or phandles. Property values inside an FDT are only
@@ -77,6 +81,18 @@ namespace khosim::kho {
 int CreateRootFdt(void* buf, size_t buf_size, absl::string_view compatible,
                   uint64_t preserved_memory_map);
 
+// Rewrites the root's `preserved-memory-map` in place (its size never
+// changes): what kho-v1's finalize does each time it serializes. 0, or
+// -EINVAL if the FDT header is bad or the property is missing or not 8
+// bytes.
+int SetPreservedMemoryMap(void* fdt, uint64_t preserved_memory_map);
+
+// How a child of the root names its blob.
+enum class SubtreeLayout {
+  kBlobSize,  // kho-v3+: preserved-data and blob-size
+  kFdtV1,     // kho-v1: fdt only
+};
+
 // Adds a child `name` under the root with `preserved-data` = blob_phys and
 // `blob-size` = blob_size (native u64). The blob's pages are not preserved
 // here; the caller must preserve them. Returns:
@@ -88,12 +104,16 @@ int CreateRootFdt(void* buf, size_t buf_size, absl::string_view compatible,
 //            step fails, including the buffer being full. If the node had
 //            already been created it is deleted again, so the FDT stays valid
 //            and holds exactly the nodes and properties it held before.
-int AddSubtree(void* fdt, absl::string_view name, uint64_t blob_phys, uint64_t blob_size);
+// With SubtreeLayout::kFdtV1 the child gets `fdt` = blob_phys only and
+// blob_size is ignored (kho-v1's kho_add_subtree takes no size).
+int AddSubtree(void* fdt, absl::string_view name, uint64_t blob_phys, uint64_t blob_size,
+               SubtreeLayout layout = SubtreeLayout::kBlobSize);
 
-// Deletes the first child (document order) whose `preserved-data` is exactly
-// 8 bytes equal to blob_phys. Returns true if one was deleted; false, with no
-// change, if none matches or the FDT header is bad. Never fails otherwise.
-bool RemoveSubtree(void* fdt, uint64_t blob_phys);
+// Deletes the first child (document order) whose `preserved-data` (`fdt`
+// for kFdtV1) is exactly 8 bytes equal to blob_phys. Returns true if one was
+// deleted; false, with no change, if none matches or the FDT header is bad.
+// Never fails otherwise.
+bool RemoveSubtree(void* fdt, uint64_t blob_phys, SubtreeLayout layout = SubtreeLayout::kBlobSize);
 
 // One child of the root as found; has_* say whether the property exists with
 // exactly 8 bytes (otherwise the value is 0).
@@ -108,7 +128,9 @@ struct SubtreeInfo {
 // All children of the root in document order (newest first for a tree built
 // by AddSubtree). Empty if the header is bad. On a corrupted structure block
 // the walk stops at the first unreadable tag and returns what it found.
-std::vector<SubtreeInfo> ListSubtrees(const void* fdt);
+// With kFdtV1, has_data/phys come from `fdt` and has_size is always false.
+std::vector<SubtreeInfo> ListSubtrees(const void* fdt,
+                                      SubtreeLayout layout = SubtreeLayout::kBlobSize);
 
 // Checks an incoming root FDT of fdt_len readable bytes, in this order:
 // header (magic, version >= 17, block bounds, 8-byte alignment), totalsize <=
@@ -118,9 +140,18 @@ std::vector<SubtreeInfo> ListSubtrees(const void* fdt);
 // non-zero. Returns 0 and stores the map in *preserved_memory_map (if not
 // null), or -EINVAL with a human-readable reason in *why (if not null), e.g.
 // "wrong compatible 'kho-v3' (expected 'kho-v4')". Nothing is written to
-// *preserved_memory_map on failure.
+// *preserved_memory_map on failure. *failed (if not null) says which check
+// refused the tree, so that the caller can log as upstream does.
+enum class RootCheck {
+  kPassed,
+  kBadFdt,        // header, size or structure
+  kNoCompatible,  // no compatible property at the root
+  kIncompatible,  // compatible present, not the expected string
+  kNoMemoryMap,   // preserved-memory-map missing, not 8 bytes, or zero
+};
 int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expected_compatible,
-                         uint64_t* preserved_memory_map, std::string* why);
+                         uint64_t* preserved_memory_map, std::string* why,
+                         RootCheck* failed = nullptr);
 
 // Looks up the child `name` of a validated incoming root, in this order:
 //   -EINVAL  phys is null;
@@ -133,7 +164,10 @@ int ValidateIncomingRoot(const void* fdt, size_t fdt_len, absl::string_view expe
 //   0        success; *size written if size is not null.
 // The upstream checks that run before these belong to the caller, in this
 // order: "not a KHO boot" returns -ENOENT first, then a null phys -EINVAL.
-int RetrieveSubtree(const void* fdt, absl::string_view name, uint64_t* phys, uint64_t* size);
+// With kFdtV1 the data property is `fdt`, there is no blob-size check, and
+// *size (if not null) is set to 0: kho-v1 hands over no size.
+int RetrieveSubtree(const void* fdt, absl::string_view name, uint64_t* phys, uint64_t* size,
+                    SubtreeLayout layout = SubtreeLayout::kBlobSize);
 
 // The header's totalsize (the bytes the FDT occupies, free space included),
 // or 0 if the header is bad.
