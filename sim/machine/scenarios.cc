@@ -130,6 +130,15 @@ std::string KernelLine(Machine& m) {
       k.mm().pages().FreePages() * k.ctx().geometry().page_size() >> 20, k.WarnCount());
 }
 
+// The options of kexec |round| (1-based).
+KexecOptions NextKernel(const std::vector<std::string>& cmdlines, int round) {
+  KexecOptions options;
+  if (round >= 1 && static_cast<size_t>(round) <= cmdlines.size()) {
+    options.cmdline = cmdlines[round - 1];
+  }
+  return options;
+}
+
 }  // namespace
 
 void ScenarioResult::Check(bool ok, std::string what) {
@@ -139,7 +148,8 @@ void ScenarioResult::Check(bool ok, std::string what) {
 
 std::vector<std::string> ScenarioNames() { return {"kho", "kexec-scrub"}; }
 
-ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs) {
+ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs,
+                                     const std::vector<std::string>& kexec_cmdlines) {
   ScenarioResult r;
   m.Boot();
   r.lines.push_back("cold boot");
@@ -152,7 +162,7 @@ ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs) {
       std::memset(folio_address(f), 0x5a, folio_size(f));
       written.push_back(folio_phys(f));
     }
-    const absl::Status s = m.Kexec();
+    const absl::Status s = m.Kexec(NextKernel(kexec_cmdlines, round));
     r.Check(s.ok(), absl::StrCat("kexec ", round, ": ", s.ToString()));
     if (!s.ok()) return r;
     uint64_t survived = 0;
@@ -182,7 +192,7 @@ ScenarioResult RunKhoScenario(Machine& m, int kexecs, uint64_t bytes_per_boot,
   }
   if (!PreserveSet(m, bytes_per_boot, options, r)) return r;
   for (int round = 1; round <= kexecs; ++round) {
-    const absl::Status s = m.Kexec();
+    const absl::Status s = m.Kexec(NextKernel(options.kexec_cmdlines, round));
     r.Check(s.ok(), absl::StrCat("kexec ", round, ": ", s.ToString()));
     if (!s.ok()) return r;
     r.lines.push_back(KernelLine(m));

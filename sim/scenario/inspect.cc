@@ -175,29 +175,35 @@ std::string InspectText(Machine& m, const abi::KhoData& handover) {
   }
 
   absl::StrAppend(&out, "\npreservation tracker\n");
-  if (kho::RadixTree* tree = kho.out_tree(); tree != nullptr && !tree->root().IsNull()) {
+  if (const kho::PreservationTracker* tracker = kho.tracker();
+      tracker != nullptr && tracker->ready()) {
     std::map<unsigned, uint64_t> by_order;
     uint64_t blocks = 0;
     uint64_t bytes = 0;
-    const kho::RadixGeometry g = tree->geometry();
-    tree->Walk([&](uint64_t key) {
-      PhysAddr pa;
-      unsigned order = 0;
-      if (kho::DecodeKey(g, key, &pa, &order)) {
-        ++by_order[order];
-        ++blocks;
-        bytes += m.config().page_size << order;
-      }
-      return 0;
-    });
-    absl::StrAppend(
-        &out, absl::StrFormat("  outgoing: root 0x%x, %d node page(s), %d block(s), %s\n",
-                              tree->root().value(), tree->NodeCount(), blocks, FormatBytes(bytes)));
+    tracker->ForEachBlock(
+        [&](PhysAddr, unsigned order) {
+          ++by_order[order];
+          ++blocks;
+          bytes += m.config().page_size << order;
+          return 0;
+        },
+        nullptr);
+    const kho::TrackerStats stats = tracker->Stats();
+    std::string where;
+    if (const kho::RadixTree* tree = kho.out_tree(); tree != nullptr) {
+      where = absl::StrFormat("root 0x%x, ", tree->root().value());
+    } else if (!tracker->handover().IsNull()) {
+      where = absl::StrFormat("chunk list 0x%x, ", tracker->handover().value());
+    }
+    absl::StrAppend(&out, absl::StrFormat("  outgoing: %s (%s), %s%d metadata page(s), %d "
+                                          "block(s), %s\n",
+                                          tracker->name(), kho.compatible(), where,
+                                          stats.metadata_pages, blocks, FormatBytes(bytes)));
     for (const auto& [order, n] : by_order) {
       absl::StrAppend(&out, absl::StrFormat("    order %2d: %d block(s)\n", order, n));
     }
   } else {
-    absl::StrAppend(&out, "  outgoing: no tree\n");
+    absl::StrAppend(&out, "  outgoing: no tracker\n");
   }
   if (kho.is_kho_boot()) {
     absl::StrAppend(&out,
@@ -265,22 +271,19 @@ absl::StatusOr<ImageStats> WriteMachineImage(Machine& m, const abi::KhoData& han
         "no handover record: stop at a kexec point (--at=kexec:N) with KHO on");
   }
   Kernel& k = m.kernel();
-  kho::RadixTree* tree = k.kho().out_tree();
-  if (tree == nullptr) return absl::FailedPreconditionError("KHO has no outgoing tracker");
+  const kho::PreservationTracker* tracker = k.kho().tracker();
+  if (tracker == nullptr || !tracker->ready()) {
+    return absl::FailedPreconditionError("KHO has no outgoing tracker");
+  }
   const uint64_t page = m.config().page_size;
   std::vector<ImageRange> ranges;
-  const kho::RadixGeometry g = tree->geometry();
-  tree->Walk(
-      [&](uint64_t key) {
-        PhysAddr pa;
-        unsigned order = 0;
-        if (kho::DecodeKey(g, key, &pa, &order)) {
-          ranges.push_back({pa.value(), page << order,
-                            static_cast<uint32_t>(ImageRangeKind::kPreservedBlock), order});
-        }
+  tracker->ForEachBlock(
+      [&](PhysAddr pa, unsigned order) {
+        ranges.push_back({pa.value(), page << order,
+                          static_cast<uint32_t>(ImageRangeKind::kPreservedBlock), order});
         return 0;
       },
-      [&](PhysAddr node, int) {
+      [&](PhysAddr node) {
         ranges.push_back(
             {node.value(), page, static_cast<uint32_t>(ImageRangeKind::kTrackerNode), 0});
         return 0;

@@ -64,7 +64,7 @@ std::string FormatTextReport(const RunReport& r) {
     if (b.sessions_preserved + b.kho_blocks_preserved > 0) {
       absl::StrAppend(
           &out, absl::StrFormat("  preserved     %d session(s), %d file(s), %s of file data; KHO "
-                                "tracker: %d block(s), %s, %d node page(s)\n",
+                                "tracker: %d block(s), %s, %d metadata page(s)\n",
                                 b.sessions_preserved, b.files_preserved,
                                 FormatBytes(b.file_bytes_preserved), b.kho_blocks_preserved,
                                 FormatBytes(b.kho_bytes_preserved), b.tracker_node_pages));

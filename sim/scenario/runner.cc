@@ -250,11 +250,17 @@ class Runner::Impl {
     {
       Arm(FaultArm::kStart, 0);
       Phase phase(*this, 1, absl::StrCat("program ", p.name), 0);
+      // Each kexec boots the next boot's command line (its KHO profile).
+      std::vector<std::string> cmdlines;
+      for (size_t i = 1; i < s_.boots.size(); ++i) {
+        cmdlines.push_back(s_.boots[i].EffectiveCmdline());
+      }
       if (p.name == "kho") {
-        result = RunKhoScenario(*m_, s_.kexecs(), p.preserve_per_boot,
-                                {.skip_preserve_folio = p.skip_preserve_folio});
+        result = RunKhoScenario(
+            *m_, s_.kexecs(), p.preserve_per_boot,
+            {.skip_preserve_folio = p.skip_preserve_folio, .kexec_cmdlines = cmdlines});
       } else {
-        result = RunKexecScrubScenario(*m_, s_.kexecs());
+        result = RunKexecScrubScenario(*m_, s_.kexecs(), cmdlines);
       }
     }
     report_.program = true;
@@ -268,7 +274,9 @@ class Runner::Impl {
       b.kho_profile = s_.boots[g - 1].kho_profile;
       b.luo_profile = std::string(luo::LuoProfileName(s_.boots[g - 1].luo_profile));
       b.handlers = BuiltHandlers(s_.machine.handlers);
-      b.kho_boot = g > 1 && p.name == "kho";
+      // A kernel of another KHO profile refused the handover and booted cold.
+      b.kho_boot =
+          g > 1 && p.name == "kho" && s_.boots[g - 2].kho_profile == s_.boots[g - 1].kho_profile;
       report_.boots.push_back(std::move(b));
     }
     if (!result.passed) {
@@ -282,6 +290,15 @@ class Runner::Impl {
       }
       const uint64_t boot = m_->has_kernel() ? m_->kernel().generation() : 0;
       first = absl::StrFormat("boot %d: %s", boot, first);
+      // A kernel refuses a handover of another KHO ABI and boots cold.
+      if (p.name == "kho" && boot >= 2 && boot <= s_.boots.size() &&
+          s_.boots[boot - 2].kho_profile != s_.boots[boot - 1].kho_profile) {
+        absl::StrAppend(&first,
+                        absl::StrFormat(" (boot %d speaks %s and refused boot %d's %s handover: it "
+                                        "booted cold and everything preserved was lost)",
+                                        boot, s_.boots[boot - 1].kho_profile, boot - 1,
+                                        s_.boots[boot - 2].kho_profile));
+      }
       // The program's checks are about preserved bytes surviving (or
       // unpreserved ones not surviving): a failed one is a data loss.
       Stop(Outcome::kDataLoss, absl::StrCat("program ", p.name, ": ", first));
@@ -1014,19 +1031,17 @@ class Runner::Impl {
         }
       }
     }
-    if (kho::RadixTree* tree = k.kho().out_tree(); tree != nullptr) {
-      const kho::RadixGeometry g = tree->geometry();
-      tree->Walk([&](uint64_t key) {
-        PhysAddr pa;
-        unsigned order = 0;
-        if (kho::DecodeKey(g, key, &pa, &order)) {
-          ++br.kho_blocks_preserved;
-          br.kho_pages_preserved += uint64_t{1} << order;
-          br.kho_bytes_preserved += s_.machine.page_size << order;
-        }
-        return 0;
-      });
-      br.tracker_node_pages = tree->NodeCount();
+    if (const kho::PreservationTracker* tracker = k.kho().tracker();
+        tracker != nullptr && tracker->ready()) {
+      tracker->ForEachBlock(
+          [&](PhysAddr, unsigned order) {
+            ++br.kho_blocks_preserved;
+            br.kho_pages_preserved += uint64_t{1} << order;
+            br.kho_bytes_preserved += s_.machine.page_size << order;
+            return 0;
+          },
+          nullptr);
+      br.tracker_node_pages = tracker->Stats().metadata_pages;
     }
   }
 

@@ -235,6 +235,18 @@ class MapReader {
 
 bool IsPowerOfTwo(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
+// The value of the last |key|=value word of |cmdline|, as the kernel's
+// command line parser takes it.
+std::optional<std::string> CmdlineValue(absl::string_view cmdline, absl::string_view key) {
+  std::optional<std::string> value;
+  for (absl::string_view word : absl::StrSplit(cmdline, ' ', absl::SkipEmpty())) {
+    if (absl::ConsumePrefix(&word, key) && absl::ConsumePrefix(&word, "=")) {
+      value = std::string(word);
+    }
+  }
+  return value;
+}
+
 std::string KnownHandlerList() {
   std::vector<std::string> names;
   for (const HandlerInfo& h : KnownHandlers()) names.push_back(h.name);
@@ -529,12 +541,24 @@ BootSpec ParseBoot(const Field& field) {
     const Field f = r.Get("kho");
     const std::string v =
         f.Choice({abi::kKhoCompatV1, abi::kKhoCompatV2, abi::kKhoCompatV3, abi::kKhoCompatV4});
-    if (v != abi::kKhoFdtCompatible) {
+    if (v != abi::kKhoCompatV1 && v != abi::kKhoCompatV4) {
       f.Fail(absl::StrCat("KHO ABI profile ", v, " is not supported by this build (supported: ",
-                          abi::kKhoFdtCompatible, ")"),
+                          abi::kKhoCompatV1, ", ", abi::kKhoCompatV4, ")"),
              /*unsupported=*/true);
     }
+    if (absl::StrContains(b.cmdline, "khosim.kho_profile=")) {
+      f.Fail("give the KHO profile either here or as khosim.kho_profile= in cmdline");
+    }
     b.kho_profile = v;
+    b.kho_profile_pos = f.Pos();
+  } else if (std::optional<std::string> v = CmdlineValue(b.cmdline, "khosim.kho_profile")) {
+    // The kernel reads it from the command line; the report and the checks
+    // below need it too. An unknown value is the kernel's to warn about
+    // (it keeps its build's profile).
+    if (*v == abi::kKhoCompatV1 || *v == abi::kKhoCompatV4) {
+      b.kho_profile = *v;
+      b.kho_profile_pos = r.Get("cmdline").Pos();
+    }
   }
   if (r.Has("luo")) {
     b.luo_profile = r.Get("luo").Choice({"7.2", "7.3"}) == "7.2" ? luo::LuoProfile::k7_2
@@ -549,7 +573,18 @@ BootSpec ParseBoot(const Field& field) {
     MapReader pr(p, {"name", "sessions"});
     ps.name = pr.Require("name").String();
     if (ps.name.empty()) pr.Get("name").Fail("a process name is not empty");
-    for (const Field& s : pr.Get("sessions").List()) ps.sessions.push_back(ParseSession(s));
+    for (const Field& s : pr.Get("sessions").List()) {
+      ps.sessions.push_back(ParseSession(s));
+      // A kho-v1 kernel cannot host LUO (its subtrees carry no blob size):
+      // LUO stays disabled there and every session call would fail.
+      if (b.kho_profile == abi::kKhoCompatV1) {
+        s.Fail(absl::StrFormat(
+            "LUO is disabled on a kho-v1 kernel (%s: %s), so this boot can have no sessions; use "
+            "kho: kho-v4, or a 'program: {name: kho}' scenario for KHO-only workloads",
+            b.kho_profile_pos.field.empty() ? std::string("kho") : b.kho_profile_pos.field,
+            b.kho_profile));
+      }
+    }
     pr.Done();
     b.processes.push_back(std::move(ps));
   }
@@ -1149,10 +1184,17 @@ KernelHandlers Scenario::HandlersOf(size_t index) const {
 }
 
 std::string BootSpec::EffectiveCmdline() const {
-  if (luo_profile == luo::LuoProfile::k7_2) {
-    return cmdline.empty() ? "khosim.luo_profile=7.2" : cmdline + " khosim.luo_profile=7.2";
+  std::string out = cmdline;
+  auto add = [&out](absl::string_view word) {
+    if (!out.empty()) out += ' ';
+    absl::StrAppend(&out, word);
+  };
+  // Only a `kho:` field adds the word; one given in cmdline is there already.
+  if (kho_profile != abi::kKhoFdtCompatible && !absl::StrContains(cmdline, "khosim.kho_profile=")) {
+    add(absl::StrCat("khosim.kho_profile=", kho_profile));
   }
-  return cmdline;
+  if (luo_profile == luo::LuoProfile::k7_2) add("khosim.luo_profile=7.2");
+  return out;
 }
 
 const FileSpec* Scenario::FindFile(absl::string_view name) const {

@@ -132,13 +132,58 @@ TEST(ScenarioParseTest, MissingAndDuplicateFields) {
 }
 
 TEST(ScenarioParseTest, UnsupportedFeaturesSayNotSupportedByThisBuild) {
-  const Error kho = ParseError("boots: [{kho: kho-v1}, {}]\n");
+  const Error kho = ParseError("boots: [{kho: kho-v2}, {}]\n");
   EXPECT_EQ(kho.code(), absl::StatusCode::kUnimplemented);
   EXPECT_EQ(kho.message(),
-            "t.yaml:1:15: boots[0].kho: KHO ABI profile kho-v1 is not supported by this build "
-            "(supported: kho-v4)");
+            "t.yaml:1:15: boots[0].kho: KHO ABI profile kho-v2 is not supported by this build "
+            "(supported: kho-v1, kho-v4)");
   EXPECT_EQ(ParseError("boots: [{kho: kho-v9}]\n").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseError("version: 2\nboots: [{}]\n").code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(ScenarioParseTest, KhoProfilePerBoot) {
+  absl::StatusOr<Scenario> s = ParseScenario(R"(
+boots: [{cmdline: kho=on, kho: kho-v1}, {cmdline: kho=on, kho: kho-v4},
+        {cmdline: kho=on khosim.kho_profile=kho-v1}, {cmdline: kho=on, kho: kho-v1, luo: "7.2"}]
+program: {name: kho, preserve_per_boot: 1M}
+)",
+                                             "t.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->boots[0].kho_profile, "kho-v1");
+  EXPECT_EQ(s->boots[0].EffectiveCmdline(), "kho=on khosim.kho_profile=kho-v1");
+  EXPECT_EQ(s->boots[1].kho_profile, "kho-v4");
+  EXPECT_EQ(s->boots[1].EffectiveCmdline(), "kho=on");
+  // Given in cmdline: the profile is known, the word is not added twice.
+  EXPECT_EQ(s->boots[2].kho_profile, "kho-v1");
+  EXPECT_EQ(s->boots[2].EffectiveCmdline(), "kho=on khosim.kho_profile=kho-v1");
+  EXPECT_EQ(s->boots[3].EffectiveCmdline(),
+            "kho=on khosim.kho_profile=kho-v1 khosim.luo_profile=7.2");
+}
+
+TEST(ScenarioParseTest, KhoProfileClashAndKhoV1Sessions) {
+  EXPECT_EQ(
+      ParseError("boots: [{cmdline: kho=on khosim.kho_profile=kho-v1, kho: kho-v4}]\n").message(),
+      "t.yaml:1:58: boots[0].kho: give the KHO profile either here or as "
+      "khosim.kho_profile= in cmdline");
+  // LUO is disabled on kho-v1: a session there is an error naming the boot
+  // and the field that chose the profile.
+  EXPECT_EQ(ParseError("files: {a: {kind: memfd, size: 64K}}\n"
+                       "boots:\n"
+                       "  - kho: kho-v1\n"
+                       "    processes: [{name: p, sessions: [{name: s, preserve: [{token: 1, "
+                       "file: a}]}]}]\n"
+                       "  - {}\n")
+                .message(),
+            "t.yaml:4:38: boots[0].processes[0].sessions[0]: LUO is disabled on a kho-v1 kernel "
+            "(boots[0].kho: kho-v1), so this boot can have no sessions; use kho: kho-v4, or a "
+            "'program: {name: kho}' scenario for KHO-only workloads");
+  EXPECT_THAT(ParseError("boots:\n"
+                         "  - cmdline: kho=on liveupdate=on khosim.kho_profile=kho-v1\n"
+                         "    processes: [{name: p, sessions: [{name: s, retrieve: []}]}]\n")
+                  .message(),
+              HasSubstr("(boots[0].cmdline: kho-v1)"));
+  // A kho-v1 boot may run processes without sessions.
+  EXPECT_TRUE(ParseScenario("boots: [{kho: kho-v1, processes: [{name: p}]}]\n", "t.yaml").ok());
 }
 
 TEST(ScenarioParseTest, CrossBootReferencesAreChecked) {

@@ -20,7 +20,10 @@ struct ScenarioResult {
 
 // "kexec-scrub": with nothing preserved, nothing written in one boot is
 // readable in the next. Needs no KHO.
-ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs);
+// |kexec_cmdlines|[i] (when given) is the command line of the kernel kexec
+// i + 1 boots; otherwise MachineConfig::cmdline.
+ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs,
+                                     const std::vector<std::string>& kexec_cmdlines = {});
 
 // "kho": each boot preserves a data set of random-order folios, a vmalloc
 // index of them and a checksummed record in a KHO subtree, plus one folio
@@ -31,6 +34,9 @@ struct KhoScenarioOptions {
   // Index the first folio of each boot's set without preserving it: a
   // deliberate data loss that the next kernel's restore must report.
   bool skip_preserve_folio = false;
+  // The command line of the kernel kexec i + 1 boots (e.g. another
+  // khosim.kho_profile=); unset or missing: MachineConfig::cmdline.
+  std::vector<std::string> kexec_cmdlines;
 };
 ScenarioResult RunKhoScenario(Machine& m, int kexecs, uint64_t bytes_per_boot,
                               KhoScenarioOptions options = {});

@@ -136,9 +136,11 @@ struct BootReport {
   uint64_t sessions_preserved = 0;
   uint64_t files_preserved = 0;
   uint64_t file_bytes_preserved = 0;
-  uint64_t kho_blocks_preserved = 0;  // blocks in the outgoing radix tree
+  uint64_t kho_blocks_preserved = 0;  // blocks in the outgoing tracker
   uint64_t kho_pages_preserved = 0;
   uint64_t kho_bytes_preserved = 0;
+  // The outgoing tracker's metadata pages (radix nodes; kho-v1 bitmaps and
+  // chunks). Named for the radix tree in the JSON report.
   uint64_t tracker_node_pages = 0;
   std::vector<PreservedFile> preserved_files;
   // Incoming.

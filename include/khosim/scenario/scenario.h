@@ -158,14 +158,19 @@ struct ProcessSpec {
 
 struct BootSpec {
   std::string cmdline = "kho=on liveupdate=on";
+  // The KHO ABI this kernel speaks: "kho-v4" (default) or "kho-v1", from
+  // `kho:` or a khosim.kho_profile= word in cmdline. LUO is disabled on
+  // kho-v1, so a kho-v1 boot has no sessions.
   std::string kho_profile = "kho-v4";
+  SourcePos kho_profile_pos;  // of `kho` (or `cmdline`), when given
   luo::LuoProfile luo_profile = luo::LuoProfile::k7_3;
   // This kernel build's file handlers; nullopt: MachineSpec::handlers.
   std::optional<KernelHandlers> handlers;
   std::vector<ProcessSpec> processes;
   SourcePos pos;
   SourcePos handlers_pos;  // of `handlers`, when given
-  // The command line this boot really gets: cmdline plus the LUO profile.
+  // The command line this boot really gets: cmdline plus the KHO and LUO
+  // profiles (khosim.kho_profile=, khosim.luo_profile=) when not defaults.
   std::string EffectiveCmdline() const;
 };
 
