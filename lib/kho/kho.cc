@@ -28,8 +28,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "khosim/abi/kho_range.h"
 #include "khosim/kho/bitmap_tracker.h"
 #include "khosim/kho/kho_fdt.h"
+#include "khosim/kho/range_preservation_tracker.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/mm.h"
 
@@ -91,7 +93,15 @@ size_t MemParse(absl::string_view s, uint64_t* out) {
 }  // namespace
 
 absl::string_view KhoProfileName(KhoProfile profile) {
-  return profile == KhoProfile::kV1 ? abi::kKhoCompatV1 : abi::kKhoCompatV4;
+  switch (profile) {
+    case KhoProfile::kV1:
+      return abi::kKhoCompatV1;
+    case KhoProfile::kRangeV1:
+      return abi::kKhoRangeCompatible;
+    case KhoProfile::kV4:
+      break;
+  }
+  return abi::kKhoCompatV4;
 }
 
 bool ParseKhoProfile(absl::string_view name, KhoProfile* profile) {
@@ -99,6 +109,8 @@ bool ParseKhoProfile(absl::string_view name, KhoProfile* profile) {
     *profile = KhoProfile::kV1;
   } else if (name == abi::kKhoCompatV4) {
     *profile = KhoProfile::kV4;
+  } else if (name == abi::kKhoRangeCompatible) {
+    *profile = KhoProfile::kRangeV1;
   } else {
     return false;
   }
@@ -188,6 +200,9 @@ Kho::Kho(KernelContext& ctx, mm::Mm& mm, KhoConfig config)
   if (profile_ == KhoProfile::kV1) {
     tracker_ = std::make_unique<BitmapTracker>(page_shift, *node_memory_);
     ctx_.Log("KHO: profile kho-v1: bitmap tracker serialized at finalize, no blob-size");
+  } else if (profile_ == KhoProfile::kRangeV1) {
+    tracker_ = std::make_unique<RangePreservationTracker>(page_shift, *node_memory_);
+    ctx_.Log("KHO: profile kho-range-v1: extent chain serialized at finalize");
   } else {
     tracker_ = std::make_unique<RadixTracker>(page_shift, *node_memory_);
   }
@@ -546,8 +561,10 @@ int Kho::Finalize() {
 int Kho::PrepareHandover(abi::KhoData* out) {
   if (!enabled_ || !tracker_->ready()) return 0;
   // kho-v1 serializes here, as the selftest's "echo 1 > kho/out/finalize"
-  // right before kexec_file_load did; later preservations need another
-  // Finalize(). A failure fails the load.
+  // right before kexec_file_load did; the kernel's "kho_finalize" reboot
+  // hook serializes again, so preservations made after the load (a
+  // cancelled kexec keeps the image loaded) still cross. A failure fails
+  // the load.
   if (int err = Finalize(); err != 0) return err;
   const uint64_t bytes = scratch_.size() * sizeof(abi::KhoScratch);
   PhysAddr segment;

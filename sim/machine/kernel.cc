@@ -37,6 +37,16 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
   RegisterRebootHook("liveupdate_reboot", [this](const RebootInfo& info) {
     return luo_->Reboot(info.preserve_context);
   });
+  // Trackers that serialize (kho-v1, kho-range-v1) did so when the image
+  // was loaded; a cancelled kexec leaves it loaded, so whatever was
+  // preserved since must be serialized again, after LUO's last records.
+  // (kho-v4's radix tree is the handover itself: no hook, no trace.)
+  if (kho_->tracker()->serializes()) {
+    RegisterRebootHook("kho_finalize", [this](const RebootInfo&) {
+      const int err = kho_->Finalize();
+      return err == -EOPNOTSUPP ? 0 : err;  // KHO off: nothing to hand over
+    });
+  }
   luo_config_ = config.luo;
   handlers_ = config.handlers;
   // Built-in file handlers; the first to accept a file preserves it.

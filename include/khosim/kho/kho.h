@@ -27,7 +27,7 @@
 // finalizes first).
 //
 // Profiles: KhoConfig::profile, overridden per boot by the command line's
-// khosim.kho_profile=kho-v1|kho-v4. A kernel accepts an incoming handover
+// khosim.kho_profile=kho-v1|kho-v4|kho-range-v1. A kernel accepts an incoming handover
 // only if the root FDT's compatible is exactly its own profile's string;
 // otherwise it logs, ignores the handover and boots cold.
 //
@@ -60,9 +60,13 @@ namespace khosim::kho {
 enum class KhoProfile {
   kV1,  // v6.16 .. early 2026: bitmaps + chunk list, `fdt` subtrees
   kV4,  // radix tree in place, blob-size subtrees, kexec-metadata, blocks
+  // khosim's proposal: kho-v4's root FDT (blob-size subtrees,
+  // kexec-metadata, so LUO runs on it) with the range tracker's extent
+  // chain (docs/kho-range-tracker.md), serialized at finalize like kho-v1.
+  kRangeV1,
 };
 absl::string_view KhoProfileName(KhoProfile profile);
-// "kho-v1" or "kho-v4"; false for anything else.
+// "kho-v1", "kho-v4" or "kho-range-v1"; false for anything else.
 bool ParseKhoProfile(absl::string_view name, KhoProfile* profile);
 
 struct KhoConfig {

@@ -62,6 +62,8 @@ struct TrackerStats {
   uint64_t orders = 0;          // kho-v1: orders that ever had a block
   uint64_t bitmaps = 0;         // kho-v1: bitmap pages
   uint64_t chunks = 0;          // kho-v1: chunk pages of the last PrepareHandover
+  uint64_t extents = 0;         // kho-range-v1: live extents (host memory)
+  uint64_t range_records = 0;   // kho-range-v1: records of the last PrepareHandover
 };
 
 class PreservationTracker {
