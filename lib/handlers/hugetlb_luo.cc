@@ -250,7 +250,7 @@ int hugemfd_luo_preserve(struct liveupdate_file_op_args* args) {
   struct hugemfd_luo_folio_ser* folios_ser = nullptr;
   u64 nr_folios = 0;
   unsigned int order = 0;
-  int seals = 0;
+  u32 seals = 0;
   int err = 0;
 
   inode_lock(inode);
@@ -262,19 +262,12 @@ int hugemfd_luo_preserve(struct liveupdate_file_op_args* args) {
     err = static_cast<int>(PTR_ERR(ser));
     goto err_unlock;
   }
-  seals = memfd_get_seals(args->file);
-  if (seals < 0) {
-    err = seals;
-    goto err_free_ser;
-  }
-  if ((static_cast<unsigned int>(seals) & ~static_cast<unsigned int>(MEMFD_LUO_ALL_SEALS)) != 0) {
-    err = -EOPNOTSUPP;
-    goto err_free_ser;
-  }
+  err = memfd_luo_get_seals(args->file, &seals);
+  if (err != 0) goto err_free_ser;
   order = hugetlb_file_order(args->file);
   ser->pos = static_cast<u64>(args->file->f_pos);
   ser->size = static_cast<u64>(i_size_read(inode));
-  ser->seals = static_cast<u32>(seals);
+  ser->seals = seals;
   ser->order = order;
 
   err = hugemfd_luo_preserve_folios(args->file, order, &ser->folios, &folios_ser, &nr_folios);

@@ -1,10 +1,20 @@
 // Shared by the memfd handler profiles; see memfd_common.h.
 #include "handlers/memfd_common.h"
 
+#include <cerrno>
+
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/kexec_handover.h"
 #include "khosim/linux/shmem_fs.h"
+
+int memfd_luo_get_seals(struct file* file, u32* sealsp) {
+  const int seals = memfd_get_seals(file);
+  if (seals < 0) return seals;
+  if ((static_cast<u32>(seals) & ~static_cast<u32>(MEMFD_LUO_ALL_SEALS)) != 0) return -EOPNOTSUPP;
+  *sealsp = static_cast<u32>(seals);
+  return 0;
+}
 
 bool memfd_luo_can_preserve_file(struct file* file) {
   return shmem_file(file) && file_inode(file)->i_nlink == 0;

@@ -15,6 +15,11 @@
 #define MEMFD_LUO_ALL_SEALS \
   (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC)
 
+// preserve: the file's seals, if a record can carry every one of them. 0
+// and *sealsp; memfd_get_seals' error; or -EOPNOTSUPP for a seal outside
+// MEMFD_LUO_ALL_SEALS (it would silently disappear across the kexec).
+int memfd_luo_get_seals(struct file* file, u32* sealsp);
+
 // can_preserve: an unlinked shmem file (a memfd, not a /dev/shm file).
 bool memfd_luo_can_preserve_file(struct file* file);
 // get_id: two fds or struct files of one memfd are one preservation.

@@ -182,7 +182,7 @@ int memfd_luo_preserve(struct liveupdate_file_op_args* args) {
   struct memfd_luo_folio_ser* folios_ser = nullptr;
   u64 nr_folios = 0;
   u64 inode_size = 0;
-  int seals = 0;
+  u32 seals = 0;
   int err = 0;
 
   inode_lock(inode);
@@ -194,16 +194,8 @@ int memfd_luo_preserve(struct liveupdate_file_op_args* args) {
     goto err_unlock;
   }
 
-  seals = memfd_get_seals(args->file);
-  if (seals < 0) {
-    err = seals;
-    goto err_free_ser;
-  }
-  // A seal this version cannot carry would silently disappear.
-  if ((static_cast<unsigned int>(seals) & ~static_cast<unsigned int>(MEMFD_LUO_ALL_SEALS)) != 0) {
-    err = -EOPNOTSUPP;
-    goto err_free_ser;
-  }
+  err = memfd_luo_get_seals(args->file, &seals);
+  if (err != 0) goto err_free_ser;
 
   ser->pos = static_cast<u64>(args->file->f_pos);
   inode_size = static_cast<u64>(i_size_read(inode));
@@ -214,7 +206,7 @@ int memfd_luo_preserve(struct liveupdate_file_op_args* args) {
     goto err_free_ser;
   }
   ser->size = inode_size;
-  ser->seals = static_cast<u32>(seals);
+  ser->seals = seals;
 
   err = memfd_luo_preserve_folios(args->file, &ser->folios, &folios_ser, &nr_folios);
   if (err != 0) goto err_free_ser;

@@ -182,7 +182,7 @@ int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
   struct address_space* mapping = inode->i_mapping;
   struct memfd_sparse_state* state = nullptr;
   loff_t size = 0;
-  int seals = 0;
+  u32 seals = 0;
   int err = 0;
 
   inode_lock(inode);
@@ -194,15 +194,8 @@ int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
     err = static_cast<int>(PTR_ERR(ser));
     goto err_unlock;
   }
-  seals = memfd_get_seals(args->file);
-  if (seals < 0) {
-    err = seals;
-    goto err_free_ser;
-  }
-  if ((static_cast<unsigned int>(seals) & ~static_cast<unsigned int>(MEMFD_LUO_ALL_SEALS)) != 0) {
-    err = -EOPNOTSUPP;
-    goto err_free_ser;
-  }
+  err = memfd_luo_get_seals(args->file, &seals);
+  if (err != 0) goto err_free_ser;
   state = static_cast<struct memfd_sparse_state*>(kzalloc(sizeof(*state), GFP_KERNEL));
   if (state == nullptr) {
     err = -ENOMEM;
@@ -214,7 +207,7 @@ int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
   if (err != 0) goto err_free_state;
   ser->pos = static_cast<u64>(args->file->f_pos);
   ser->size = static_cast<u64>(size);
-  ser->seals = static_cast<u32>(seals);
+  ser->seals = seals;
   ser->flags = 0;
   ser->reserved = 0;
 
