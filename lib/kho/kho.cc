@@ -276,10 +276,10 @@ void Kho::Populate() {
   ctx_.Log(absl::StrFormat("KHO: found kexec handover data (fdt 0x%x, %d scratch regions)",
                            kd.fdt_addr, scratch_.size()));
   ctx_.Trace("kho", "populate", {{"fdt", absl::StrFormat("0x%x", kd.fdt_addr)}});
-  if (config_.extended_scratch) ExtendScratch();
 }
 
 void Kho::ExtendScratch() {
+  if (!config_.extended_scratch || !is_kho_boot()) return;
   // Every 1 GiB block that holds a preserved byte or a tracker page is busy;
   // all other blocks of RAM become usable early memory.
   absl::btree_set<uint64_t> busy;
@@ -339,22 +339,31 @@ int Kho::RetrieveMemory() {
   const PageGeometry& g = mm_.geometry();
   uint64_t blocks = 0;
   uint64_t nodes = 0;
-  // One block at a time, as upstream does with both trackers.
-  const int err = tracker_->WalkIncoming(
+  // One memblock reservation per run the tracker reports: per block for
+  // the radix tree and kho-v1 (as upstream), per record for kho-range-v1.
+  // Every head is still tagged on its own: restore checks each one.
+  const int err = tracker_->WalkIncomingExtents(
       PhysAddr(in_memory_map_),
-      [&](PhysAddr pa, unsigned order) {
-        const uint64_t size = g.page_size() << order;
-        if (!mm_.memory().IsRam(pa, size)) return -EINVAL;
-        if (ScratchOverlap(pa, size)) {
+      [&](PhysAddr start, uint64_t nr_blocks, unsigned order) {
+        const uint64_t block_size = g.page_size() << order;
+        if (nr_blocks == 0 || nr_blocks > (~uint64_t{0} - start.value()) / block_size) {
+          return -EINVAL;
+        }
+        const uint64_t size = block_size * nr_blocks;
+        if (!mm_.memory().IsRam(start, size)) return -EINVAL;
+        if (ScratchOverlap(start, size)) {
           ctx_.Warn(KHOSIM_SITE,
                     "preserved block inside boot memory: the previous kernel preserved "
                     "memory this kernel's early allocations may have overwritten");
         }
         // memblock_reserve + memblock_reserved_mark_noinit, in one step.
-        mm_.memblock().Reserve(pa, size, mm::kMemblockRsrvNoInit);
-        mm_.PhysToPage(pa)->private_data = abi::KhoPageInfo(order);
-        retrieved_heads_.push_back(pa);
-        ++blocks;
+        mm_.memblock().Reserve(start, size, mm::kMemblockRsrvNoInit);
+        for (uint64_t i = 0; i < nr_blocks; ++i) {
+          const PhysAddr pa(start.value() + i * block_size);
+          mm_.PhysToPage(pa)->private_data = abi::KhoPageInfo(order);
+          retrieved_heads_.push_back(pa);
+        }
+        blocks += nr_blocks;
         return 0;
       },
       [&](PhysAddr) {

@@ -57,6 +57,13 @@ int RadixTracker::WalkTree(const RadixTree& tree, const TrackerBlockFn& block_cb
       [&](PhysAddr node, int) { return page_cb ? page_cb(node) : 0; });
 }
 
+int PreservationTracker::WalkIncomingExtents(PhysAddr handle, const TrackerExtentFn& extent_cb,
+                                             const TrackerPageFn& page_cb) const {
+  return WalkIncoming(
+      handle, [&](PhysAddr pa, unsigned order) { return extent_cb ? extent_cb(pa, 1, order) : 0; },
+      page_cb);
+}
+
 int RadixTracker::ForEachBlock(const TrackerBlockFn& block_cb, const TrackerPageFn& page_cb) const {
   return WalkTree(tree_, block_cb, page_cb);
 }

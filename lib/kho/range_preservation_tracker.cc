@@ -46,4 +46,9 @@ int RangePreservationTracker::WalkIncoming(PhysAddr handle, const TrackerBlockFn
   return RangeTracker::Walk(handle, range_.page_shift(), memory_, block_cb, page_cb);
 }
 
+int RangePreservationTracker::WalkIncomingExtents(PhysAddr handle, const TrackerExtentFn& extent_cb,
+                                                  const TrackerPageFn& page_cb) const {
+  return RangeTracker::WalkExtents(handle, range_.page_shift(), memory_, extent_cb, page_cb);
+}
+
 }  // namespace khosim::kho

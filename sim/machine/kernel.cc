@@ -96,6 +96,7 @@ void Kernel::Boot() {
   ctx_.Log(absl::StrCat("Command line: ", ctx_.cmdline().text()));
   TimedStep(boot_steps_, "setup_arch", [&] { mm_->SetupArch(); });
   TimedStep(boot_steps_, "kho_populate", [&] { kho_->Populate(); });
+  TimedStep(boot_steps_, "kho_extend_scratch", [&] { kho_->ExtendScratch(); });
   TimedStep(boot_steps_, "memmap_init", [&] { mm_->InitMemmap(); });
   TimedStep(boot_steps_, "kho_memory_init", [&] { kho_->MemoryInit(); });
   // The pools are filled from memblock_free_all on: what the previous

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -174,6 +175,55 @@ TEST(RangePreservationTrackerTest, HandoverIsASnapshotWalkedBackExactly) {
   EXPECT_EQ(memory.live(), 0u);
 }
 
+// Kernel B reserves by run on this profile: a run of equal-order neighbours
+// is reported once, a lone block as a run of one.
+TEST(RangePreservationTrackerTest, IncomingExtentsAreTheRunsNotTheBlocks) {
+  kho::FakeNodeMemory memory(12);
+  kho::RangePreservationTracker t(12, memory);
+  ASSERT_EQ(t.Init(), 0);
+  constexpr uint64_t kRunStart = 0x100000;  // 8 order-2 blocks
+  for (uint64_t i = 0; i < 8; ++i) ASSERT_EQ(t.Add(PhysAddr(kRunStart + (i << 14)), 2), 0);
+  ASSERT_EQ(t.Add(PhysAddr(0x400000), 0), 0);
+  PhysAddr handle;
+  ASSERT_EQ(t.PrepareHandover(&handle), 0);
+  std::vector<std::tuple<uint64_t, uint64_t, unsigned>> runs;
+  ASSERT_EQ(t.WalkIncomingExtents(
+                handle,
+                [&](PhysAddr start, uint64_t nr_blocks, unsigned order) {
+                  runs.emplace_back(start.value(), nr_blocks, order);
+                  return 0;
+                },
+                nullptr),
+            0);
+  EXPECT_THAT(runs, ::testing::UnorderedElementsAre(std::make_tuple(kRunStart, 8u, 2u),
+                                                    std::make_tuple(0x400000u, 1u, 0u)));
+  t.Destroy();
+}
+
+// The radix tree stores no runs: the default reports each block alone, so
+// kernel B reserves them one at a time, as upstream does.
+TEST(RangePreservationTrackerTest, RadixIncomingExtentsAreSingleBlocks) {
+  kho::FakeNodeMemory memory(12);
+  kho::RadixTracker t(12, memory);
+  ASSERT_EQ(t.Init(), 0);
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_EQ(t.Add(PhysAddr(0x100000 + (i << 12)), 0), 0);
+  PhysAddr handle;
+  ASSERT_EQ(t.PrepareHandover(&handle), 0);
+  std::set<uint64_t> starts;
+  ASSERT_EQ(t.WalkIncomingExtents(
+                handle,
+                [&](PhysAddr start, uint64_t nr_blocks, unsigned order) {
+                  EXPECT_EQ(nr_blocks, 1u);
+                  EXPECT_EQ(order, 0u);
+                  starts.insert(start.value());
+                  return 0;
+                },
+                nullptr),
+            0);
+  EXPECT_EQ(starts, (std::set<uint64_t>{0x100000, 0x101000, 0x102000, 0x103000}));
+  t.Destroy();
+}
+
 // ---------------------------------------------------------------------------
 // Machines
 
@@ -219,6 +269,36 @@ TEST(KhoRangeProfileTest, RandomOrderFoliosCrossTwoKexecs) {
   EXPECT_EQ(Kho(m).UnrestoredBlocks(), 1u) << "only KHO's own incoming root FDT";
   EXPECT_TRUE(m.kernel().mm().pages().Validate().ok());
   EXPECT_TRUE(m.kernel().mm().memblock().Validate().ok());
+}
+
+// A run crosses as one reservation, and every block of it is still a head
+// of its own in kernel B: tagged with its order, restorable once.
+TEST(KhoRangeProfileTest, ARunIsReservedWholeAndEachHeadRestoresAlone) {
+  Machine m(RangeMachine());
+  m.Boot();
+  constexpr uint64_t kPages = 64;
+  struct page* first = alloc_pages(GFP_KERNEL, 6);
+  ASSERT_NE(first, nullptr);
+  const uint64_t base = page_to_pfn(first) << 12;
+  for (uint64_t i = 0; i < kPages; ++i) {
+    ASSERT_EQ(kho_preserve_pages(pfn_to_page((base >> 12) + i), 1), 0);
+  }
+  ASSERT_TRUE(m.Kexec().ok());
+  ASSERT_TRUE(is_kho_boot());
+  EXPECT_EQ(Kho(m).retrieved_blocks(), kPages + 2);
+  EXPECT_TRUE(m.kernel().mm().memblock().IsReserved(PhysAddr(base), kPages << 12));
+  for (uint64_t i = 0; i < kPages; ++i) {
+    unsigned order = 99;
+    EXPECT_TRUE(Kho(m).IsPreservedHead(PhysAddr(base + (i << 12)), &order)) << i;
+    EXPECT_EQ(order, 0u);
+  }
+  for (uint64_t i = 0; i < kPages; ++i) {
+    struct page* p = kho_restore_pages(base + (i << 12), 1);
+    ASSERT_NE(p, nullptr) << i;
+    __free_pages(p, 0);
+  }
+  EXPECT_EQ(Kho(m).UnrestoredBlocks(), 1u) << "only KHO's own incoming root FDT";
+  EXPECT_TRUE(m.kernel().mm().pages().Validate().ok());
 }
 
 // The handover is serialized when the image is loaded, and a cancelled

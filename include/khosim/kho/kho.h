@@ -17,8 +17,12 @@
 //   Populate()    setup_arch: accept or reject the incoming handover; on
 //                 accept, mark the inherited boot memory (scratch) and enter
 //                 memblock's scratch-only phase
+//   ExtendScratch()  right after Populate() (its own step so that its cost
+//                 can be timed): with KhoConfig::extended_scratch on an
+//                 accepted KHO boot, every 1 GiB block without a preserved
+//                 byte or a tracker page becomes boot memory; else nothing
 //   MemoryInit()  before memblock_free_all: KHO boot -> reserve every
-//                 preserved block (or extend scratch first); cold boot ->
+//                 preserved block; cold boot ->
 //                 size and reserve boot memory
 //   Init()        fs_initcall: build the outgoing tree, root FDT and
 //                 kexec-metadata; on a cold boot hand boot memory to the
@@ -124,6 +128,7 @@ class Kho {
 
   // Boot steps (see the file comment).
   void Populate();
+  void ExtendScratch();
   void MemoryInit();
   int Init();
   // Writes the scratch table into a kexec segment inside boot memory and
@@ -207,7 +212,6 @@ class Kho {
   void ReserveScratch();
   void ReleaseScratchAsCma();
   int RetrieveMemory();
-  void ExtendScratch();
   bool ReadIncomingMetadata();
   std::vector<KhoDebugView::Blob> ListSubtrees(PhysAddr fdt) const;
   SubtreeLayout subtree_layout() const {

@@ -52,6 +52,9 @@ using TrackerBlockFn = std::function<int(PhysAddr pa, unsigned order)>;
 // Visits one metadata page (radix node, kho-v1 bitmap or chunk) before the
 // blocks it describes; a non-zero return stops the walk.
 using TrackerPageFn = std::function<int(PhysAddr page)>;
+// Visits a run of |nr_blocks| (>= 1) consecutive blocks of one order from
+// |start|; a non-zero return stops the walk and becomes its result.
+using TrackerExtentFn = std::function<int(PhysAddr start, uint64_t nr_blocks, unsigned order)>;
 
 // Sizes for benchmarks, `khosim inspect` and tests. Pages are simulated
 // pages the outgoing tracker holds now; fields that do not apply are 0.
@@ -124,6 +127,12 @@ class PreservationTracker {
   // touch this tracker's outgoing state.
   virtual int WalkIncoming(PhysAddr handle, const TrackerBlockFn& block_cb,
                            const TrackerPageFn& page_cb) const = 0;
+  // As WalkIncoming, by runs: a format that stores runs reports each run
+  // once, so that kernel B reserves it with one memblock call. The default
+  // reports every block as a run of one: the radix tree and kho-v1 store no
+  // runs, and upstream reserves their blocks one at a time.
+  virtual int WalkIncomingExtents(PhysAddr handle, const TrackerExtentFn& extent_cb,
+                                  const TrackerPageFn& page_cb) const;
 };
 
 // The kho-v2+ tracker: a RadixTree whose root is the handle.

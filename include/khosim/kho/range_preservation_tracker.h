@@ -25,9 +25,10 @@
 //   live extents are host memory); `extents` and `range_records` report the
 //   live extents and the serialized records.
 //
-// WalkIncoming is RangeTracker::Walk: it checks the whole chain before it
-// reports anything, so a refused chain reports no block at all (stricter
-// than the interface requires).
+// WalkIncoming is RangeTracker::Walk and WalkIncomingExtents is
+// RangeTracker::WalkExtents: both check the whole chain before they report
+// anything, so a refused chain reports no block at all (stricter than the
+// interface requires).
 //
 // Locking: RangeTracker's own mutex; the adapter's `initialized_` flag is
 // atomic, as ready() is read without the lock by preservation paths.
@@ -66,6 +67,9 @@ class RangePreservationTracker final : public PreservationTracker {
   int ForEachBlock(const TrackerBlockFn& block_cb, const TrackerPageFn& page_cb) const override;
   int WalkIncoming(PhysAddr handle, const TrackerBlockFn& block_cb,
                    const TrackerPageFn& page_cb) const override;
+  // One callback per record: a run kernel B reserves with one call.
+  int WalkIncomingExtents(PhysAddr handle, const TrackerExtentFn& extent_cb,
+                          const TrackerPageFn& page_cb) const override;
 
  private:
   TrackerPageMemory& memory_;
