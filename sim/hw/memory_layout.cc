@@ -29,6 +29,7 @@ MemoryLayout MemoryLayout::Uniform(uint64_t ram, int nodes, uint64_t page_size,
     layout.ranges_.push_back({PhysAddr(cursor), size, nid});
     cursor += size;
   }
+  layout.ComputeSpan();
   return layout;
 }
 
@@ -38,7 +39,17 @@ MemoryLayout MemoryLayout::FromRanges(std::vector<RamRange> ranges, uint64_t pag
   std::sort(ranges.begin(), ranges.end(),
             [](const RamRange& a, const RamRange& b) { return a.start < b.start; });
   layout.ranges_ = std::move(ranges);
+  layout.ComputeSpan();
   return layout;
+}
+
+void MemoryLayout::ComputeSpan() {
+  gapless_ = !ranges_.empty();
+  for (size_t i = 1; i < ranges_.size() && gapless_; ++i) {
+    gapless_ = ranges_[i - 1].end() == ranges_[i].start;
+  }
+  span_start_ = gapless_ ? ranges_.front().start.value() : 0;
+  span_end_ = gapless_ ? ranges_.back().end().value() : 0;
 }
 
 absl::Status MemoryLayout::Validate() const {
@@ -101,6 +112,7 @@ int MemoryLayout::NodeOf(PhysAddr pa) const {
 
 bool MemoryLayout::IsRam(PhysAddr pa, uint64_t len) const {
   if (len == 0 || pa.value() + len < pa.value()) return false;
+  if (gapless_) return pa.value() >= span_start_ && pa.value() + len <= span_end_;
   PhysAddr cursor = pa;
   const PhysAddr end = pa + len;
   auto it = std::upper_bound(ranges_.begin(), ranges_.end(), cursor,

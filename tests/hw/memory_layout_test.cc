@@ -38,6 +38,10 @@ TEST(MemoryLayoutTest, IsRamSpansTouchingRanges) {
   EXPECT_TRUE(layout.IsRam(PhysAddr(1 * kMiB), 2 * kMiB));
   EXPECT_FALSE(layout.IsRam(PhysAddr(1 * kMiB), 2 * kMiB + 1));
   EXPECT_FALSE(layout.IsRam(PhysAddr(1 * kMiB), 0));
+  EXPECT_FALSE(layout.IsRam(PhysAddr(1 * kMiB - 4096), 8192)) << "starts in the hole below";
+  EXPECT_TRUE(layout.IsRam(PhysAddr(3 * kMiB - 4096), 4096));
+  EXPECT_FALSE(layout.IsRam(PhysAddr(3 * kMiB), 4096)) << "past the end";
+  EXPECT_FALSE(layout.IsRam(PhysAddr(~uint64_t{0} - 4095), 8192)) << "wraps";
 }
 
 TEST(MemoryLayoutTest, ValidateRejectsBadLayouts) {

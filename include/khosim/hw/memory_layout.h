@@ -48,8 +48,17 @@ class MemoryLayout {
   bool IsRam(PhysAddr pa, uint64_t len) const;
 
  private:
+  // Sets the gapless span from ranges_ (the factories call it last).
+  void ComputeSpan();
+
   std::vector<RamRange> ranges_;
   uint64_t page_size_ = 4096;
+  // When every range touches the next, RAM is the one span [span_start_,
+  // span_end_) and IsRam is two compares: it runs for every radix node a
+  // kernel maps, several times per preserved block.
+  bool gapless_ = false;
+  uint64_t span_start_ = 0;
+  uint64_t span_end_ = 0;
 };
 
 }  // namespace khosim::hw
