@@ -12,6 +12,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "benchmark/benchmark.h"
+#include "khosim/machine/machine.h"
 
 namespace khosim::bench {
 
@@ -47,6 +48,20 @@ inline void ConfigureDeadlockDetection() {
   const bool on = std::getenv("KHOSIM_BENCH_DEADLOCK_DETECTION") != nullptr;
   if (!on) absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   benchmark::AddCustomContext("absl_deadlock_detection", on ? "library default" : "off");
+}
+
+// The "nodes" argument of the last kho/retrieve trace event of |m|: the
+// tracker pages kernel B's retrieval walk visited. -1 if there is none.
+inline double RetrieveWalkNodes(Machine& m) {
+  double nodes = -1;
+  for (const TraceEvent& event : m.trace().Events("kho")) {
+    if (event.name != "retrieve") continue;
+    for (const auto& [key, value] : event.args) {
+      uint64_t n = 0;
+      if (key == "nodes" && absl::SimpleAtoi(value, &n)) nodes = static_cast<double>(n);
+    }
+  }
+  return nodes;
 }
 
 }  // namespace khosim::bench

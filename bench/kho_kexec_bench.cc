@@ -191,19 +191,6 @@ bool PreserveBlocks(const std::vector<uint64_t>& pfns, unsigned order, std::stri
   return true;
 }
 
-// The "nodes" argument of kernel B's kho/retrieve trace event: the tracker
-// pages its walk visited. -1 if absent.
-double RetrieveWalkNodes(kho::KhoProfile profile) {
-  for (const TraceEvent& event : KexecMachine(profile).trace().Events("kho")) {
-    if (event.name != "retrieve") continue;
-    for (const auto& [key, value] : event.args) {
-      uint64_t nodes = 0;
-      if (key == "nodes" && absl::SimpleAtoi(value, &nodes)) return static_cast<double>(nodes);
-    }
-  }
-  return -1;
-}
-
 // ---------------------------------------------------------------------------
 // Retrieval: Machine::Kexec() with N preserved order-0 pages.
 
@@ -245,7 +232,7 @@ void RunKexec(benchmark::State& state, Layout layout, uint64_t n,
   state.counters["pages"] = static_cast<double>(n);
   state.counters["retrieved_blocks"] = static_cast<double>(retrieved);
   state.counters["blocks/s"] = benchmark::Counter(blocks, benchmark::Counter::kIsRate);
-  state.counters["walk_nodes"] = RetrieveWalkNodes(profile);
+  state.counters["walk_nodes"] = bench::RetrieveWalkNodes(KexecMachine(profile));
 }
 
 void BM_KexecBaseline(benchmark::State& state, kho::KhoProfile profile) {

@@ -328,18 +328,6 @@ double StepSeconds(const Kernel& kernel, absl::string_view name) {
   return seconds;
 }
 
-// The last "kho/retrieve" event's walk size.
-double WalkNodes(Machine& m) {
-  uint64_t nodes = 0;
-  for (const TraceEvent& e : m.trace().Events("kho")) {
-    if (e.name != "retrieve") continue;
-    for (const auto& [key, value] : e.args) {
-      if (key == "nodes") (void)absl::SimpleAtoi(value, &nodes);
-    }
-  }
-  return static_cast<double>(nodes);
-}
-
 int PreserveAll(const std::vector<Block>& blocks) {
   for (const Block& b : blocks) {
     if (int err = kho_preserve_pages(pfn_to_page(b.pfn), uint64_t{1} << b.order); err != 0)
@@ -415,7 +403,7 @@ bool RunOnce(Machine& m, const Workload& w, Counts* c, std::string* error) {
   (*c)["extend_scratch_s"] += StepSeconds(b, "kho_extend_scratch");
   (*c)["free_all_s"] += StepSeconds(b, "memblock_free_all");
   (*c)["retrieved_blocks"] += static_cast<double>(retrieved - own_blocks);
-  (*c)["walk_nodes"] += WalkNodes(m);
+  (*c)["walk_nodes"] += bench::RetrieveWalkNodes(m);
   (*c)["extended_scratch_GiB"] += static_cast<double>(b.kho().extended_scratch_bytes()) / kGiB;
   uint64_t bytes = 0;
   for (const Block& block : blocks) bytes += uint64_t{1} << (block.order + kPageShift);

@@ -211,18 +211,6 @@ void CountTracker(kho::Kho& kho, Phases* p) {
   (*p)["tracker_pages"] = static_cast<double>(kho.tracker()->Stats().metadata_pages);
 }
 
-// The last "kho/retrieve" event's walk size.
-double TrackerNodesVisited(Machine& m) {
-  uint64_t nodes = 0;
-  for (const TraceEvent& e : m.trace().Events("kho")) {
-    if (e.name != "retrieve") continue;
-    for (const auto& [key, value] : e.args) {
-      if (key == "nodes") (void)absl::SimpleAtoi(value, &nodes);
-    }
-  }
-  return static_cast<double>(nodes);
-}
-
 // One whole update; false (and the error in |error|) on failure.
 bool RunUpdate(const std::string& cmdline, Phases* p, std::string* error) {
   const HostShape shape = Shape();
@@ -257,7 +245,7 @@ bool RunUpdate(const std::string& cmdline, Phases* p, std::string* error) {
     if (step.name.rfind("initcall:", 0) == 0) (*p)["b_initcalls_s"] += step.seconds;
   }
   (*p)["retrieved_blocks"] = static_cast<double>(host.m().kernel().kho().retrieved_blocks());
-  (*p)["tracker_nodes_visited"] = TrackerNodesVisited(host.m());
+  (*p)["tracker_nodes_visited"] = bench::RetrieveWalkNodes(host.m());
 
   host.StartUserspace();
   auto start = Clock::now();
