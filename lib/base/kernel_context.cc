@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -52,6 +53,34 @@ std::optional<std::string> Cmdline::Get(absl::string_view key) const {
     if (k == key) value = v;
   }
   return value;
+}
+
+size_t MemParsePrefix(absl::string_view text, uint64_t* out) {
+  size_t i = 0;
+  uint64_t value = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    value = value * 10 + static_cast<uint64_t>(text[i] - '0');
+    ++i;
+  }
+  if (i == 0) return 0;
+  if (i < text.size()) {
+    static constexpr absl::string_view kSuffixes = "KMGTPE";
+    const size_t unit =
+        kSuffixes.find(static_cast<char>(absl::ascii_toupper(static_cast<unsigned char>(text[i]))));
+    if (unit != absl::string_view::npos) {
+      value <<= 10 * (unit + 1);
+      ++i;
+    }
+  }
+  *out = value;
+  return i;
+}
+
+bool MemParse(absl::string_view text, uint64_t* out) {
+  uint64_t value = 0;
+  if (text.empty() || MemParsePrefix(text, &value) != text.size()) return false;
+  *out = value;
+  return true;
 }
 
 bool Cmdline::GetBool(absl::string_view key, bool fallback) const {

@@ -41,55 +41,6 @@ namespace {
 constexpr uint64_t kExtendedScratchBlock = uint64_t{1} << 30;  // KHO_EXT_BLKSIZE
 constexpr uint64_t kScratchSegmentAlign = 64 * kKiB;
 
-// memparse(): a number with an optional K/M/G/T/P/E suffix. Returns the
-// number of characters consumed (0 if none).
-size_t MemParse(absl::string_view s, uint64_t* out) {
-  size_t i = 0;
-  uint64_t v = 0;
-  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
-    v = v * 10 + static_cast<uint64_t>(s[i] - '0');
-    ++i;
-  }
-  if (i == 0) return 0;
-  if (i < s.size()) {
-    unsigned shift = 0;
-    switch (s[i]) {
-      case 'E':
-      case 'e':
-        shift = 60;
-        break;
-      case 'P':
-      case 'p':
-        shift = 50;
-        break;
-      case 'T':
-      case 't':
-        shift = 40;
-        break;
-      case 'G':
-      case 'g':
-        shift = 30;
-        break;
-      case 'M':
-      case 'm':
-        shift = 20;
-        break;
-      case 'K':
-      case 'k':
-        shift = 10;
-        break;
-      default:
-        break;
-    }
-    if (shift != 0) {
-      v <<= shift;
-      ++i;
-    }
-  }
-  *out = v;
-  return i;
-}
-
 }  // namespace
 
 absl::string_view KhoProfileName(KhoProfile profile) {
@@ -139,7 +90,7 @@ int ParseScratchSizing(absl::string_view value, ScratchSizing* out) {
       if (rest.empty() || rest.front() != ',') return -EINVAL;
       rest.remove_prefix(1);
     }
-    const size_t used = MemParse(rest, &sizes[i]);
+    const size_t used = MemParsePrefix(rest, &sizes[i]);
     if (used == 0) return -EINVAL;
     rest.remove_prefix(used);
     total += sizes[i];

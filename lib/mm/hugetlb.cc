@@ -13,41 +13,6 @@
 #include "khosim/mm/mm.h"
 
 namespace khosim::mm {
-namespace {
-
-// memparse: a number with an optional K/M/G/T suffix (binary units).
-bool MemParse(absl::string_view text, uint64_t* out) {
-  uint64_t shift = 0;
-  if (!text.empty()) {
-    switch (text.back()) {
-      case 'k':
-      case 'K':
-        shift = 10;
-        break;
-      case 'm':
-      case 'M':
-        shift = 20;
-        break;
-      case 'g':
-      case 'G':
-        shift = 30;
-        break;
-      case 't':
-      case 'T':
-        shift = 40;
-        break;
-      default:
-        break;
-    }
-    if (shift != 0) text.remove_suffix(1);
-  }
-  uint64_t value = 0;
-  if (!absl::SimpleAtoi(text, &value)) return false;
-  *out = value << shift;
-  return true;
-}
-
-}  // namespace
 
 Hugetlb::Hugetlb(Mm& mm) : mm_(mm), ctx_(mm.ctx()) {
   const PageGeometry& g = mm.geometry();

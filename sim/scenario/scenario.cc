@@ -19,7 +19,6 @@
 #include <sstream>
 
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -668,34 +667,6 @@ struct PoolRequest {
   bool registered = false;  // an hstate exists: MFD_HUGETLB of this size works
   uint64_t pages = 0;       // hugepages=
 };
-
-// The kernel's memparse: a number with an optional K/M/G/T suffix.
-bool MemParse(absl::string_view text, uint64_t* out) {
-  uint64_t shift = 0;
-  if (!text.empty()) {
-    switch (absl::ascii_tolower(static_cast<unsigned char>(text.back()))) {
-      case 'k':
-        shift = 10;
-        break;
-      case 'm':
-        shift = 20;
-        break;
-      case 'g':
-        shift = 30;
-        break;
-      case 't':
-        shift = 40;
-        break;
-      default:
-        break;
-    }
-    if (shift != 0) text.remove_suffix(1);
-  }
-  uint64_t value = 0;
-  if (!absl::SimpleAtoi(text, &value)) return false;
-  *out = value << shift;
-  return true;
-}
 
 // The pools |cmdline| gives, one per HugePageSizes(page_size) entry, read
 // as mm::Hugetlb::ParseCmdline reads them: hugepagesz= selects and

@@ -40,6 +40,14 @@ struct BootParams {
   uint64_t image_size = 0;
 };
 
+// The kernel's memparse(): decimal digits and an optional K/M/G/T/P/E suffix
+// of either case (binary units). Stores the value in *out and returns how
+// many characters it consumed; 0 (nothing stored) unless |text| starts with
+// a digit.
+size_t MemParsePrefix(absl::string_view text, uint64_t* out);
+// MemParsePrefix over the whole of |text|: false if it is not one size.
+bool MemParse(absl::string_view text, uint64_t* out);
+
 // The kernel command line, "key=value key flag" words.
 class Cmdline {
  public:
