@@ -13,7 +13,8 @@ include(CMakePackageConfigHelpers)
 set(KHOSIM_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/khosim"
     CACHE STRING "Where the khosim CMake package files are installed")
 
-install(TARGETS khosim_base khosim_hw khosim_kernel khosim_handlers khosim_machine khosim
+get_property(KHOSIM_LAYER_TARGETS GLOBAL PROPERTY KHOSIM_LAYER_TARGETS)
+install(TARGETS ${KHOSIM_LAYER_TARGETS} khosim
   EXPORT khosimTargets
   ARCHIVE DESTINATION "${CMAKE_INSTALL_LIBDIR}"
   LIBRARY DESTINATION "${CMAKE_INSTALL_LIBDIR}"

@@ -36,6 +36,13 @@ absl::string_view BootPhaseName(BootPhase phase) {
   return "?";
 }
 
+absl::Span<const uint8_t> BootParams::SetupDataOf(uint32_t type) const {
+  for (const SetupData& entry : setup_data) {
+    if (entry.type == type) return entry.payload;
+  }
+  return {};
+}
+
 Cmdline::Cmdline(std::string text) : text_(std::move(text)) {
   for (absl::string_view word : absl::StrSplit(text_, ' ', absl::SkipEmpty())) {
     const size_t eq = word.find('=');

@@ -31,6 +31,7 @@
 #include "absl/strings/str_format.h"
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
+#include "khosim/linux/hugetlb.h"
 #include "khosim/linux/uaccess.h"
 #include "khosim/mm/mm.h"
 
@@ -395,7 +396,7 @@ ShmemInode::ShmemInode(std::shared_ptr<ShmemSb> sb, const ShmemOptions& options)
   vfs_inode.i_size = options.size;
   vfs_inode.i_fop = &shmem_file_operations;
   vfs_inode.i_mapping = &i_data;
-  vfs_inode.i_count.store(1);
+  atomic_long_set(&vfs_inode.i_count, 1);
   vfs_inode.i_evict = &ShmemEvictInode;
   vfs_inode.i_free = &ShmemFreeInode;
   if (vfs != nullptr) vfs->CountInode(1);

@@ -51,18 +51,20 @@ int copy_struct_from_user(void* dst, size_t ksize, const void __user* src, size_
 
 bool try_module_get(struct module* mod) {
   if (mod == nullptr) return true;
-  if (mod->state.load() == MODULE_STATE_GOING) return false;
+  if (atomic_read(&mod->state) == MODULE_STATE_GOING) return false;
   khosim::KernelContext* ctx = khosim::CurrentKernelContext();
   if (ctx != nullptr && ctx->ShouldFail("try_module_get")) return false;
-  mod->refcnt.fetch_add(1);
+  atomic_long_fetch_add(1, &mod->refcnt);
   return true;
 }
 
 void module_put(struct module* mod) {
   if (mod == nullptr) return;
-  mod->refcnt.fetch_sub(1);
+  atomic_long_fetch_sub(1, &mod->refcnt);
 }
 
-long module_refcount(const struct module* mod) { return mod == nullptr ? 0 : mod->refcnt.load(); }
+long module_refcount(const struct module* mod) {
+  return mod == nullptr ? 0 : atomic_long_read(&mod->refcnt);
+}
 
-void khosim_module_begin_unload(struct module* mod) { mod->state.store(MODULE_STATE_GOING); }
+void khosim_module_begin_unload(struct module* mod) { atomic_set(&mod->state, MODULE_STATE_GOING); }

@@ -9,6 +9,8 @@
 #include "khosim/fs/vfs.h"
 
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -166,14 +168,14 @@ bool KernelCodeRuns() {
 }  // namespace
 
 struct inode* ihold(struct inode* inode) {
-  const long old = inode->i_count.fetch_add(1);
+  const long old = atomic_long_fetch_add(1, &inode->i_count);
   WARN_ON_ONCE(old <= 0);
   return inode;
 }
 
 void iput(struct inode* inode) {
   if (inode == nullptr) return;
-  const long now = inode->i_count.fetch_sub(1) - 1;
+  const long now = atomic_long_dec_return(&inode->i_count);
   if (WARN_ON_ONCE(now < 0)) return;
   if (now > 0) return;
   Count(false, -1);
@@ -192,7 +194,7 @@ struct inode* new_inode_pseudo(umode_t mode) {
   inode->i_ino = vfs != nullptr ? vfs->NextIno() : orphan_ino.fetch_add(1);
   inode->i_mode = mode;
   inode->i_nlink = 1;
-  inode->i_count.store(1);
+  atomic_long_set(&inode->i_count, 1);
   Count(false, 1);
   return inode;
 }
@@ -203,7 +205,7 @@ struct file* alloc_file_pseudo(struct inode* inode, const char* name, int flags,
   if (ctx != nullptr && ctx->ShouldFail("alloc_file"))
     return static_cast<struct file*>(ERR_PTR(-ENOMEM));
   auto* file = new struct file();
-  file->f_count.store(1);
+  atomic_long_set(&file->f_count, 1);
   file->f_op = fops;
   file->f_inode = inode;
   file->f_flags = static_cast<unsigned int>(flags);
@@ -212,7 +214,7 @@ struct file* alloc_file_pseudo(struct inode* inode, const char* name, int flags,
                  (acc == O_WRONLY || acc == O_RDWR ? FMODE_WRITE : 0);
   file->f_pos = 0;
   file->private_data = nullptr;
-  file->f_name = name == nullptr ? "" : name;
+  file->f_name = strdup(name == nullptr ? "" : name);
   Count(true, 1);
   return file;
 }
@@ -237,14 +239,14 @@ struct file* anon_inode_getfile(const char* name, const struct file_operations* 
 }
 
 struct file* get_file(struct file* f) {
-  const long old = f->f_count.fetch_add(1);
+  const long old = atomic_long_fetch_add(1, &f->f_count);
   WARN_ON_ONCE(old <= 0);
   return f;
 }
 
 void fput(struct file* f) {
   if (f == nullptr) return;
-  const long now = f->f_count.fetch_sub(1) - 1;
+  const long now = atomic_long_dec_return(&f->f_count);
   if (WARN_ON_ONCE(now < 0)) return;
   if (now > 0) return;
   const struct file_operations* fops = f->f_op;
@@ -255,6 +257,7 @@ void fput(struct file* f) {
   if (f->f_free != nullptr) f->f_free(f);
   iput(f->f_inode);
   Count(true, -1);
+  free(const_cast<char*>(f->f_name));
   delete f;
 }
 

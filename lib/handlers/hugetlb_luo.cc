@@ -43,69 +43,21 @@
 #include <cstddef>
 #include <cstring>
 
-#include "handlers/memfd_common.h"
-#include "khosim/abi/hugetlb_luo.h"
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/fs.h"
 #include "khosim/linux/hugetlb.h"
 #include "khosim/linux/kexec_handover.h"
+#include "khosim/linux/kho/abi/hugetlb.h"
 #include "khosim/linux/liveupdate.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/shmem_fs.h"
 #include "khosim/linux/slab.h"
 #include "khosim/linux/vmalloc.h"
+#include "memfd_common.h"
 
 namespace {
-
-#define HUGEMFD_LUO_FOLIO_DIRTY (1U << 0)
-#define HUGEMFD_LUO_FOLIO_UPTODATE (1U << 1)
-#define HUGETLB_FLB_MAX_HSTATES 4
-
-// The memfd-v2 folio record, reused as is.
-struct hugemfd_luo_folio_ser {
-  u64 pfn : 52;
-  u64 flags : 12;
-  u64 index;
-} __attribute__((packed));
-
-struct hugemfd_luo_ser {
-  u64 pos;
-  u64 size;
-  u32 seals;
-  u32 order;
-  u64 nr_folios;
-  struct kho_vmalloc folios;
-};
-
-// Not __packed: every field already sits on its natural offset (checked
-// below against the ABI header), and the counts are updated atomically,
-// which needs their natural alignment.
-struct hugetlb_flb_hstate_ser {
-  u32 order;
-  u32 reserved;
-  u64 nr_pages;
-};
-
-struct hugetlb_flb_ser {
-  u32 nr_hstates;
-  u32 reserved;
-  struct hugetlb_flb_hstate_ser hstates[HUGETLB_FLB_MAX_HSTATES];
-};
-
-static_assert(sizeof(struct hugemfd_luo_folio_ser) == sizeof(khosim::abi::MemfdLuoFolioSer));
-static_assert(sizeof(struct hugemfd_luo_ser) == sizeof(khosim::abi::HugemfdLuoSer));
-static_assert(offsetof(struct hugemfd_luo_ser, order) ==
-              offsetof(khosim::abi::HugemfdLuoSer, order));
-static_assert(offsetof(struct hugemfd_luo_ser, folios) ==
-              offsetof(khosim::abi::HugemfdLuoSer, folios));
-static_assert(sizeof(struct hugetlb_flb_ser) == sizeof(khosim::abi::HugetlbFlbSer));
-static_assert(offsetof(struct hugetlb_flb_ser, hstates) ==
-              offsetof(khosim::abi::HugetlbFlbSer, hstates));
-static_assert(HUGETLB_FLB_MAX_HSTATES == khosim::abi::kHugetlbFlbMaxHstates);
-static_assert(HUGEMFD_LUO_FOLIO_DIRTY == khosim::abi::kMemfdLuoFolioDirty);
-static_assert(HUGEMFD_LUO_FOLIO_UPTODATE == khosim::abi::kMemfdLuoFolioUptodate);
 
 // ---- The FLB ---------------------------------------------------------------
 
@@ -149,7 +101,7 @@ const struct liveupdate_flb_ops hugetlb_flb_ops = {
 
 struct liveupdate_flb hugetlb_flb = {
     .ops = &hugetlb_flb_ops,
-    .compatible = "hugetlb-v1",
+    .compatible = HUGETLB_FLB_COMPATIBLE,
 };
 
 void hugetlb_flb_account(unsigned int order, long nr_pages) {
@@ -168,7 +120,7 @@ void hugetlb_flb_account(unsigned int order, long nr_pages) {
 
 int hugemfd_luo_preserve_folios(struct file* file, unsigned int order,
                                 struct kho_vmalloc* kho_vmalloc,
-                                struct hugemfd_luo_folio_ser** out_folios_ser, u64* nr_foliosp) {
+                                struct memfd_luo_folio_ser** out_folios_ser, u64* nr_foliosp) {
   const loff_t size = i_size_read(file_inode(file));
   *nr_foliosp = 0;
   *out_folios_ser = nullptr;
@@ -191,8 +143,8 @@ int hugemfd_luo_preserve_folios(struct file* file, unsigned int order,
     return static_cast<int>(nr_pinned);
   }
   const u64 nr_folios = static_cast<u64>(nr_pinned);
-  auto* folios_ser = static_cast<struct hugemfd_luo_folio_ser*>(
-      vcalloc(nr_folios, sizeof(struct hugemfd_luo_folio_ser)));
+  auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(
+      vcalloc(nr_folios, sizeof(struct memfd_luo_folio_ser)));
   int err = 0;
   long i = 0;
   if (folios_ser == nullptr) {
@@ -213,7 +165,7 @@ int hugemfd_luo_preserve_folios(struct file* file, unsigned int order,
     // write them.
     folio_mark_dirty(folio);
     folios_ser[i].pfn = folio_pfn(folio);
-    folios_ser[i].flags = HUGEMFD_LUO_FOLIO_DIRTY | HUGEMFD_LUO_FOLIO_UPTODATE;
+    folios_ser[i].flags = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
     folios_ser[i].index = folio_index(folio);
   }
   err = kho_preserve_vmalloc(folios_ser, kho_vmalloc);
@@ -234,7 +186,7 @@ err_unpin:
 }
 
 void hugemfd_luo_unpreserve_folios(struct kho_vmalloc* kho_vmalloc,
-                                   const struct hugemfd_luo_folio_ser* folios_ser, u64 nr_folios) {
+                                   const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
   if (nr_folios == 0) return;
   kho_unpreserve_vmalloc(kho_vmalloc);
   for (u64 i = 0; i < nr_folios; i++) {
@@ -247,7 +199,7 @@ void hugemfd_luo_unpreserve_folios(struct kho_vmalloc* kho_vmalloc,
 
 int hugemfd_luo_preserve(struct liveupdate_file_op_args* args) {
   struct inode* inode = file_inode(args->file);
-  struct hugemfd_luo_folio_ser* folios_ser = nullptr;
+  struct memfd_luo_folio_ser* folios_ser = nullptr;
   u64 nr_folios = 0;
   unsigned int order = 0;
   u32 seals = 0;
@@ -302,9 +254,9 @@ void hugemfd_luo_unpreserve(struct liveupdate_file_op_args* args) {
   inode_lock(inode);
   auto* ser = static_cast<struct hugemfd_luo_ser*>(phys_to_virt(args->serialized_data));
   hugetlb_flb_account(ser->order, -static_cast<long>(ser->nr_folios));
-  hugemfd_luo_unpreserve_folios(
-      &ser->folios, static_cast<const struct hugemfd_luo_folio_ser*>(args->private_data),
-      ser->nr_folios);
+  hugemfd_luo_unpreserve_folios(&ser->folios,
+                                static_cast<const struct memfd_luo_folio_ser*>(args->private_data),
+                                ser->nr_folios);
   kho_unpreserve_free(ser);
   shmem_freeze(inode, false);
   inode_unlock(inode);
@@ -325,7 +277,7 @@ void hugemfd_luo_release_folio(phys_addr_t phys) {
   folio_put(folio);
 }
 
-void hugemfd_luo_release_folios(const struct hugemfd_luo_folio_ser* folios_ser, u64 nr_folios) {
+void hugemfd_luo_release_folios(const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
   for (u64 i = 0; i < nr_folios; i++) hugemfd_luo_release_folio(PFN_PHYS(folios_ser[i].pfn));
 }
 
@@ -347,8 +299,8 @@ int hugemfd_luo_insert_folio(struct file* file, struct folio* folio, pgoff_t ind
     mem_cgroup_uncharge(folio);
     goto unlock_folio;
   }
-  if ((flags & HUGEMFD_LUO_FOLIO_UPTODATE) != 0) folio_mark_uptodate(folio);
-  if ((flags & HUGEMFD_LUO_FOLIO_DIRTY) != 0) folio_mark_dirty(folio);
+  if ((flags & MEMFD_LUO_FOLIO_UPTODATE) != 0) folio_mark_uptodate(folio);
+  if ((flags & MEMFD_LUO_FOLIO_DIRTY) != 0) folio_mark_dirty(folio);
 unlock_folio:
   folio_unlock(folio);
   folio_put(folio);
@@ -356,7 +308,7 @@ unlock_folio:
 }
 
 int hugemfd_luo_retrieve_folios(struct file* file, unsigned int order,
-                                const struct hugemfd_luo_folio_ser* folios_ser, u64 nr_folios) {
+                                const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
   int err = 0;
   u64 i = 0;
   for (; i < nr_folios; i++) {
@@ -393,13 +345,13 @@ int hugemfd_luo_retrieve_folios(struct file* file, unsigned int order,
 
 int hugemfd_luo_retrieve(struct liveupdate_file_op_args* args) {
   auto* ser = static_cast<struct hugemfd_luo_ser*>(phys_to_virt(args->serialized_data));
-  struct hugemfd_luo_folio_ser* folios_ser = nullptr;
+  struct memfd_luo_folio_ser* folios_ser = nullptr;
   struct file* file = nullptr;
   int err = 0;
   if (ser == nullptr) return -EINVAL;
 
   if (ser->nr_folios != 0) {
-    folios_ser = static_cast<struct hugemfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
+    folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
     if (folios_ser == nullptr) {
       // The folios cannot be found any more: they stay reserved.
       err = -EINVAL;
@@ -457,8 +409,7 @@ void hugemfd_luo_finish(struct liveupdate_file_op_args* args) {
   auto* ser = static_cast<struct hugemfd_luo_ser*>(phys_to_virt(args->serialized_data));
   if (ser == nullptr) return;
   if (ser->nr_folios != 0) {
-    auto* folios_ser =
-        static_cast<struct hugemfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
+    auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
     if (folios_ser != nullptr) {
       hugemfd_luo_release_folios(folios_ser, ser->nr_folios);
       vfree(folios_ser);
@@ -486,7 +437,7 @@ const struct liveupdate_file_ops hugemfd_luo_file_ops = {
 
 struct liveupdate_file_handler hugemfd_luo_handler = {
     .ops = &hugemfd_luo_file_ops,
-    .compatible = "hugemfd-v1",
+    .compatible = HUGEMFD_LUO_FH_COMPATIBLE,
 };
 
 }  // namespace

@@ -1,5 +1,5 @@
 // Shared by the memfd handler profiles; see memfd_common.h.
-#include "handlers/memfd_common.h"
+#include "memfd_common.h"
 
 #include <cerrno>
 

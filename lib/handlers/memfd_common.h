@@ -6,14 +6,10 @@
 #define KHOSIM_LIB_HANDLERS_MEMFD_COMMON_H_
 
 #include "khosim/linux/fs.h"
+#include "khosim/linux/kho/abi/memfd.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/types.h"
-
-// The seals a record may carry; any other fails preserve and retrieve
-// with -EOPNOTSUPP.
-#define MEMFD_LUO_ALL_SEALS \
-  (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_EXEC)
 
 // preserve: the file's seals, if a record can carry every one of them. 0
 // and *sealsp; memfd_get_seals' error; or -EOPNOTSUPP for a seal outside

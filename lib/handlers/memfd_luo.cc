@@ -23,8 +23,7 @@
 //   finish      only for a file never retrieved: restore and put every
 //               folio, which discards the data.
 //
-// The record layout is khosim/abi/memfd_luo.h; the struct definitions here
-// are the kernel's names for the same bytes.
+// The record layout is khosim/linux/kho/abi/memfd.h.
 #include "khosim/handlers/memfd_luo.h"
 
 #include <cerrno>
@@ -32,51 +31,20 @@
 #include <cstddef>
 #include <cstring>
 
-#include "handlers/memfd_common.h"
-#include "khosim/abi/memfd_luo.h"
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/fs.h"
 #include "khosim/linux/kexec_handover.h"
+#include "khosim/linux/kho/abi/memfd.h"
 #include "khosim/linux/liveupdate.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/shmem_fs.h"
 #include "khosim/linux/slab.h"
 #include "khosim/linux/vmalloc.h"
+#include "memfd_common.h"
 
 namespace {
-
-#define MEMFD_LUO_FOLIO_DIRTY (1U << 0)
-#define MEMFD_LUO_FOLIO_UPTODATE (1U << 1)
-
-struct memfd_luo_folio_ser {
-  u64 pfn : 52;
-  u64 flags : 12;
-  u64 index;
-} __attribute__((packed));
-
-// __packed in the kernel; here the fields fall on their natural offsets
-// already (the static_asserts below check them), and struct kho_vmalloc is
-// not a plain C struct in the simulator, which the packed attribute refuses.
-struct memfd_luo_ser {
-  u64 pos;
-  u64 size;
-  u32 seals;
-  u32 flags;
-  u64 nr_folios;
-  struct kho_vmalloc folios;
-};
-
-static_assert(sizeof(struct memfd_luo_folio_ser) == sizeof(khosim::abi::MemfdLuoFolioSer));
-static_assert(sizeof(struct memfd_luo_ser) == sizeof(khosim::abi::MemfdLuoSer));
-static_assert(offsetof(struct memfd_luo_ser, seals) == offsetof(khosim::abi::MemfdLuoSer, seals));
-static_assert(offsetof(struct memfd_luo_ser, nr_folios) ==
-              offsetof(khosim::abi::MemfdLuoSer, nr_folios));
-static_assert(offsetof(struct memfd_luo_ser, folios) == offsetof(khosim::abi::MemfdLuoSer, folios));
-static_assert(MEMFD_LUO_ALL_SEALS == khosim::abi::kMemfdLuoAllSeals);
-static_assert(MEMFD_LUO_FOLIO_DIRTY == khosim::abi::kMemfdLuoFolioDirty);
-static_assert(MEMFD_LUO_FOLIO_UPTODATE == khosim::abi::kMemfdLuoFolioUptodate);
 
 int memfd_luo_preserve_folios(struct file* file, struct kho_vmalloc* kho_vmalloc,
                               struct memfd_luo_folio_ser** out_folios_ser, u64* nr_foliosp) {
@@ -356,7 +324,7 @@ const struct liveupdate_file_ops memfd_luo_file_ops = {
 
 struct liveupdate_file_handler memfd_luo_handler = {
     .ops = &memfd_luo_file_ops,
-    .compatible = "memfd-v2",
+    .compatible = MEMFD_LUO_FH_COMPATIBLE,
 };
 
 }  // namespace

@@ -17,35 +17,22 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
-#include <new>
 
-#include "handlers/memfd_common.h"
-#include "khosim/abi/memfd_luo.h"
 #include "khosim/handlers/memfd_luo.h"
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/fs.h"
 #include "khosim/linux/kexec_handover.h"
+#include "khosim/linux/kho/abi/memfd.h"
 #include "khosim/linux/kho_xarray.h"
 #include "khosim/linux/liveupdate.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/shmem_fs.h"
 #include "khosim/linux/slab.h"
+#include "memfd_common.h"
 
 namespace {
-
-struct memfd_sparse_ser {
-  u64 pos;
-  u64 size;
-  u32 seals;
-  u32 flags;
-  u64 reserved;
-  struct kho_xa_desc folios;
-};
-static_assert(sizeof(struct memfd_sparse_ser) == sizeof(khosim::abi::MemfdSparseSer));
-static_assert(offsetof(struct memfd_sparse_ser, folios) ==
-              offsetof(khosim::abi::MemfdSparseSer, folios));
 
 // Kernel A's private state for one preserved memfd (args->private_data).
 struct memfd_sparse_state {
@@ -201,7 +188,6 @@ int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
     err = -ENOMEM;
     goto err_free_ser;
   }
-  new (state) memfd_sparse_state();
   size = i_size_read(inode);
   err = kho_xa_init(&state->xa, memfd_sparse_key_bits(size), &ser->folios);
   if (err != 0) goto err_free_state;
@@ -226,7 +212,6 @@ int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
   return 0;
 
 err_free_state:
-  state->~memfd_sparse_state();
   kfree(state);
 err_free_ser:
   kho_unpreserve_free(ser);
@@ -254,7 +239,6 @@ void memfd_sparse_unpreserve(struct liveupdate_file_op_args* args) {
   mapping_set_gfp_mask(inode->i_mapping, state->saved_gfp);
   shmem_freeze(inode, false);
   memfd_sparse_drop_folios(state);
-  state->~memfd_sparse_state();
   kfree(state);
   kho_unpreserve_free(ser);
   inode_unlock(inode);
@@ -299,7 +283,7 @@ int memfd_sparse_retrieve_folios(struct file* file, struct kho_xarray* xa) {
 int memfd_sparse_retrieve(struct liveupdate_file_op_args* args) {
   auto* ser = static_cast<struct memfd_sparse_ser*>(phys_to_virt(args->serialized_data));
   struct file* file = nullptr;
-  struct kho_xarray xa;
+  struct kho_xarray xa = {};
   int err = 0;
   if (ser == nullptr) return -EINVAL;
 
@@ -336,7 +320,7 @@ void memfd_sparse_finish(struct liveupdate_file_op_args* args) {
   if (args->retrieve_status != 0) return;
   auto* ser = static_cast<struct memfd_sparse_ser*>(phys_to_virt(args->serialized_data));
   if (ser == nullptr) return;
-  struct kho_xarray xa;
+  struct kho_xarray xa = {};
   if (kho_xa_restore(&xa, &ser->folios) == 0) {
     memfd_sparse_discard_folios(&xa, 0);
     kho_xa_destroy(&xa);
@@ -363,7 +347,7 @@ const struct liveupdate_file_ops memfd_sparse_file_ops = {
 
 struct liveupdate_file_handler memfd_sparse_handler = {
     .ops = &memfd_sparse_file_ops,
-    .compatible = "memfd-sparse-v1",
+    .compatible = MEMFD_SPARSE_FH_COMPATIBLE,
 };
 
 }  // namespace

@@ -1,7 +1,11 @@
 // The kernel face of lib/kho: upstream names over Kho::Current().
+#include <cstring>
+#include <type_traits>
+
 #include "khosim/kho/kho.h"
+#include "khosim/kho/kho_xarray.h"
 #include "khosim/linux/kexec_handover.h"
-#include "khosim/linux/kho_block.h"
+#include "khosim/linux/kho_xarray.h"
 
 using khosim::PhysAddr;
 using khosim::kho::Kho;
@@ -68,21 +72,57 @@ bool kho_scratch_overlap(phys_addr_t phys, size_t size) {
   return Kho::Current().ScratchOverlap(PhysAddr(phys), size);
 }
 
-// kho_block
+// ---- KHO xarray (linux/kho_xarray.h) ---------------------------------------
+using khosim::kho::KhoXarray;
+static_assert(std::is_standard_layout_v<KhoXarray> &&
+                  sizeof(KhoXarray) == sizeof(struct kho_xarray),
+              "a KhoXarray is exactly its struct kho_xarray");
 
-void kho_block_set_init(struct kho_block_set* bs, size_t entry_size) { bs->Init(entry_size); }
-int kho_block_set_grow(struct kho_block_set* bs, u64 count) { return bs->Grow(count); }
-void kho_block_set_shrink(struct kho_block_set* bs, u64 count) { bs->Shrink(count); }
-int kho_block_set_restore(struct kho_block_set* bs, u64 head_pa) { return bs->Restore(head_pa); }
-void kho_block_set_destroy(struct kho_block_set* bs) { bs->Destroy(); }
-void kho_block_set_clear(struct kho_block_set* bs) { bs->Clear(); }
-u64 kho_block_set_head_pa(struct kho_block_set* bs) { return bs->head_pa(); }
-bool kho_block_set_is_empty(struct kho_block_set* bs) { return bs->empty(); }
-
-void kho_block_set_it_init(struct kho_block_set_it* it, struct kho_block_set* bs) {
-  it->it = khosim::kho::BlockSet::Iterator(*bs);
+int kho_xa_init(struct kho_xarray* xa, unsigned int key_bits, struct kho_xa_desc* desc) {
+  return KhoXarray::From(xa).Init(key_bits, desc);
 }
 
-void* kho_block_set_it_reserve_entry(struct kho_block_set_it* it) { return it->it.ReserveEntry(); }
-void* kho_block_set_it_read_entry(struct kho_block_set_it* it) { return it->it.ReadEntry(); }
-void* kho_block_set_it_prev(struct kho_block_set_it* it) { return it->it.Prev(); }
+void kho_xa_destroy(struct kho_xarray* xa) { KhoXarray::From(xa).Destroy(); }
+
+int kho_xa_store(struct kho_xarray* xa, u64 index, u64 entry) {
+  return KhoXarray::From(xa).Store(index, entry);
+}
+
+int kho_xa_erase(struct kho_xarray* xa, u64 index) { return KhoXarray::From(xa).Erase(index); }
+
+u64 kho_xa_load(struct kho_xarray* xa, u64 index) {
+  uint64_t entry = 0;
+  return KhoXarray::From(xa).Load(index, &entry) ? entry : 0;
+}
+
+u64 kho_xa_find(struct kho_xarray* xa, u64* index) {
+  uint64_t i = *index;
+  uint64_t entry = 0;
+  if (!KhoXarray::From(xa).Find(&i, &entry)) return 0;
+  *index = i;
+  return entry;
+}
+
+u64 kho_xa_find_after(struct kho_xarray* xa, u64* index) {
+  uint64_t i = *index;
+  uint64_t entry = 0;
+  if (!KhoXarray::From(xa).FindAfter(&i, &entry)) return 0;
+  *index = i;
+  return entry;
+}
+
+u64 kho_xa_count(struct kho_xarray* xa) { return KhoXarray::From(xa).Count(); }
+
+void kho_xa_get_desc(struct kho_xarray* xa, struct kho_xa_desc* desc) {
+  const khosim::abi::KhoXarrayDesc d = KhoXarray::From(xa).descriptor();
+  std::memcpy(static_cast<void*>(desc), &d, sizeof(d));
+}
+
+int kho_xa_restore(struct kho_xarray* xa, const struct kho_xa_desc* desc) {
+  if (desc == nullptr) return -EINVAL;
+  return KhoXarray::From(xa).Restore(*desc);
+}
+
+int kho_xa_adopt(struct kho_xarray* xa, struct kho_xa_desc* desc) {
+  return KhoXarray::From(xa).Adopt(desc);
+}

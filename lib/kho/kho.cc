@@ -32,6 +32,7 @@
 #include "khosim/kho/bitmap_tracker.h"
 #include "khosim/kho/kho_fdt.h"
 #include "khosim/kho/range_preservation_tracker.h"
+#include "khosim/linux/atomic.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/mm.h"
 
@@ -119,7 +120,7 @@ class Kho::NodeMemory : public RadixNodeMemory {
   void FreeNode(PhysAddr page) override {
     if (mm_.buddy_ready()) {
       struct page* p = mm_.PhysToPage(page);
-      p->refcount.store(0);
+      atomic_set(&p->_refcount, 0);
       mm_.pages().Free(p, 0);
     } else {
       mm_.memblock().Free(page, mm_.geometry().page_size());
@@ -138,7 +139,11 @@ class Kho::NodeMemory : public RadixNodeMemory {
 };
 
 Kho::Kho(KernelContext& ctx, mm::Mm& mm, KhoConfig config)
-    : ctx_(ctx), mm_(mm), config_(std::move(config)), profile_(config_.profile) {
+    : ctx_(ctx),
+      mm_(mm),
+      config_(std::move(config)),
+      profile_(config_.profile),
+      incoming_handover_(IncomingHandover(ctx.boot_params())) {
   enabled_ = ctx_.cmdline().GetBool("kho", config_.enabled_by_default);
   if (std::optional<std::string> p = ctx_.cmdline().Get("khosim.kho_profile")) {
     if (!ParseKhoProfile(*p, &profile_)) {
@@ -176,8 +181,25 @@ Kho& Kho::Current() {
 // ---------------------------------------------------------------------------
 // Boot
 
+std::vector<SetupData> HandoverSetupData(const abi::KhoData& handover) {
+  if (handover.fdt_addr == 0 && handover.fdt_size == 0 && handover.scratch_addr == 0 &&
+      handover.scratch_size == 0) {
+    return {};
+  }
+  SetupData entry{.type = abi::kSetupKexecKho, .payload = std::vector<uint8_t>(sizeof(handover))};
+  std::memcpy(entry.payload.data(), &handover, sizeof(handover));
+  return {std::move(entry)};
+}
+
+abi::KhoData IncomingHandover(const BootParams& params) {
+  abi::KhoData handover = {};
+  const absl::Span<const uint8_t> payload = params.SetupDataOf(abi::kSetupKexecKho);
+  if (payload.size() == sizeof(handover)) std::memcpy(&handover, payload.data(), sizeof(handover));
+  return handover;
+}
+
 void Kho::Populate() {
-  const abi::KhoData& kd = ctx_.boot_params().kho;
+  const abi::KhoData& kd = incoming_handover_;
   if (kd.fdt_addr == 0) return;
   auto reject = [&](const std::string& why) {
     ctx_.Log(absl::StrCat("KHO: disabling KHO revival: ", why));
@@ -691,7 +713,7 @@ int Kho::PreserveVmalloc(void* ptr, abi::KhoVmalloc* preservation) {
     struct page* p = mm_.pages().Alloc(GFP_KERNEL | __GFP_ZERO, 0);
     if (p == nullptr) return nullptr;
     if (PreservePages(p, 1) != 0) {
-      p->refcount.store(0);
+      atomic_set(&p->_refcount, 0);
       mm_.pages().Free(p, 0);
       return nullptr;
     }
@@ -741,7 +763,7 @@ void Kho::UnpreserveVmalloc(abi::KhoVmalloc* preservation) {
     }
     const uint64_t next = chunk[0];
     struct page* p = mm_.PhysToPage(PhysAddr(chunk_pa));
-    p->refcount.store(0);
+    atomic_set(&p->_refcount, 0);
     mm_.pages().Free(p, 0);
     chunk_pa = next;
   }
@@ -812,17 +834,17 @@ struct page* Kho::RestorePage(PhysAddr pa, bool is_folio) {
   const uint64_t nr = uint64_t{1} << order;
   page->private_data = 0;
   if (is_folio) {
-    page->refcount.store(1);
+    atomic_set(&page->_refcount, 1);
     if (order > 0) {
       page->flags |= 1ul << PG_head;
       page->compound_order = static_cast<unsigned char>(order);
       for (uint64_t i = 1; i < nr; ++i) {
         page[i].compound_head = reinterpret_cast<unsigned long>(page) | 1;
-        page[i].refcount.store(0);
+        atomic_set(&page[i]._refcount, 0);
       }
     }
   } else {
-    for (uint64_t i = 0; i < nr; ++i) page[i].refcount.store(1);
+    for (uint64_t i = 0; i < nr; ++i) atomic_set(&page[i]._refcount, 1);
   }
   mm_.pages().AdjustManagedPages(static_cast<int64_t>(nr));
   return page;

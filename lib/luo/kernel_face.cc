@@ -6,7 +6,7 @@
 
 #include "khosim/kho/kho.h"
 #include "khosim/linux/liveupdate.h"
-#include "luo/luo_internal.h"
+#include "luo_internal.h"
 
 using khosim::luo::Luo;
 using khosim::luo::LuoState;

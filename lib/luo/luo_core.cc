@@ -22,7 +22,7 @@
 #include "khosim/linux/mm.h"
 #include "khosim/linux/uaccess.h"
 #include "khosim/uapi/liveupdate.h"
-#include "luo/luo_internal.h"
+#include "luo_internal.h"
 
 namespace khosim::luo {
 

@@ -16,7 +16,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "khosim/linux/err.h"
-#include "luo/luo_internal.h"
+#include "luo_internal.h"
 
 namespace khosim::luo {
 namespace {

@@ -20,7 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "khosim/kho/kho.h"
 #include "khosim/linux/mm.h"
-#include "luo/luo_internal.h"
+#include "luo_internal.h"
 
 namespace khosim::luo {
 namespace {

@@ -21,7 +21,7 @@
 #include "khosim/linux/err.h"
 #include "khosim/linux/uaccess.h"
 #include "khosim/uapi/liveupdate.h"
-#include "luo/luo_internal.h"
+#include "luo_internal.h"
 
 namespace khosim::luo {
 namespace {

@@ -1,7 +1,7 @@
 // Luo::Validate: the invariants a quiescent LUO keeps (reference 9.2).
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "luo/luo_internal.h"
+#include "luo_internal.h"
 
 namespace khosim::luo {
 

@@ -9,7 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "khosim/mm/gfp.h"
+#include "khosim/linux/atomic.h"
+#include "khosim/linux/gfp.h"
 #include "khosim/mm/mm.h"
 
 namespace khosim::mm {
@@ -145,7 +146,7 @@ void Hugetlb::Init() {
       for (PhysAddr pa : h.bootmem) {
         auto* folio = reinterpret_cast<struct folio*>(mm_.PhysToPage(pa));
         PrepPoolFolio(folio, h.info.order);
-        folio->page.refcount.store(0);
+        atomic_set(&folio->page._refcount, 0);
         h.free_list.push_back(folio);
       }
       h.bootmem.clear();
@@ -163,7 +164,7 @@ void Hugetlb::Init() {
         }
         auto* folio = reinterpret_cast<struct folio*>(page);
         PrepPoolFolio(folio, h.info.order);
-        folio->page.refcount.store(0);
+        atomic_set(&folio->page._refcount, 0);
         h.free_list.push_back(folio);
       }
     }
@@ -198,7 +199,7 @@ struct folio* Hugetlb::Alloc(int hstate, int nid) {
   // clear_huge_page: dropping the backing zeroes it without host memory.
   mm_.ZeroPhys(mm_.PageToPhys(&folio->page), bytes);
   folio->page.flags &= (1UL << PG_head) | (1UL << PG_hugetlb);
-  folio->page.refcount.store(1);
+  atomic_set(&folio->page._refcount, 1);
   return folio;
 }
 

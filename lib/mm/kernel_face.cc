@@ -10,8 +10,9 @@
 #include <cstring>
 
 #include "khosim/base/kernel_context.h"
+#include "khosim/linux/atomic.h"
 #include "khosim/linux/bug.h"
-#include "khosim/linux/hugetlb.h"
+#include "khosim/linux/hugetlb_pool.h"
 #include "khosim/linux/memblock.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/slab.h"
@@ -21,39 +22,6 @@
 using khosim::Pfn;
 using khosim::PhysAddr;
 using khosim::mm::Mm;
-
-namespace khosim::kernel_face {
-
-bool Warn(const char* site, const char* condition) {
-  khosim::RequireKernelContext().Warn(site, condition);
-  return true;
-}
-
-bool WarnOnce(const char* site, const char* condition) {
-  khosim::RequireKernelContext().WarnOnce(site, condition);
-  return true;
-}
-
-void Bug(const char* site, const char* condition) {
-  khosim::RequireKernelContext().Panic(site, std::string("kernel BUG: ") + condition);
-}
-
-void Panic(const char* site, const std::string& message) {
-  khosim::RequireKernelContext().Panic(site, message);
-}
-
-void Log(const std::string& line) { khosim::RequireKernelContext().Log(line); }
-
-std::string Format(const char* fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char buf[1024];
-  std::vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  return buf;
-}
-
-}  // namespace khosim::kernel_face
 
 namespace {
 
@@ -84,7 +52,7 @@ struct page* alloc_page(gfp_t gfp) {
 
 void __free_pages(struct page* page, unsigned int order) {
   if (page == nullptr) return;
-  if (page->refcount.fetch_sub(1) == 1) {
+  if (atomic_fetch_sub(1, &page->_refcount) == 1) {
     CurrentMm().pages().Free(page, order);
   } else if (order > 0 && !PageHead(page)) {
     // A non-compound high-order block still referenced: the upper halves
@@ -110,7 +78,7 @@ void free_pages(unsigned long addr, unsigned int order) {
 void free_page(unsigned long addr) { free_pages(addr, 0); }
 
 void split_page(struct page* page, unsigned int order) {
-  for (unsigned i = 1; i < (1u << order); ++i) page[i].refcount.store(1);
+  for (unsigned i = 1; i < (1u << order); ++i) atomic_set(&page[i]._refcount, 1);
 }
 
 unsigned int get_order(unsigned long size) { return CurrentMm().geometry().GetOrder(size); }
@@ -123,13 +91,13 @@ struct folio* folio_alloc_node(gfp_t gfp, unsigned int order, int nid) {
   return reinterpret_cast<struct folio*>(alloc_pages_node(nid, gfp | __GFP_COMP, order));
 }
 
-void folio_get(struct folio* folio) { folio->page.refcount.fetch_add(1); }
+void folio_get(struct folio* folio) { atomic_fetch_add(1, &folio->page._refcount); }
 
 void folio_put(struct folio* folio) {
   struct page* head = &folio->page;
-  const int old = head->refcount.fetch_sub(1);
+  const int old = atomic_fetch_sub(1, &head->_refcount);
   if (old <= 0) {
-    head->refcount.fetch_add(1);
+    atomic_fetch_add(1, &head->_refcount);
     khosim::RequireKernelContext().Warn(KHOSIM_SITE, "folio_put on a folio with no reference");
     return;
   }
@@ -147,7 +115,7 @@ unsigned long folio_nr_pages(const struct folio* folio) { return 1ul << folio_or
 size_t folio_size(const struct folio* folio) { return folio_nr_pages(folio) * PAGE_SIZE; }
 unsigned long folio_pfn(const struct folio* folio) { return page_to_pfn(&folio->page); }
 void* folio_address(const struct folio* folio) { return page_address(&folio->page); }
-int folio_ref_count(const struct folio* folio) { return folio->page.refcount.load(); }
+int folio_ref_count(const struct folio* folio) { return atomic_read(&folio->page._refcount); }
 int folio_nid(const struct folio* folio) { return page_to_nid(&folio->page); }
 phys_addr_t folio_phys(const struct folio* folio) { return page_to_phys(&folio->page); }
 
@@ -175,16 +143,16 @@ bool PageTail(const struct page* page) { return (page->compound_head & 1) != 0; 
 bool PageCompound(const struct page* page) { return PageHead(page) || PageTail(page); }
 unsigned int compound_order(const struct page* page) { return HeadOrder(page); }
 
-void get_page(struct page* page) { compound_head(page)->refcount.fetch_add(1); }
+void get_page(struct page* page) { atomic_fetch_add(1, &compound_head(page)->_refcount); }
 
 void put_page(struct page* page) {
   struct page* head = compound_head(page);
   folio_put(reinterpret_cast<struct folio*>(head));
 }
 
-int page_ref_count(const struct page* page) { return page->refcount.load(); }
-void set_page_count(struct page* page, int v) { page->refcount.store(v); }
-void init_page_count(struct page* page) { page->refcount.store(1); }
+int page_ref_count(const struct page* page) { return atomic_read(&page->_refcount); }
+void set_page_count(struct page* page, int v) { atomic_set(&page->_refcount, v); }
+void init_page_count(struct page* page) { atomic_set(&page->_refcount, 1); }
 unsigned long page_private(const struct page* page) { return page->private_data; }
 void set_page_private(struct page* page, unsigned long private_data) {
   page->private_data = private_data;
@@ -428,7 +396,7 @@ void* khosim_vmap_blocks(struct page** pages, unsigned int count, unsigned int p
   return CurrentMm().vmalloc().Map(pages, count, page_shift - shift, vm_flags);
 }
 
-// ---- hugetlb (linux/hugetlb.h) ---------------------------------------------
+// ---- hugetlb pools (linux/hugetlb_pool.h) ---------------------------------------------
 
 unsigned int hugetlb_max_hstate(void) { return khosim::mm::Hugetlb::kNumHstates; }
 

@@ -26,7 +26,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "khosim/mm/page.h"
+#include "khosim/linux/atomic.h"
+#include "khosim/linux/mm_types.h"
 
 namespace khosim::mm {
 namespace {
@@ -44,7 +45,7 @@ void ClearPage(struct page* page) {
   page->flags = 0;
   page->private_data = 0;
   page->compound_head = 0;
-  page->refcount.store(0, std::memory_order_relaxed);
+  atomic_set(&page->_refcount, 0);
   page->pincount = 0;
   page->compound_order = 0;
   page->mapping = nullptr;
@@ -324,7 +325,7 @@ void PageAllocator::PrepareAllocated(uint64_t pfn, unsigned order, gfp_t gfp) {
       tail->compound_head = tail_link;
     }
   }
-  head->refcount.store(1, std::memory_order_release);
+  atomic_set_release(&head->_refcount, 1);
   if (ctx_.geometry().PfnToPhysBytes(nr) >= ctx_.env().TraceAllocThreshold()) {
     ctx_.Trace("alloc", "pages", {{"pfn", Hex(pfn)}, {"order", absl::StrCat(order)}});
   }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "khosim/linux/atomic.h"
 
 namespace khosim::mm {
 
@@ -74,7 +75,7 @@ void* Vmalloc::Alloc(uint64_t size, gfp_t gfp, unsigned long vm_flags) {
     struct page* head = allocator_.Alloc(gfp & ~(__GFP_COMP | __GFP_ZERO), page_order);
     if (head == nullptr) {
       for (struct page* p : area.pages) {
-        p->refcount.store(0);
+        atomic_set(&p->_refcount, 0);
         p->flags &= ~(1ul << PG_vmalloc);
         allocator_.Free(p, 0);
       }
@@ -84,7 +85,7 @@ void* Vmalloc::Alloc(uint64_t size, gfp_t gfp, unsigned long vm_flags) {
     // which is how vfree later releases them.
     for (uint64_t i = 0; i < (uint64_t{1} << page_order); ++i) {
       struct page* p = head + i;
-      p->refcount.store(1);
+      atomic_set(&p->_refcount, 1);
       p->flags |= 1ul << PG_vmalloc;
       area.pages.push_back(p);
     }
@@ -98,7 +99,7 @@ void* Vmalloc::Alloc(uint64_t size, gfp_t gfp, unsigned long vm_flags) {
   void* va = ReserveVaLocked(bytes + guard + (page_order ? block_bytes : 0));
   if (va == nullptr) {
     for (struct page* p : area.pages) {
-      p->refcount.store(0);
+      atomic_set(&p->_refcount, 0);
       p->flags &= ~(1ul << PG_vmalloc);
       allocator_.Free(p, 0);
     }
@@ -199,7 +200,7 @@ void Vmalloc::Free(const void* addr) {
   if (!area.owns_pages) return;
   for (struct page* p : area.pages) {
     p->flags &= ~(1ul << PG_vmalloc);
-    if (p->refcount.fetch_sub(1) == 1) allocator_.Free(p, 0);
+    if (atomic_fetch_sub(1, &p->_refcount) == 1) allocator_.Free(p, 0);
   }
 }
 

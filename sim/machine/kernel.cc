@@ -91,7 +91,7 @@ void Kernel::Boot() {
   boot_steps_.clear();
   ctx_.Trace("boot", "start",
              {{"cmdline", ctx_.cmdline().text()},
-              {"kho_fdt", absl::StrCat(ctx_.boot_params().kho.fdt_addr)}});
+              {"kho_fdt", absl::StrCat(kho_->incoming_handover().fdt_addr)}});
   ctx_.Log(absl::StrCat("Linux version khosim (generation ", ctx_.generation(), ")"));
   ctx_.Log(absl::StrCat("Command line: ", ctx_.cmdline().text()));
   TimedStep(boot_steps_, "setup_arch", [&] { mm_->SetupArch(); });

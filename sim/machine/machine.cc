@@ -122,9 +122,9 @@ void Machine::Boot() {
   }
   memory_->ResetAccess();
   trace_.Record(next_generation_, "machine", "cold_boot", {});
-  StartKernel(BootParams{config_.cmdline, abi::KhoData{}, config_.cold_boot_image_base,
-                         config_.kernel_image_size},
-              config_.handlers);
+  StartKernel(
+      BootParams{config_.cmdline, {}, config_.cold_boot_image_base, config_.kernel_image_size},
+      config_.handlers);
 }
 
 absl::Status Machine::Kexec(KexecOptions options) {
@@ -187,8 +187,8 @@ absl::Status Machine::Kexec(KexecOptions options) {
   ++kexec_count_;
   times.teardown_s = seconds_since(step);
   step = Clock::now();
-  StartKernel(BootParams{options.cmdline.value_or(config_.cmdline), handover, image_base,
-                         config_.kernel_image_size},
+  StartKernel(BootParams{options.cmdline.value_or(config_.cmdline),
+                         kho::HandoverSetupData(handover), image_base, config_.kernel_image_size},
               options.handlers.value_or(config_.handlers));
   times.boot_s = seconds_since(step);
   last_kexec_times_ = times;

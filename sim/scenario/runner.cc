@@ -983,7 +983,7 @@ class Runner::Impl {
     }
     // KHO keeps the previous root FDT for kho_retrieve_subtree all boot.
     unsigned order = 0;
-    const uint64_t fdt = k.ctx().boot_params().kho.fdt_addr;
+    const uint64_t fdt = k.kho().incoming_handover().fdt_addr;
     const uint64_t held = k.kho().IsPreservedHead(PhysAddr(fdt), &order) ? 1 : 0;
     const uint64_t unclaimed = k.kho().UnrestoredBlocks();
     br.leaked_blocks = unclaimed > held ? unclaimed - held : 0;

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "khosim/fs/shmem.h"
 #include "khosim/fs/vfs.h"
+#include "khosim/linux/hugetlb.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/linux/shmem_fs.h"
 #include "khosim/luo/client.h"

@@ -117,7 +117,7 @@ TEST_F(ShmemTest, MemfdCreateGivesAnUnlinkedReadWriteShmemFile) {
   EXPECT_TRUE(shmem_file(f));
   EXPECT_EQ(file_inode(f)->i_nlink, 0u);
   EXPECT_EQ(file_inode(f)->i_mode, S_IFREG | 0777);
-  EXPECT_EQ(f->f_name, "/memfd:vm0 (deleted)");
+  EXPECT_STREQ(f->f_name, "/memfd:vm0 (deleted)");
   EXPECT_EQ(f->f_mode, FMODE_READ | FMODE_WRITE);
   EXPECT_EQ(p_->Fcntl(fd, F_GETFL, 0), O_RDWR | kKernelOLargefile);
   EXPECT_TRUE(p_->IsCloexec(fd));
@@ -131,7 +131,7 @@ TEST_F(ShmemTest, MemfdCreateGivesAnUnlinkedReadWriteShmemFile) {
   EXPECT_EQ(GetSeals(sealable), 0);
   // A name is read up to its NUL.
   const int nul = fs::MemfdCreate(*p_, absl::string_view("ab\0cd", 5), 0);
-  EXPECT_EQ(File(nul)->f_name, "/memfd:ab (deleted)");
+  EXPECT_STREQ(File(nul)->f_name, "/memfd:ab (deleted)");
 }
 
 TEST_F(ShmemTest, MemfdCreateErrors) {
@@ -167,7 +167,7 @@ TEST_F(ShmemTest, LinkedTmpfsFileIsShmemWithALinkAndNoSealing) {
   struct file* f = File(fd);
   EXPECT_TRUE(shmem_file(f));
   EXPECT_EQ(file_inode(f)->i_nlink, 1u);
-  EXPECT_EQ(f->f_name, "/dev/shm/guest.img");
+  EXPECT_STREQ(f->f_name, "/dev/shm/guest.img");
   EXPECT_EQ(GetSeals(fd), F_SEAL_SEAL);
   EXPECT_EQ(AddSeals(fd, F_SEAL_WRITE), -EPERM);
   const auto data = Pattern(100, 1);

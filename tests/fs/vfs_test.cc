@@ -219,7 +219,7 @@ TEST_F(VfsTest, LiveFileAndInodeAccounting) {
   const int64_t inodes = vfs().live_inodes();
   struct file* f = anon_inode_getfile("[test]", nullptr, nullptr, O_RDWR);
   ASSERT_FALSE(IS_ERR(f));
-  EXPECT_EQ(f->f_name, "anon_inode:[test]");
+  EXPECT_STREQ(f->f_name, "anon_inode:[test]");
   EXPECT_EQ(vfs().live_files(), files + 1);
   EXPECT_EQ(vfs().live_inodes(), inodes);  // the shared anonymous inode
   struct inode* inode = new_inode_pseudo(S_IFREG);
@@ -247,7 +247,7 @@ TEST_F(VfsTest, FdHelpersActOnTheCurrentProcess) {
     fd_install(fd, anon_inode_getfile("[x]", nullptr, nullptr, O_RDWR));
     struct file* f = fget(fd);
     ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->f_count.load(), 2);
+    EXPECT_EQ(atomic_long_read(&f->f_count), 2);
     fput(f);
     const int unused = get_unused_fd_flags(0);
     put_unused_fd(unused);

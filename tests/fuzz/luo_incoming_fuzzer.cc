@@ -895,7 +895,7 @@ std::string RunKernelB(Machine& m, const Expect& x) {
     }
     const uint64_t held_flbs = flbs_finish ? 0 : serialized_flbs;
     KHOSIM_FUZZ_CHECK(TestControl().flb_live_objects == static_cast<int64_t>(held_flbs));
-    const uint64_t fdt = m.kernel().ctx().boot_params().kho.fdt_addr;
+    const uint64_t fdt = m.kernel().kho().incoming_handover().fdt_addr;
     KHOSIM_FUZZ_CHECK(m.kernel().kho().IsPreservedHead(khosim::PhysAddr(fdt)));
     KHOSIM_FUZZ_CHECK(m.kernel().kho().UnrestoredBlocks() ==
                       3 + skipped_files + skipped_blocks + held_flbs);

@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "handlers/memfd_test_util.h"
 #include "khosim/fs/shmem.h"
+#include "khosim/linux/hugetlb.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/luo/client.h"
 #include "khosim/mm/hugetlb.h"

@@ -1,11 +1,14 @@
 // KHO block sets: capacities, growth and rollback, iterators, and the
 // reader's checks on chains from the previous kernel.
+#include "khosim/kho/block_set.h"
+
 #include <cerrno>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "khosim/abi/block.h"
 #include "khosim/kho/kho.h"
 #include "khosim/linux/kexec_handover.h"
 #include "khosim/linux/kho_block.h"
@@ -69,15 +72,15 @@ TEST(BlockSetTest, CapacitiesFollowEntryAndPageSize) {
     m.Boot();
     struct kho_block_set sessions = KHO_BLOCK_SET_INIT(sessions, 80);
     struct kho_block_set files = KHO_BLOCK_SET_INIT(files, 64);
-    EXPECT_EQ(sessions.count_per_block(), (page - 16) / 80) << page;
-    EXPECT_EQ(files.count_per_block(), (page - 16) / 64) << page;
+    EXPECT_EQ(kho_block_set_count_per_block(&sessions), (page - 16) / 80) << page;
+    EXPECT_EQ(kho_block_set_count_per_block(&files), (page - 16) / 64) << page;
   }
   Machine m(KhoMachine());
   m.Boot();
   struct kho_block_set s = KHO_BLOCK_SET_INIT(s, 80);
   struct kho_block_set f = KHO_BLOCK_SET_INIT(f, 64);
-  EXPECT_EQ(s.count_per_block(), 51u);
-  EXPECT_EQ(f.count_per_block(), 63u);
+  EXPECT_EQ(kho_block_set_count_per_block(&s), 51u);
+  EXPECT_EQ(kho_block_set_count_per_block(&f), 63u);
 }
 
 TEST(BlockSetTest, FiftyTwoSessionsMakeBlocksOfFiftyOneAndOne) {
@@ -85,11 +88,11 @@ TEST(BlockSetTest, FiftyTwoSessionsMakeBlocksOfFiftyOneAndOne) {
   m.Boot();
   struct kho_block_set bs = KHO_BLOCK_SET_INIT(bs, sizeof(Entry80));
   for (uint64_t count = 0; count < 52; ++count) ASSERT_EQ(kho_block_set_grow(&bs, count + 1), 0);
-  EXPECT_EQ(bs.nblocks(), 2u);
-  EXPECT_TRUE(bs.Validate(52, /*count_in_blocks=*/false).ok());
+  EXPECT_EQ(bs.nr_blocks, 2u);
+  EXPECT_TRUE(khosim::kho::ValidateBlockSet(bs, 52, /*count_in_blocks=*/false).ok());
   Fill(&bs, 80, 52, 100);
   EXPECT_EQ(BlockCounts(&bs), (std::vector<uint64_t>{51, 1}));
-  EXPECT_TRUE(bs.Validate(52).ok());
+  EXPECT_TRUE(khosim::kho::ValidateBlockSet(bs, 52).ok());
   struct kho_block_set files = KHO_BLOCK_SET_INIT(files, sizeof(Entry64));
   ASSERT_EQ(kho_block_set_grow(&files, 64), 0);
   Fill(&files, 64, 64, 0);
@@ -105,7 +108,7 @@ TEST(BlockSetTest, EmptySetIsPhysicalAddressZero) {
   EXPECT_TRUE(kho_block_set_is_empty(&bs));
   EXPECT_EQ(kho_block_set_head_pa(&bs), 0u);
   ASSERT_EQ(kho_block_set_grow(&bs, 0), 0);
-  EXPECT_EQ(bs.nblocks(), 0u);
+  EXPECT_EQ(bs.nr_blocks, 0u);
   ASSERT_EQ(kho_block_set_grow(&bs, 1), 0);
   EXPECT_NE(kho_block_set_head_pa(&bs), 0u);
   EXPECT_TRUE(kho_is_preserved(kho_block_set_head_pa(&bs), 1));
@@ -121,9 +124,9 @@ TEST(BlockSetTest, GrowFailureRollsBackExactly) {
   const uint64_t head = kho_block_set_head_pa(&bs);
   m.faults().FailNth("kho_alloc_preserve", 3);
   EXPECT_EQ(kho_block_set_grow(&bs, 63 * 5), -ENOMEM);
-  EXPECT_EQ(bs.nblocks(), 1u);
+  EXPECT_EQ(bs.nr_blocks, 1u);
   EXPECT_EQ(kho_block_set_head_pa(&bs), head);
-  EXPECT_TRUE(bs.Validate(63, false).ok());
+  EXPECT_TRUE(khosim::kho::ValidateBlockSet(bs, 63, false).ok());
   EXPECT_EQ(static_cast<const abi::KhoBlockHeader*>(phys_to_virt(head))->next, 0u);
 }
 
@@ -131,14 +134,14 @@ TEST(BlockSetTest, MoreThanTenThousandBlocksIsEnospc) {
   Machine m(KhoMachine());
   m.Boot();
   struct kho_block_set bs = KHO_BLOCK_SET_INIT(bs, 2048);  // one entry per block
-  ASSERT_EQ(bs.count_per_block(), 1u);
+  ASSERT_EQ(kho_block_set_count_per_block(&bs), 1u);
   ASSERT_EQ(kho_block_set_grow(&bs, 10000), 0);
-  EXPECT_EQ(bs.nblocks(), 10000u);
+  EXPECT_EQ(bs.nr_blocks, 10000u);
   EXPECT_EQ(kho_block_set_grow(&bs, 10001), -ENOSPC);
-  EXPECT_EQ(bs.nblocks(), 10000u);
+  EXPECT_EQ(bs.nr_blocks, 10000u);
   kho_block_set_destroy(&bs);
   EXPECT_EQ(kho_block_set_grow(&bs, 10001), -ENOSPC);
-  EXPECT_EQ(bs.nblocks(), 0u) << "a failed grow leaves nothing behind";
+  EXPECT_EQ(bs.nr_blocks, 0u) << "a failed grow leaves nothing behind";
 }
 
 TEST(BlockSetTest, ShrinkClearAndIteratorStepsBack) {
@@ -146,7 +149,7 @@ TEST(BlockSetTest, ShrinkClearAndIteratorStepsBack) {
   m.Boot();
   struct kho_block_set bs = KHO_BLOCK_SET_INIT(bs, 64);
   ASSERT_EQ(kho_block_set_grow(&bs, 130), 0);
-  EXPECT_EQ(bs.nblocks(), 3u);
+  EXPECT_EQ(bs.nr_blocks, 3u);
   Fill(&bs, 64, 130, 7);
   EXPECT_EQ(ReadAll(&bs).size(), 130u);
   struct kho_block_set_it it;
@@ -163,11 +166,11 @@ TEST(BlockSetTest, ShrinkClearAndIteratorStepsBack) {
   const auto* payload = static_cast<const uint8_t*>(phys_to_virt(kho_block_set_head_pa(&bs))) + 16;
   for (int i = 0; i < 4080; ++i) ASSERT_EQ(payload[i], 0);
   kho_block_set_shrink(&bs, 126);
-  EXPECT_EQ(bs.nblocks(), 2u);
+  EXPECT_EQ(bs.nr_blocks, 2u);
   kho_block_set_shrink(&bs, 64);
-  EXPECT_EQ(bs.nblocks(), 2u);
+  EXPECT_EQ(bs.nr_blocks, 2u);
   kho_block_set_shrink(&bs, 63);
-  EXPECT_EQ(bs.nblocks(), 1u);
+  EXPECT_EQ(bs.nr_blocks, 1u);
   const uint64_t head = kho_block_set_head_pa(&bs);
   kho_block_set_destroy(&bs);
   EXPECT_FALSE(kho_is_preserved(head, 1));
@@ -220,7 +223,7 @@ int RestoreCorrupted(int n, uint64_t count,
   const uint64_t before = m.kernel().kho().UnrestoredBlocks();
   struct kho_block_set in = KHO_BLOCK_SET_INIT(in, 64);
   const int err = kho_block_set_restore(&in, *static_cast<uint64_t*>(phys_to_virt(phys)));
-  EXPECT_EQ(in.nblocks(), err == 0 ? static_cast<uint64_t>(n) : 0u);
+  EXPECT_EQ(in.nr_blocks, err == 0 ? static_cast<uint64_t>(n) : 0u);
   *unrestored_after = before - m.kernel().kho().UnrestoredBlocks();
   return err;
 }
@@ -332,7 +335,7 @@ TEST(BlockSetReaderTest, LinksToPagesThatAreNotUnrestoredOrderZeroHeadsAreEinval
       const uint64_t warns = m.kernel().WarnCount();
       struct kho_block_set in = KHO_BLOCK_SET_INIT(in, 64);
       EXPECT_EQ(kho_block_set_restore(&in, *static_cast<uint64_t*>(phys_to_virt(phys))), -EINVAL);
-      EXPECT_EQ(in.nblocks(), 0u);
+      EXPECT_EQ(in.nr_blocks, 0u);
       kho_block_set_destroy(&in);
       EXPECT_EQ(m.kernel().kho().UnrestoredBlocks(), unrestored) << "nothing was taken";
       EXPECT_EQ(m.kernel().WarnCount(), warns);
@@ -360,12 +363,12 @@ TEST(BlockSetPropertyTest, RandomSequencesMatchAVectorAcrossKexecs) {
         oracle.pop_back();
         kho_block_set_shrink(&bs, oracle.size());
       }
-      ASSERT_TRUE(bs.Validate(oracle.size(), false).ok()) << step;
+      ASSERT_TRUE(khosim::kho::ValidateBlockSet(bs, oracle.size(), false).ok()) << step;
     }
     struct kho_block_set_it it;
     kho_block_set_it_init(&it, &bs);
     for (uint64_t v : oracle) std::memcpy(kho_block_set_it_reserve_entry(&it), &v, 8);
-    ASSERT_TRUE(bs.Validate(oracle.size()).ok());
+    ASSERT_TRUE(khosim::kho::ValidateBlockSet(bs, oracle.size()).ok());
     auto* root = static_cast<uint64_t*>(kho_alloc_preserve(8));
     *root = kho_block_set_head_pa(&bs);
     ASSERT_EQ(kho_add_subtree("prop", root, 8), 0);

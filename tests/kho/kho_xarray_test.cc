@@ -383,8 +383,8 @@ TEST(KhoXarrayTest, AllocationFailureRollsBackExactly) {
 TEST(KhoXarrayTest, IterationInIndexOrderFromAStart) {
   Machine m(XaMachine());
   m.Boot();
-  struct kho_xarray kxa;
-  KhoXarray& xa = kxa;
+  struct kho_xarray kxa = {};
+  KhoXarray& xa = KhoXarray::From(&kxa);
   ASSERT_EQ(xa.Init(64), 0);
   const std::vector<uint64_t> keys = {0, 1, 511, 512, 4096, uint64_t{1} << 40, kMax - 1, kMax};
   for (uint64_t k : keys) ASSERT_EQ(xa.Store(k, KhoXarray::MakeValue(k >> 1)), 0);
@@ -728,7 +728,7 @@ TEST(KhoXarrayAcrossKexecTest, KernelFaceRoundTrip) {
   Machine m(XaMachine());
   m.Boot();
   {
-    struct kho_xarray xa;
+    struct kho_xarray xa = {};
     auto* desc = static_cast<struct kho_xa_desc*>(kho_alloc_preserve(sizeof(struct kho_xa_desc)));
     ASSERT_EQ(kho_add_subtree("kxa", desc, sizeof(*desc)), 0);
     ASSERT_EQ(kho_xa_init(&xa, 20, desc), 0);
@@ -747,7 +747,7 @@ TEST(KhoXarrayAcrossKexecTest, KernelFaceRoundTrip) {
   phys_addr_t phys = 0;
   ASSERT_EQ(kho_retrieve_subtree("kxa", &phys, nullptr), 0);
   auto* desc = static_cast<struct kho_xa_desc*>(phys_to_virt(phys));
-  struct kho_xarray xa;
+  struct kho_xarray xa = {};
   EXPECT_EQ(kho_xa_restore(&xa, nullptr), -EINVAL);
   ASSERT_EQ(kho_xa_restore(&xa, desc), 0);
   EXPECT_EQ(kho_xa_load(&xa, 5000), 0u);

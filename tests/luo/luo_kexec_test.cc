@@ -33,7 +33,7 @@ class LuoKexecTest : public LuoFixture {
     EXPECT_TRUE(luo().Validate().ok()) << luo().Validate();
     // Of the previous kernel's preserved blocks only its root FDT is still
     // held: KHO keeps it for kho_retrieve_subtree for this whole boot.
-    const uint64_t fdt = m().kernel().ctx().boot_params().kho.fdt_addr;
+    const uint64_t fdt = m().kernel().kho().incoming_handover().fdt_addr;
     unsigned order = 0;
     EXPECT_TRUE(m().kernel().kho().IsPreservedHead(PhysAddr(fdt), &order));
     EXPECT_EQ(m().kernel().kho().UnrestoredBlocks(), 1u);

@@ -48,7 +48,7 @@ TEST_F(LuoUapiTest, SessionNamesFollowTheLengthRules) {
   EXPECT_EQ(luo::GetSessionName(p(), s, &name), 0);
   EXPECT_EQ(name, longest);
   EXPECT_TRUE(p().IsCloexec(s));
-  EXPECT_EQ(p().PeekFile(s)->f_name, "anon_inode:[luo_session] " + longest);
+  EXPECT_EQ(std::string(p().PeekFile(s)->f_name), "anon_inode:[luo_session] " + longest);
 }
 
 TEST_F(LuoUapiTest, DuplicateOutgoingNameIsEexist) {

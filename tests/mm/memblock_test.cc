@@ -12,7 +12,7 @@
 #include "gtest/gtest.h"
 #include "khosim/base/kernel_context.h"
 #include "khosim/base/types.h"
-#include "testing/fake_env.h"
+#include "khosim/testing/fake_kernel_env.h"
 
 namespace khosim::mm {
 namespace {

@@ -1,6 +1,7 @@
 #include "khosim/mm/memmap.h"
 
 #include "gtest/gtest.h"
+#include "khosim/linux/atomic.h"
 
 namespace khosim::mm {
 namespace {
@@ -18,7 +19,7 @@ TEST(MemmapTest, OneTebibyteCostsOnlyWhatIsTouched) {
 TEST(MemmapTest, FreshStructPagesAreInitializedUnusedPages) {
   Memmap memmap(1024);
   const struct page* p = memmap.PfnToPage(Pfn(7));
-  EXPECT_EQ(p->refcount.load(), 0);
+  EXPECT_EQ(atomic_read(&p->_refcount), 0);
   EXPECT_EQ(p->flags, 0u);
   EXPECT_EQ(p->private_data, 0u);
   EXPECT_EQ(p->compound_head, 0u);

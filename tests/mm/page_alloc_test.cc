@@ -22,10 +22,11 @@
 #include "khosim/base/types.h"
 #include "khosim/hw/memory_layout.h"
 #include "khosim/hw/physical_memory.h"
-#include "khosim/mm/gfp.h"
+#include "khosim/linux/atomic.h"
+#include "khosim/linux/gfp.h"
+#include "khosim/linux/mm_types.h"
 #include "khosim/mm/memmap.h"
-#include "khosim/mm/page.h"
-#include "testing/fake_env.h"
+#include "khosim/testing/fake_kernel_env.h"
 
 namespace khosim::mm {
 namespace {
@@ -133,7 +134,7 @@ TEST(PageAllocTest, SplitAndMergeExactly) {
   struct page* p = sim.alloc->Alloc(GFP_KERNEL, 0);
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(sim.PfnOf(p), 1024u);
-  EXPECT_EQ(p->refcount.load(), 1);
+  EXPECT_EQ(atomic_read(&p->_refcount), 1);
   EXPECT_EQ(sim.alloc->FreeBlockCounts(), OneEach(10, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
   EXPECT_EQ(sim.alloc->FreePages(), 1023u);
   EXPECT_TRUE(sim.alloc->Validate().ok());
@@ -368,10 +369,10 @@ TEST(PageAllocTest, CompoundPagesLinkTailsToHead) {
   EXPECT_NE(head->flags & (1UL << PG_head), 0u);
   EXPECT_EQ(head->compound_order, 4);
   EXPECT_EQ(head->compound_head, 0u);
-  EXPECT_EQ(head->refcount.load(), 1);
+  EXPECT_EQ(atomic_read(&head->_refcount), 1);
   for (int i = 1; i < 16; ++i) {
     EXPECT_EQ(head[i].compound_head, reinterpret_cast<unsigned long>(head) | 1UL);
-    EXPECT_EQ(head[i].refcount.load(), 0);
+    EXPECT_EQ(atomic_read(&head[i]._refcount), 0);
     EXPECT_EQ(head[i].flags & (1UL << PG_head), 0u);
   }
   head->private_data = 0x1234;
@@ -486,7 +487,7 @@ TEST(PageAllocTest, AllocRangeTakesExactlyTheRange) {
   EXPECT_TRUE(sim.AllFree(1400, 648));
   EXPECT_EQ(sim.alloc->FreePages(), 724u);
   EXPECT_TRUE(sim.alloc->Validate().ok());
-  EXPECT_EQ(sim.Page(1100)->refcount.load(), 0);
+  EXPECT_EQ(atomic_read(&sim.Page(1100)->_refcount), 0);
 
   const Counts before = sim.alloc->FreeBlockCounts();
   EXPECT_FALSE(sim.alloc->AllocRange(Pfn(1050), 100));   // ends inside the taken range

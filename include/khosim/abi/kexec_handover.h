@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "khosim/linux/kho/abi/kexec_handover.h"
+
 namespace khosim::abi {
 
 // Root FDT compatible strings, oldest first. kho-v1: bitmap tracker
@@ -53,20 +55,11 @@ inline constexpr uint64_t ScratchAlignmentBytes(unsigned page_shift, unsigned ma
   return uint64_t{1} << (page_shift + max_page_order);
 }
 
-// vmalloc preservation descriptor, embedded in the owner's blob.
-inline constexpr uint16_t kKhoVmallocAlloc = 0x0001;     // VM_ALLOC
-inline constexpr uint16_t kKhoVmallocHugeVmap = 0x0002;  // VM_ALLOW_HUGE_VMAP
-struct __attribute__((packed)) KhoVmalloc {
-  uint64_t first;        // phys of the first chunk page
-  uint32_t total_pages;  // PAGE_SIZE pages in the area
-  uint16_t flags;        // kKhoVmalloc*
-  uint16_t order;        // page order of each contiguous run
-};
-static_assert(sizeof(KhoVmalloc) == 16);
-static_assert(offsetof(KhoVmalloc, first) == 0);
-static_assert(offsetof(KhoVmalloc, total_pages) == 8);
-static_assert(offsetof(KhoVmalloc, flags) == 12);
-static_assert(offsetof(KhoVmalloc, order) == 14);
+// vmalloc preservation descriptor, embedded in the owner's blob (the
+// kernel face's struct kho_vmalloc).
+inline constexpr uint16_t kKhoVmallocAlloc = KHO_VMALLOC_ALLOC;
+inline constexpr uint16_t kKhoVmallocHugeVmap = KHO_VMALLOC_HUGE_VMAP;
+using KhoVmalloc = ::kho_vmalloc;
 
 // A chunk is one page: u64 next (phys of the next chunk, 0 = last), then
 // (PAGE_SIZE - 8) / 8 physical addresses (511 with 4 KiB pages), zero

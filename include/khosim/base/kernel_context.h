@@ -26,18 +26,31 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "khosim/abi/kho_data.h"
+#include "absl/types/span.h"
 #include "khosim/base/types.h"
+#include "khosim/linux/compiler.h"
 
 namespace khosim {
+
+// One entry of the boot protocol's setup_data list (x86's struct
+// setup_data: a type and a payload). A kexec hands the previous kernel's
+// records over this way, e.g. KHO's (SETUP_KEXEC_KHO); the subsystem that
+// owns a type decodes its payload and treats it as hostile.
+struct SetupData {
+  uint32_t type = 0;
+  std::vector<uint8_t> payload;
+};
 
 // What the boot loader (cold boot) or the previous kernel (kexec) hands to
 // a kernel: nothing else reaches it.
 struct BootParams {
   std::string cmdline;
-  abi::KhoData kho = {};  // zero unless a KHO handover happened
-  PhysAddr image_base;    // where this kernel's image was loaded
+  std::vector<SetupData> setup_data;  // empty on a cold boot
+  PhysAddr image_base;                // where this kernel's image was loaded
   uint64_t image_size = 0;
+
+  // The payload of the first entry of |type|; empty if there is none.
+  absl::Span<const uint8_t> SetupDataOf(uint32_t type) const;
 };
 
 // The kernel's memparse(): decimal digits and an optional K/M/G/T/P/E suffix
@@ -192,10 +205,6 @@ class ScopedKernelContext {
 };
 
 }  // namespace khosim
-
-#define KHOSIM_STRINGIFY_INNER(x) #x
-#define KHOSIM_STRINGIFY(x) KHOSIM_STRINGIFY_INNER(x)
-#define KHOSIM_SITE __FILE__ ":" KHOSIM_STRINGIFY(__LINE__)
 
 // C++-face diagnostics with an explicit context.
 #define KHOSIM_WARN_ON(ctx, cond, msg) ((cond) ? ((ctx).Warn(KHOSIM_SITE, (msg)), true) : false)

@@ -1,113 +1,73 @@
-// BlockSet: the kho_block container (C++ face); the kernel face is
-// khosim/linux/kho_block.h.
+// BlockSet: the C++ face of a kho_block set (khosim/linux/kho_block.h,
+// where the lifecycle, the checks on restore and every errno are
+// documented), for LUO and tests: a set that owns its struct kho_block_set
+// and calls the kernel face.
 //
-// Outgoing (writer) side: Grow(count) preallocates preserved pages until
-// the set can hold |count| entries, so that serialization at reboot never
-// allocates; Shrink(count) drops tail blocks no longer needed; an Iterator
-// reserves entries in order, writing each block's count as it goes; Clear()
-// zeroes every count and payload; Destroy() unpreserves and frees every
-// block.
-// Incoming (reader) side: Restore(head_pa) adopts a chain from the previous
-// kernel in two passes, each failing with -EINVAL:
-//   1. the chain's shape, before anything is taken: every link page-aligned
-//      RAM and the head of an order-0 block the previous kernel preserved
-//      and nobody has restored yet, no cycle (Floyd), at most kKhoMaxBlocks
-//      blocks. A failure here takes and frees nothing: a hostile link may
-//      name a page that belongs to another owner.
-//   2. each block's count in 1..count_per_block, restoring block by block.
-//      A failure here frees the blocks already taken and the rest of the
-//      chain, which pass 1 proved to be this set's own preserved pages.
-// An incoming set never grows (-EINVAL plus a WARN). Destroy() restores and
-// frees.
-//
-// The block list is host memory (runtime state); the blocks are simulated
-// pages. Context: the caller serializes access, as upstream's callers hold
-// their own lock.
+// Destroying a BlockSet frees nothing: the blocks belong to the kernel
+// (an outgoing set's pages are meant to outlive it across the kexec);
+// Destroy() gives them back. Context: the caller serializes access.
 #ifndef KHOSIM_KHO_BLOCK_SET_H_
 #define KHOSIM_KHO_BLOCK_SET_H_
 
 #include <cstdint>
-#include <memory>
 
 #include "absl/status/status.h"
-#include "boost/intrusive/list.hpp"
-#include "khosim/abi/block.h"
+#include "khosim/linux/kho_block.h"
 
 namespace khosim::kho {
 
+// The invariants of a set: nr_blocks == ceil(count / count_per_block) for an
+// outgoing set, block counts within range and summing to |count| when
+// |count_in_blocks|, the chain from head ending at tail, no more than
+// KHO_MAX_BLOCKS blocks. Errors carry what broke.
+absl::Status ValidateBlockSet(const struct kho_block_set& bs, uint64_t count,
+                              bool count_in_blocks = true);
+// Sum of the blocks' counts.
+uint64_t BlockSetEntryCount(const struct kho_block_set& bs);
+
 class BlockSet {
  public:
-  // A set of |entry_size|-byte entries; entry_size must fit a block (a
-  // WARN_ON_ONCE otherwise, and every Grow then fails with -EINVAL).
-  explicit BlockSet(uint64_t entry_size = 0);
-  ~BlockSet();
+  explicit BlockSet(uint64_t entry_size = 0) { kho_block_set_init(&bs_, entry_size); }
   BlockSet(const BlockSet&) = delete;
   BlockSet& operator=(const BlockSet&) = delete;
 
-  // Re-initializes an empty set (kho_block_set_init).
-  void Init(uint64_t entry_size);
+  void Init(uint64_t entry_size) { kho_block_set_init(&bs_, entry_size); }
+  int Grow(uint64_t count) { return kho_block_set_grow(&bs_, count); }
+  void Shrink(uint64_t count) { kho_block_set_shrink(&bs_, count); }
+  int Restore(uint64_t head_pa) { return kho_block_set_restore(&bs_, head_pa); }
+  void Destroy() { kho_block_set_destroy(&bs_); }
+  void Clear() { kho_block_set_clear(&bs_); }
 
-  // 0, -EINVAL (incoming set, or no usable entry size), -ENOSPC (more than
-  // kKhoMaxBlocks blocks), -ENOMEM. On failure the set is as before.
-  int Grow(uint64_t count);
-  void Shrink(uint64_t count);
-  // 0 or -EINVAL; the set must be empty and becomes incoming either way.
-  int Restore(uint64_t head_pa);
-  void Destroy();
-  void Clear();
+  uint64_t head_pa() const { return kho_block_set_head_pa(&bs_); }
+  bool empty() const { return kho_block_set_is_empty(&bs_); }
+  uint64_t nblocks() const { return bs_.nr_blocks; }
+  uint64_t entry_size() const { return bs_.entry_size; }
+  uint64_t count_per_block() const { return kho_block_set_count_per_block(&bs_); }
+  bool incoming() const { return bs_.incoming; }
+  uint64_t capacity() const { return nblocks() * count_per_block(); }
+  uint64_t EntryCount() const { return BlockSetEntryCount(bs_); }
+  absl::Status Validate(uint64_t count, bool count_in_blocks = true) const {
+    return ValidateBlockSet(bs_, count, count_in_blocks);
+  }
 
-  uint64_t head_pa() const { return head_pa_; }
-  bool empty() const { return blocks_.empty(); }
-  uint64_t nblocks() const { return blocks_.size(); }
-  uint64_t entry_size() const { return entry_size_; }
-  uint64_t count_per_block() const { return count_per_block_; }
-  bool incoming() const { return incoming_; }
-  uint64_t capacity() const { return nblocks() * count_per_block_; }
-  // Sum of the blocks' counts.
-  uint64_t EntryCount() const;
-
-  // nblocks == ceil(count / count_per_block), block counts within range and
-  // summing to |count| when |count_in_blocks|, chain links matching the list.
-  absl::Status Validate(uint64_t count, bool count_in_blocks = true) const;
+  struct kho_block_set* raw() {
+    return &bs_;
+  }
 
   class Iterator {
    public:
     Iterator() = default;  // positioned nowhere: every call returns nullptr
-    explicit Iterator(BlockSet& set);
-    // Next free slot (updating its block's count), or nullptr when the
-    // capacity is exhausted.
-    void* ReserveEntry();
-    // Next written entry (honouring each block's count), or nullptr.
-    void* ReadEntry();
-    // The slot before the current position, or nullptr at the start.
-    void* Prev();
+    explicit Iterator(BlockSet& set) { kho_block_set_it_init(&it_, &set.bs_); }
+    void* ReserveEntry() { return kho_block_set_it_reserve_entry(&it_); }
+    void* ReadEntry() { return kho_block_set_it_read_entry(&it_); }
+    void* Prev() { return kho_block_set_it_prev(&it_); }
 
    private:
-    BlockSet* set_ = nullptr;
-    void* block_ = nullptr;  // Block*, opaque here
-    uint64_t i_ = 0;
+    struct kho_block_set_it it_ = {};
   };
 
  private:
-  // Host-side handle of one block (the kernel's struct kho_block).
-  struct Block
-      : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::safe_link>> {
-    abi::KhoBlockHeader* ser = nullptr;
-  };
-  using BlockList = boost::intrusive::list<Block, boost::intrusive::constant_time_size<true>>;
-
-  int AddBlock(abi::KhoBlockHeader* ser);
-  int GrowOne();
-  void ShrinkOne();
-  void FreeSer(abi::KhoBlockHeader* ser) const;
-  bool ChainIsBad(uint64_t head_pa) const;
-  uint8_t* Entry(Block* block, uint64_t index) const;
-
-  BlockList blocks_;
-  uint64_t head_pa_ = 0;
-  uint64_t entry_size_ = 0;
-  uint64_t count_per_block_ = 0;
-  bool incoming_ = false;
+  struct kho_block_set bs_ = {};
 };
 
 }  // namespace khosim::kho

@@ -101,6 +101,13 @@ struct ScratchSizing {
 // -EINVAL for anything malformed (the caller keeps the default).
 int ParseScratchSizing(absl::string_view value, ScratchSizing* out);
 
+// The boot handover record as a setup_data entry (SETUP_KEXEC_KHO), for
+// the next kernel's BootParams; an all-zero record is no entry at all.
+std::vector<SetupData> HandoverSetupData(const abi::KhoData& handover);
+// The record |params| carries; all zero when there is none or its entry is
+// not exactly one record long.
+abi::KhoData IncomingHandover(const BootParams& params);
+
 // What /sys/kernel/debug/kho shows.
 struct KhoDebugView {
   struct Blob {
@@ -192,6 +199,9 @@ class Kho {
   RadixTree* out_tree();
   PhysAddr out_fdt() const { return out_fdt_; }
   PhysAddr in_fdt() const { return PhysAddr(in_fdt_phys_); }
+  // The handover record this kernel booted with (all zero on a cold boot),
+  // whether or not it was accepted.
+  const abi::KhoData& incoming_handover() const { return incoming_handover_; }
   // Blocks reserved at retrieval whose head was never restored.
   uint64_t UnrestoredBlocks() const;
   uint64_t retrieved_blocks() const { return retrieved_blocks_; }
@@ -237,6 +247,7 @@ class Kho {
   PhysAddr published_map_ ABSL_GUARDED_BY(fdt_mu_);
   void* metadata_blob_ = nullptr;
 
+  const abi::KhoData incoming_handover_;
   uint64_t in_fdt_phys_ = 0;
   // The incoming preserved-memory-map: radix root or first kho-v1 chunk.
   uint64_t in_memory_map_ = 0;

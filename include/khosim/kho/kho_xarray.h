@@ -37,15 +37,17 @@
 //
 // Restore treats the bytes as hostile: see Restore() for every check.
 //
-// Locking: one absl::Mutex per map, as a kernel port would take the map's
-// spinlock or mutex: stores, erases and teardown exclusive, lookups and
-// Validate shared. ForEach holds the lock only while it copies one leaf's
-// entries, never across its callback, so the callback may store and erase. Node allocation may
-// sleep (GFP_KERNEL).
+// The state is the kernel face's plain struct kho_xarray: a KhoXarray is
+// exactly one (standard layout, pointer-interconvertible), so the kernel
+// face runs these methods on a handler's struct through From().
+//
+// Locking: the map's spinlock (struct kho_xarray::lock), taken by every
+// call. ForEach holds it only while it copies one leaf's entries, never
+// across its callback, so the callback may store and erase. Node
+// allocation happens under it (simulated kernel code never sleeps).
 #ifndef KHOSIM_KHO_KHO_XARRAY_H_
 #define KHOSIM_KHO_KHO_XARRAY_H_
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -54,21 +56,27 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "khosim/abi/kho_xarray.h"
 #include "khosim/base/types.h"
+#include "khosim/linux/kho_xarray.h"
 
 namespace khosim::kho {
 
 class KhoXarray {
  public:
   KhoXarray() = default;
-  // Host state only: node pages belong to the kernel (an outgoing map's
-  // pages are meant to outlive it across the kexec). Call Destroy() to give
-  // them back.
+  // Frees nothing: node pages belong to the kernel (an outgoing map's pages
+  // are meant to outlive it across the kexec). Call Destroy() to give them
+  // back.
   ~KhoXarray() = default;
   KhoXarray(const KhoXarray&) = delete;
   KhoXarray& operator=(const KhoXarray&) = delete;
+
+  // The map whose state is |xa| (the kernel face's handle).
+  static KhoXarray& From(struct kho_xarray* xa) { return *reinterpret_cast<KhoXarray*>(xa); }
+  struct kho_xarray* raw() {
+    return &xa_;
+  }
 
   // Entry words (see the file comment and abi/kho_xarray.h). A helper
   // returns 0 for what it cannot encode (a value above 2^63 - 1, an odd or
@@ -84,7 +92,7 @@ class KhoXarray {
   // receives the descriptor now and after every change (put it inside a
   // preserved blob to hand the map over with no step at reboot). -EINVAL
   // for key_bits outside 1..64, -EBUSY if the map still holds nodes.
-  int Init(unsigned key_bits, abi::KhoXarrayDesc* home = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+  int Init(unsigned key_bits, abi::KhoXarrayDesc* home = nullptr) ABSL_LOCKS_EXCLUDED(xa_.lock);
 
   // Sets |index| to |entry|, allocating the missing nodes of its path.
   // Errors, in the order checked:
@@ -94,40 +102,40 @@ class KhoXarray {
   //            allocated: the nodes this call allocated are freed and
   //            the map is byte-identical to before.
   // Replacing an entry is success and leaves Count() unchanged.
-  int Store(uint64_t index, uint64_t entry) ABSL_LOCKS_EXCLUDED(mu_);
+  int Store(uint64_t index, uint64_t entry) ABSL_LOCKS_EXCLUDED(xa_.lock);
   // Clears |index| and frees every node left empty, bottom-up. -EINVAL
   // (not initialized, incoming), -ERANGE, -ENOENT if nothing is stored
   // there. |old| (optional) receives the erased word.
-  int Erase(uint64_t index, uint64_t* old = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+  int Erase(uint64_t index, uint64_t* old = nullptr) ABSL_LOCKS_EXCLUDED(xa_.lock);
   // True and *entry set if |index| holds an entry.
-  bool Load(uint64_t index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(mu_);
+  bool Load(uint64_t index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(xa_.lock);
   // The first entry at an index >= *index (Find) or > *index (FindAfter):
   // true with both written, false (nothing written) if there is none.
-  bool Find(uint64_t* index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(mu_);
-  bool FindAfter(uint64_t* index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(mu_);
+  bool Find(uint64_t* index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(xa_.lock);
+  bool FindAfter(uint64_t* index, uint64_t* entry) const ABSL_LOCKS_EXCLUDED(xa_.lock);
   // Calls |fn|(index, entry) in ascending index order from |start| until it
   // returns false; entries stored or erased by |fn| ahead of the cursor
   // are seen or skipped accordingly.
   void ForEach(uint64_t start, const std::function<bool(uint64_t, uint64_t)>& fn) const
-      ABSL_LOCKS_EXCLUDED(mu_);
+      ABSL_LOCKS_EXCLUDED(xa_.lock);
 
-  uint64_t Count() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t Count() const ABSL_LOCKS_EXCLUDED(xa_.lock);
   // Node pages reachable from the root.
-  uint64_t NodeCount() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t NodeCount() const ABSL_LOCKS_EXCLUDED(xa_.lock);
   // The current descriptor (what |home| holds), for owners that embed it
   // themselves. All zero before Init/Restore.
-  abi::KhoXarrayDesc descriptor() const ABSL_LOCKS_EXCLUDED(mu_);
-  unsigned key_bits() const ABSL_LOCKS_EXCLUDED(mu_);
-  unsigned depth() const ABSL_LOCKS_EXCLUDED(mu_);
-  uint64_t max_index() const ABSL_LOCKS_EXCLUDED(mu_);
-  bool initialized() const ABSL_LOCKS_EXCLUDED(mu_);
-  bool incoming() const ABSL_LOCKS_EXCLUDED(mu_);
+  abi::KhoXarrayDesc descriptor() const ABSL_LOCKS_EXCLUDED(xa_.lock);
+  unsigned key_bits() const ABSL_LOCKS_EXCLUDED(xa_.lock);
+  unsigned depth() const ABSL_LOCKS_EXCLUDED(xa_.lock);
+  uint64_t max_index() const ABSL_LOCKS_EXCLUDED(xa_.lock);
+  bool initialized() const ABSL_LOCKS_EXCLUDED(xa_.lock);
+  bool incoming() const ABSL_LOCKS_EXCLUDED(xa_.lock);
 
   // Frees every node: outgoing maps unpreserve and free
   // (kho_unpreserve_free), incoming maps restore and free
   // (kho_restore_free). The map stays initialized, empty, and in the same
   // direction.
-  void Destroy() ABSL_LOCKS_EXCLUDED(mu_);
+  void Destroy() ABSL_LOCKS_EXCLUDED(xa_.lock);
 
   // Incoming: validates |desc| (copied once; the caller's bytes are not
   // read again) and the nodes it names, taking nothing. -EBUSY if this map
@@ -144,43 +152,36 @@ class KhoXarray {
   //   the leaves hold exactly |count| non-zero words.
   // On failure the map is left uninitialized and no page is restored: a
   // hostile descriptor may name pages that another owner will restore.
-  int Restore(const abi::KhoXarrayDesc& desc) ABSL_LOCKS_EXCLUDED(mu_);
+  int Restore(const abi::KhoXarrayDesc& desc) ABSL_LOCKS_EXCLUDED(xa_.lock);
   // Incoming -> outgoing: preserves every node in this kernel's tracker,
   // then restores each into live memory and sets its use count. -EINVAL if
   // the map is not an incoming one or a node is no longer a restorable
   // head; a kho_preserve_pages error (-ENOMEM) undoes the preservations
   // this call made and leaves the map incoming and unchanged. |home| as in
   // Init.
-  int Adopt(abi::KhoXarrayDesc* home = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
+  int Adopt(abi::KhoXarrayDesc* home = nullptr) ABSL_LOCKS_EXCLUDED(xa_.lock);
   // Copies every entry into |out| (added to what it holds), then Destroy().
-  void Convert(absl::btree_map<uint64_t, uint64_t>* out) ABSL_LOCKS_EXCLUDED(mu_);
+  void Convert(absl::btree_map<uint64_t, uint64_t>* out) ABSL_LOCKS_EXCLUDED(xa_.lock);
 
   // Outgoing maps: every node page aligned RAM and preserved in this
   // kernel's tracker, reached once, non-empty, its use count equal to its
   // non-empty slots; no root slot beyond the key width; leaf words summing
   // to Count(); the descriptor consistent and mirrored at |home|.
   // Incoming maps: what Restore checks. Errors carry EINVAL.
-  absl::Status Validate() const ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Validate() const ABSL_LOCKS_EXCLUDED(xa_.lock);
 
  private:
-  enum class Mode { kUnused, kOutgoing, kIncoming };
-  struct Shape {
-    unsigned page_shift = 0;
-    unsigned slot_bits = 0;
-    unsigned key_bits = 0;
-    unsigned depth = 0;
-    unsigned root_bits = 0;
-  };
   // One node reached by a checked walk.
   struct NodeUse {
     uint64_t pa;
     uint64_t used;  // non-empty slots
   };
 
-  static Shape ShapeFor(unsigned key_bits, unsigned page_shift);
-  uint64_t SlotsAt(int level) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  unsigned SlotOf(uint64_t index, int level) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  uint64_t MaxIndexLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Index bits one node level consumes (the descriptor records the shape).
+  unsigned SlotBitsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  uint64_t SlotsAt(int level) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  unsigned SlotOf(uint64_t index, int level) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  uint64_t MaxIndexLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   // The node page through the direct map, and one little-endian word of it.
   static const uint8_t* NodeBytes(uint64_t node);
   static uint64_t LoadWord(const uint8_t* node, uint64_t slot);
@@ -191,42 +192,40 @@ class KhoXarray {
   template <typename SlotFn>
   static void ForEachUsedSlot(const uint8_t* node, uint64_t first, uint64_t slots,
                               SlotFn&& slot_fn);
-  uint64_t Word(uint64_t node, uint64_t slot) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void SetWord(uint64_t node, uint64_t slot, uint64_t word) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  unsigned long& UseCount(uint64_t node) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  int AllocNode(uint64_t* pa) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FreeNode(uint64_t pa) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After every change: bumps generation_ and mirrors the descriptor home.
-  void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t Word(uint64_t node, uint64_t slot) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  void SetWord(uint64_t node, uint64_t slot, uint64_t word) ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  unsigned long& UseCount(uint64_t node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  int AllocNode(uint64_t* pa) ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  void FreeNode(uint64_t pa) ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  // After every change: bumps the generation and mirrors the descriptor home.
+  void Publish() ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   bool FindLocked(uint64_t start, uint64_t* index, uint64_t* entry) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   // In-order walk of the leaves that may hold an entry at an index >=
   // |start|: calls leaf_fn(prefix, leaf, first_slot, slots), where the
   // entry at slot i has index prefix | i, until it returns false. One
   // descent per leaf, not per entry.
   template <typename LeafFn>
-  void WalkLeavesLocked(uint64_t start, LeafFn&& leaf_fn) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void WalkLeavesLocked(uint64_t start, LeafFn&& leaf_fn) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   // Every node page, parents before children, trusting the map.
-  std::vector<uint64_t> NodesLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  void DestroyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<uint64_t> NodesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  void DestroyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   // The checked walk behind Restore, Adopt and Validate: -EINVAL with *why
   // set at the first violation; |nodes| receives every node reached.
   int CheckLocked(std::string* why, std::vector<NodeUse>* nodes) const
-      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   // Is |pa| a node page a map may use: preserved in this kernel's tracker
   // (outgoing) or an unrestored order-0 preserved head (incoming)?
   static bool NodeIsPreserved(uint64_t pa, bool incoming);
   // Restore's failure path: logs |why|, forgets the descriptor, -EINVAL.
-  int RejectLocked(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  int RejectLocked(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
 
-  mutable absl::Mutex mu_;
-  Mode mode_ ABSL_GUARDED_BY(mu_) = Mode::kUnused;
-  Shape shape_ ABSL_GUARDED_BY(mu_);
-  abi::KhoXarrayDesc desc_ ABSL_GUARDED_BY(mu_) = {};
-  abi::KhoXarrayDesc* home_ ABSL_GUARDED_BY(mu_) = nullptr;
-  // Bumped, under mu_ held exclusively, by every change to the entries or
-  // the mode; ForEach reads it unlocked to notice that its batch is stale.
-  std::atomic<uint64_t> generation_{0};
+  void BumpGenerationLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  uint64_t CurrentGeneration() const { return __atomic_load_n(&xa_.generation, __ATOMIC_ACQUIRE); }
+
+  // The whole state; mutable so that lookups can take the lock.
+  mutable struct kho_xarray xa_ = {};
 };
 
 }  // namespace khosim::kho

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "khosim/base/kernel_context.h"
+#include "khosim/linux/compiler.h"
 
 namespace khosim::kernel_face {
 bool Warn(const char* site, const char* condition);

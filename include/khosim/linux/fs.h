@@ -28,9 +28,7 @@
 #include <fcntl.h>
 #include <sys/types.h>
 
-#include <atomic>
-#include <string>
-
+#include "khosim/linux/atomic.h"
 #include "khosim/linux/types.h"
 
 struct address_space;
@@ -77,7 +75,7 @@ struct inode {
   // The page cache of a regular file (shmem, see linux/shmem_fs.h); NULL
   // for inodes without one.
   struct address_space* i_mapping;
-  std::atomic<long> i_count;
+  atomic_long_t i_count;
   // Releases kernel resources (page cache, charges); may be NULL.
   void (*i_evict)(struct inode* inode);
   // Frees the host object that contains this inode; NULL: `delete inode`.
@@ -85,15 +83,16 @@ struct inode {
 };
 
 struct file {
-  std::atomic<long> f_count;
+  atomic_long_t f_count;
   const struct file_operations* f_op;
   struct inode* f_inode;
   unsigned int f_flags;  // O_* open flags (O_CLOEXEC is per fd, not here)
   fmode_t f_mode;
   loff_t f_pos;
   void* private_data;
-  // What /proc/<pid>/fd shows, e.g. "anon_inode:[luo_session] vm0".
-  std::string f_name;
+  // What /proc/<pid>/fd shows, e.g. "anon_inode:[luo_session] vm0"; owned
+  // by the file and freed with it.
+  const char* f_name;
   // Simulator: frees host memory the file owns (private_data). Runs when
   // the struct file is freed - after release, or instead of it when the
   // kernel is torn down - so host objects never outlive their kernel.

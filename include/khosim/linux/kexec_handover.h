@@ -4,13 +4,9 @@
 #ifndef KHOSIM_LINUX_KEXEC_HANDOVER_H_
 #define KHOSIM_LINUX_KEXEC_HANDOVER_H_
 
-#include "khosim/abi/kexec_handover.h"
+#include "khosim/linux/kho/abi/kexec_handover.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/types.h"
-
-// The preservation descriptor of a vmalloc area (the ABI struct itself).
-struct kho_vmalloc : khosim::abi::KhoVmalloc {};
-static_assert(sizeof(struct kho_vmalloc) == 16);
 
 bool kho_is_enabled(void);
 bool is_kho_boot(void);

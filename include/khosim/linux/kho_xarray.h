@@ -4,7 +4,7 @@
 // which the entry encoding makes unambiguous.
 //
 //   struct my_record { struct kho_xa_desc pages; ... };   // preserved blob
-//   struct kho_xarray xa;
+//   struct kho_xarray xa = {};                            // or kzalloc
 //   kho_xa_init(&xa, 54, &rec->pages);
 //   kho_xa_store(&xa, pgoff, kho_xa_mk_phys(folio_phys(folio)));
 //   ...                                   // kexec: nothing to serialize
@@ -14,29 +14,26 @@
 #ifndef KHOSIM_LINUX_KHO_XARRAY_H_
 #define KHOSIM_LINUX_KHO_XARRAY_H_
 
-#include "khosim/abi/kho_xarray.h"
-#include "khosim/kho/kho_xarray.h"
+#include "khosim/linux/kho/abi/xarray.h"
+#include "khosim/linux/spinlock.h"
 #include "khosim/linux/types.h"
 
-struct kho_xarray : khosim::kho::KhoXarray {
-  using KhoXarray::KhoXarray;
+// The map: a plain C handle, zero-initialized before use (a kzalloc'd or
+// `= {}` struct is an unused map); nothing to free but its nodes
+// (kho_xa_destroy). The descriptor is the map's state; |home|, when set,
+// mirrors it into the owner's preserved record after every change.
+// |generation| moves with every change, so a walk that drops the lock
+// between steps can tell that it must look again. One spinlock serializes
+// every call.
+enum kho_xa_mode { KHO_XA_UNUSED, KHO_XA_OUTGOING, KHO_XA_INCOMING };
+
+struct kho_xarray {
+  spinlock_t lock;
+  u8 mode __guarded_by(lock);  // enum kho_xa_mode
+  struct kho_xa_desc desc __guarded_by(lock);
+  struct kho_xa_desc* home __guarded_by(lock);
+  u64 generation;  // atomic; written under lock
 };
-
-// The descriptor an owner embeds in its preserved record.
-struct kho_xa_desc : khosim::abi::KhoXarrayDesc {};
-static_assert(sizeof(struct kho_xa_desc) == 32);
-
-#define KHO_XA_MAX_VALUE (khosim::abi::kKhoXarrayMaxValue)
-
-// Entry words: tagged integers (bit 0 set) and even physical addresses.
-// The constructors return 0, which kho_xa_store refuses, for what they
-// cannot encode.
-static inline u64 kho_xa_mk_value(u64 v) { return khosim::abi::KhoXarrayMakeValue(v); }
-static inline bool kho_xa_is_value(u64 entry) { return khosim::abi::KhoXarrayIsValue(entry); }
-static inline u64 kho_xa_to_value(u64 entry) { return khosim::abi::KhoXarrayToValue(entry); }
-static inline u64 kho_xa_mk_phys(phys_addr_t pa) { return khosim::abi::KhoXarrayMakePhys(pa); }
-static inline bool kho_xa_is_phys(u64 entry) { return khosim::abi::KhoXarrayIsPhys(entry); }
-static inline phys_addr_t kho_xa_to_phys(u64 entry) { return khosim::abi::KhoXarrayToPhys(entry); }
 
 // Outgoing. -EINVAL key_bits outside 1..64; -EBUSY the map holds nodes.
 // |desc| (may be NULL) is kept current after every change.

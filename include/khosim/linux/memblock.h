@@ -5,7 +5,6 @@
 #define KHOSIM_LINUX_MEMBLOCK_H_
 
 #include "khosim/linux/types.h"
-#include "khosim/mm/memblock.h"
 
 #define MEMBLOCK_NONE 0x0u
 #define MEMBLOCK_HOTPLUG 0x1u

@@ -10,8 +10,8 @@
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/gfp.h"
+#include "khosim/linux/mm_types.h"
 #include "khosim/linux/types.h"
-#include "khosim/mm/page.h"
 
 unsigned long khosim_page_size();
 unsigned int khosim_page_shift();

@@ -11,14 +11,14 @@
 #ifndef KHOSIM_LINUX_MODULE_H_
 #define KHOSIM_LINUX_MODULE_H_
 
-#include <atomic>
+#include "khosim/linux/atomic.h"
 
 enum module_state { MODULE_STATE_LIVE, MODULE_STATE_GOING };
 
 struct module {
   const char* name;
-  std::atomic<int> state;  // enum module_state
-  std::atomic<long> refcnt;
+  atomic_t state;  // enum module_state
+  atomic_long_t refcnt;
 };
 
 #define THIS_MODULE (static_cast<struct module*>(nullptr))

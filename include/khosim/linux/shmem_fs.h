@@ -71,10 +71,6 @@ struct address_space_operations {
   const char* name;
 };
 extern const struct address_space_operations shmem_aops;
-// hugetlbfs mappings (MFD_HUGETLB memfds): not shmem (shmem_mapping() and
-// shmem_file() are false), but the same page-cache model with pool folios.
-extern const struct address_space_operations hugetlbfs_aops;
-bool is_file_hugepages(const struct file* file);
 
 struct address_space {
   struct inode* host;

@@ -1,5 +1,5 @@
-// Kernel-face integer types. A handler ported to the kernel replaces
-// <khosim/linux/X.h> with <linux/X.h>.
+// Kernel-face integer and atomic types (<linux/types.h>). A handler ported
+// to the kernel replaces <khosim/linux/X.h> with <linux/X.h>.
 #ifndef KHOSIM_LINUX_TYPES_H_
 #define KHOSIM_LINUX_TYPES_H_
 
@@ -16,6 +16,14 @@ typedef int32_t s32;
 typedef int64_t s64;
 typedef uint64_t phys_addr_t;
 typedef unsigned long pgoff_t;
+
+// Plain counters; every access goes through linux/atomic.h.
+typedef struct {
+  int counter;
+} atomic_t;
+typedef struct {
+  long counter;
+} atomic_long_t;
 
 #define NUMA_NO_NODE (-1)
 

@@ -44,7 +44,7 @@
 #include "absl/synchronization/mutex.h"
 #include "khosim/base/kernel_context.h"
 #include "khosim/base/types.h"
-#include "khosim/mm/page.h"
+#include "khosim/linux/mm_types.h"
 
 namespace khosim::mm {
 

@@ -17,7 +17,7 @@
 #include <cstdint>
 
 #include "khosim/base/types.h"
-#include "khosim/mm/page.h"
+#include "khosim/linux/mm_types.h"
 
 namespace khosim::mm {
 

@@ -46,7 +46,7 @@
 #include "khosim/base/kernel_context.h"
 #include "khosim/base/types.h"
 #include "khosim/hw/physical_memory.h"
-#include "khosim/mm/gfp.h"
+#include "khosim/linux/gfp.h"
 #include "khosim/mm/memmap.h"
 
 namespace khosim::mm {

@@ -20,32 +20,10 @@
 #include "absl/synchronization/mutex.h"
 #include "khosim/base/kernel_context.h"
 #include "khosim/hw/physical_memory.h"
-#include "khosim/mm/gfp.h"
+#include "khosim/linux/gfp.h"
+#include "khosim/linux/vmalloc.h"
 #include "khosim/mm/memmap.h"
 #include "khosim/mm/page_alloc.h"
-
-// vm_struct flags (kernel values).
-#define VM_IOREMAP 0x00000001u
-#define VM_ALLOC 0x00000002u
-#define VM_MAP 0x00000004u
-#define VM_USERMAP 0x00000008u
-#define VM_DMA_COHERENT 0x00000010u
-#define VM_UNINITIALIZED 0x00000020u
-#define VM_NO_GUARD 0x00000040u
-#define VM_KASAN 0x00000080u
-#define VM_FLUSH_RESET_PERMS 0x00000100u
-#define VM_MAP_PUT_PAGES 0x00000200u
-#define VM_ALLOW_HUGE_VMAP 0x00000400u
-
-// The kernel's struct vm_struct, reduced to what callers read.
-struct vm_struct {
-  void* addr;
-  unsigned long size;  // without the guard page
-  unsigned long flags;
-  struct page** pages;
-  unsigned int nr_pages;  // in PAGE_SIZE units
-  unsigned int page_order;
-};
 
 namespace khosim::mm {
 

@@ -1,8 +1,9 @@
 // FakeKernelEnv: a KernelEnv for unit tests of one lib/ component without a
-// Machine. Records trace events, fails the points a test names, and draws
-// randomness from a fixed seed.
-#ifndef KHOSIM_TESTS_TESTING_FAKE_ENV_H_
-#define KHOSIM_TESTS_TESTING_FAKE_ENV_H_
+// Machine (construct a KernelContext over it). Records trace events as
+// "category/name", fails the points a test names, and draws randomness
+// from a fixed seed. Not thread-safe: one test thread.
+#ifndef KHOSIM_TESTING_FAKE_KERNEL_ENV_H_
+#define KHOSIM_TESTING_FAKE_KERNEL_ENV_H_
 
 #include <cstdint>
 #include <map>
@@ -38,4 +39,4 @@ class FakeKernelEnv : public KernelEnv {
 
 }  // namespace khosim::testing
 
-#endif  // KHOSIM_TESTS_TESTING_FAKE_ENV_H_
+#endif  // KHOSIM_TESTING_FAKE_KERNEL_ENV_H_

@@ -1,20 +1,21 @@
-// struct page and struct folio: the simulated memmap entry.
+// struct page and struct folio (<linux/mm_types.h>): the simulated memmap
+// entry, a plain C layout.
 //
-// These are kernel-face types (global namespace) because handlers hold
-// `struct page *` and `struct folio *` exactly as kernel code does. A folio
-// is its head page viewed as a folio; tail pages point at their head.
+// Handlers hold `struct page *` and `struct folio *` exactly as kernel code
+// does. A folio is its head page viewed as a folio; tail pages point at
+// their head. The reference count is an atomic_t touched through
+// page_ref_count() / set_page_count() (linux/mm.h) or linux/atomic.h.
 //
 // Lifetime: one memmap per kernel (see memmap.h). A zeroed struct page is an
 // initialized, unused page: refcount 0, no flags, no private data. The
 // memmap never crosses a kexec; kernel B rebuilds every struct page it uses.
-#ifndef KHOSIM_MM_PAGE_H_
-#define KHOSIM_MM_PAGE_H_
+#ifndef KHOSIM_LINUX_MM_TYPES_H_
+#define KHOSIM_LINUX_MM_TYPES_H_
 
-#include <atomic>
-#include <cstdint>
+#include "khosim/linux/types.h"
 
 // Page flag bits (bit numbers in page::flags).
-enum pageflags : unsigned {
+enum pageflags {
   PG_locked,
   PG_referenced,
   PG_uptodate,
@@ -35,7 +36,7 @@ struct page {
   unsigned long private_data;
   // Tail pages: head page address | 1. 0 for heads and order-0 pages.
   unsigned long compound_head;
-  std::atomic<int> refcount;
+  atomic_t _refcount;
   int pincount;
   unsigned char compound_order;  // valid on a compound head
   unsigned char pad_[7];
@@ -49,4 +50,4 @@ struct folio {
   struct page page;
 };
 
-#endif  // KHOSIM_MM_PAGE_H_
+#endif  // KHOSIM_LINUX_MM_TYPES_H_
