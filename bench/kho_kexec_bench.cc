@@ -110,13 +110,13 @@ Machine& KexecMachine(kho::KhoProfile profile = kho::KhoProfile::kV4) {
   if (machine == nullptr) {
     machine = new Machine(KexecMachineConfig(profile));
     if (profile == kho::KhoProfile::kV1) {
-      machine->SetKernelInit([](Kernel& kernel) {
-        kernel.RegisterRebootHook("bench_load_only", [](const RebootInfo&) {
-          if (!cancel_next_kexec) return 0;
-          cancel_next_kexec = false;
-          return -EAGAIN;
-        });
-      });
+      KernelModule canceller{.name = "bench-load-only"};
+      canceller.reboot_hooks.push_back({"bench_load_only", [](const RebootInfo&) {
+                                          if (!cancel_next_kexec) return 0;
+                                          cancel_next_kexec = false;
+                                          return -EAGAIN;
+                                        }});
+      if (!machine->AddModule(std::move(canceller)).ok()) std::abort();
     }
     for (int i = 0; i < 2; ++i) {
       machine->Boot();

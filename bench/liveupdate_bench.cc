@@ -61,6 +61,7 @@
 #include "khosim/kho/kho.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/luo/client.h"
+#include "khosim/machine/builtin_modules.h"
 #include "khosim/machine/machine.h"
 
 namespace khosim {
@@ -107,7 +108,7 @@ class ReferenceHost {
     config.cmdline = absl::StrFormat(
         "kho=on liveupdate=on hugepagesz=1G hugepages=%d hugepagesz=2M hugepages=%d %s", shape.vms,
         shape.vms * 256, extra_cmdline);
-    config.handlers.hugetlb = true;
+    config.build = KernelBuild{{kMemfdModule, kHugetlbModule}};
     machine_ = std::make_unique<Machine>(config);
     machine_->Boot();
     StartUserspace();

@@ -61,6 +61,7 @@
 #include "khosim/kho/radix_tree.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/luo/client.h"
+#include "khosim/machine/builtin_modules.h"
 #include "khosim/machine/machine.h"
 
 namespace khosim {
@@ -102,8 +103,9 @@ class Host {
     if (Hugetlb(profile)) {
       config.cmdline += " hugepagesz=2M hugepages=600 hugepagesz=1G hugepages=2";
     }
-    config.handlers.memfd_sparse = profile == Profile::kSparse;
-    config.handlers.hugetlb = Hugetlb(profile);
+    config.build = KernelBuild{{kMemfdModule}};
+    if (profile == Profile::kSparse) config.build->modules.push_back(kMemfdSparseModule);
+    if (Hugetlb(profile)) config.build->modules.push_back(kHugetlbModule);
     machine_ = std::make_unique<Machine>(config);
     machine_->Boot();
     StartUserspace();

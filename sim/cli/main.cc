@@ -59,6 +59,32 @@ std::string MainHelp() {
       "panicked; 4 another failure (an operation failed, a kexec was cancelled, a leak).\n");
 }
 
+// "memfd (memfd-v2), ..., hugetlb (hugemfd-v1)" from the module table,
+// wrapped to the help text's 80 columns after a |first_line| prefix.
+std::string ModuleList(absl::string_view first_line, absl::string_view indent) {
+  std::string out(first_line);
+  size_t column = out.size();
+  const std::vector<KernelModule>& modules = ModuleRegistry::Builtin().modules();
+  for (size_t i = 0; i < modules.size(); ++i) {
+    std::string item = modules[i].name;
+    if (!modules[i].compatibles.empty())
+      absl::StrAppend(&item, " (", modules[i].compatibles[0], ")");
+    if (i + 1 < modules.size()) item += ",";
+    if (i > 0) {
+      if (column + 1 + item.size() > 80) {
+        absl::StrAppend(&out, "\n", indent);
+        column = indent.size();
+      } else {
+        out += " ";
+        ++column;
+      }
+    }
+    out += item;
+    column += item.size();
+  }
+  return out + "\n";
+}
+
 std::string RunHelp() {
   return absl::StrCat(
       "Usage: khosim run [SCENARIO] [options]\n"
@@ -76,9 +102,8 @@ std::string RunHelp() {
       "  --quiet, -q     no progress lines\n"
       "  --seed N        override the scenario's machine seed\n"
       "  --handlers LIST override machine.handlers, the LUO file handlers built into\n"
-      "                  every kernel whose boot does not name its own: a comma-separated\n"
-      "                  list of memfd (memfd-v2), memfd-sparse (memfd-sparse-v1),\n"
-      "                  hugetlb (hugemfd-v1)\n"
+      "                  every kernel whose boot does not name its own: a comma-separated\n",
+      ModuleList("                  list of ", "                  "),
       "  --dmesg         print each kernel's log after the summary\n"
       "\n"
       "Built-in scenarios: ",
@@ -155,7 +180,7 @@ int Run(Args& args) {
   std::string trace_path;
   std::string name;
   std::optional<uint64_t> seed;
-  std::optional<KernelHandlers> handlers;
+  std::optional<KernelBuild> handlers;
   while (!args.Done()) {
     const std::string word = args.words[args.next++];
     std::string value;
@@ -179,7 +204,7 @@ int Run(Args& args) {
       seed = v;
     } else if (TakeValue(args, word, "--handlers", &value, &error)) {
       if (!error.empty()) return Usage(error, RunHelp());
-      absl::StatusOr<KernelHandlers> parsed = scenario::ParseHandlerList(value);
+      absl::StatusOr<KernelBuild> parsed = ModuleRegistry::Builtin().ParseBuild(value);
       if (!parsed.ok()) {
         return Usage(absl::StrCat("--handlers: ", parsed.status().message()), RunHelp());
       }
@@ -203,7 +228,7 @@ int Run(Args& args) {
                   "%d kexec(s)\n",
                   s->name, s->source, scenario::FormatBytes(s->machine.ram), s->machine.nodes,
                   scenario::FormatBytes(s->machine.page_size), s->machine.seed,
-                  scenario::FormatHandlers(s->machine.handlers), s->kexecs());
+                  ModuleRegistry::Builtin().Format(s->machine.handlers), s->kexecs());
   }
   TerminalProgress progress(stderr);
   scenario::Runner runner(*s, scenario::RunOptions{.progress = quiet ? nullptr : &progress});

@@ -13,8 +13,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "khosim/handlers/hugetlb_luo.h"
-#include "khosim/handlers/memfd_luo.h"
 
 namespace khosim {
 
@@ -48,16 +46,15 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, 
     });
   }
   luo_config_ = config.luo;
-  handlers_ = config.handlers;
-  // Built-in file handlers; the first to accept a file preserves it.
-  if (config.handlers.memfd_sparse) {
-    RegisterInitcall(InitcallLevel::kLate, "memfd_sparse_luo_init", memfd_sparse_luo_init);
-  }
-  if (config.handlers.memfd) {
-    RegisterInitcall(InitcallLevel::kLate, "memfd_luo_init", memfd_luo_init);
-  }
-  if (config.handlers.hugetlb) {
-    RegisterInitcall(InitcallLevel::kLate, "hugetlb_luo_init", hugetlb_luo_init);
+  build_ = std::move(config.build);
+  modules_ = std::move(config.modules);
+  for (const KernelModule& module : modules_) {
+    for (const KernelModule::Initcall& call : module.initcalls) {
+      RegisterInitcall(call.level, call.name, call.fn);
+    }
+    for (const KernelModule::RebootHook& hook : module.reboot_hooks) {
+      RegisterRebootHook(hook.name, hook.fn);
+    }
   }
   SetHandoverProvider([this](abi::KhoData* out) { return kho_->PrepareHandover(out); });
 }
@@ -99,9 +96,13 @@ void Kernel::Boot() {
   TimedStep(boot_steps_, "kho_extend_scratch", [&] { kho_->ExtendScratch(); });
   TimedStep(boot_steps_, "memmap_init", [&] { mm_->InitMemmap(); });
   TimedStep(boot_steps_, "kho_memory_init", [&] { kho_->MemoryInit(); });
-  // The pools are filled from memblock_free_all on: what the previous
-  // kernel's files hold must be known before.
-  if (handlers_.hugetlb) TimedStep(boot_steps_, "hugetlb_luo_early", hugetlb_luo_early_init);
+  for (const KernelModule& module : modules_) {
+    for (const KernelModule::EarlyHook& hook : module.early_hooks) {
+      if (hook.point == BootHook::kBeforeMemblockFreeAll) {
+        TimedStep(boot_steps_, hook.name, hook.fn);
+      }
+    }
+  }
   TimedStep(boot_steps_, "memblock_free_all", [&] { mm_->FreeAll(); });
   TimedStep(boot_steps_, "vfs_luo_init", [&] {
     vfs_ = std::make_unique<fs::Vfs>(ctx_);  // vfs_caches_init

@@ -100,18 +100,31 @@ KernelConfig Machine::KernelConfigFor(PhysAddr image_base) const {
   config.mm.low_early_alloc_bytes = config_.low_early_alloc_bytes;
   config.kho = config_.kho;
   config.luo = config_.luo;
-  config.handlers = config_.handlers;
   return config;
 }
 
-void Machine::StartKernel(BootParams params, const KernelHandlers& handlers) {
+absl::Status Machine::AddModule(KernelModule module) {
+  std::string name = module.name;
+  if (absl::Status s = modules_.Add(std::move(module)); !s.ok()) return s;
+  added_modules_.push_back(std::move(name));
+  return absl::OkStatus();
+}
+
+KernelBuild Machine::DefaultBuild() const {
+  if (config_.build.has_value()) return *config_.build;
+  KernelBuild build = modules_.DefaultBuild();
+  build.modules.insert(build.modules.end(), added_modules_.begin(), added_modules_.end());
+  return build;
+}
+
+void Machine::StartKernel(BootParams params, const KernelBuild& build) {
   const PhysAddr image_base = params.image_base;
   KernelConfig config = KernelConfigFor(image_base);
-  config.handlers = handlers;
+  config.build = build;
+  for (const KernelModule* module : modules_.Resolve(build)) config.modules.push_back(*module);
   kernel_ = std::make_unique<Kernel>(*this, *memory_, next_generation_++, std::move(params),
                                      std::move(config));
   SetCurrentKernelContext(&kernel_->ctx());
-  if (kernel_init_) kernel_init_(*kernel_);
   kernel_->Boot();  // a KernelPanic leaves the dead kernel for inspection
 }
 
@@ -124,7 +137,7 @@ void Machine::Boot() {
   trace_.Record(next_generation_, "machine", "cold_boot", {});
   StartKernel(
       BootParams{config_.cmdline, {}, config_.cold_boot_image_base, config_.kernel_image_size},
-      config_.handlers);
+      DefaultBuild());
 }
 
 absl::Status Machine::Kexec(KexecOptions options) {
@@ -189,7 +202,7 @@ absl::Status Machine::Kexec(KexecOptions options) {
   step = Clock::now();
   StartKernel(BootParams{options.cmdline.value_or(config_.cmdline),
                          kho::HandoverSetupData(handover), image_base, config_.kernel_image_size},
-              options.handlers.value_or(config_.handlers));
+              options.build.has_value() ? *options.build : DefaultBuild());
   times.boot_s = seconds_since(step);
   last_kexec_times_ = times;
   return absl::OkStatus();

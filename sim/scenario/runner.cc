@@ -31,6 +31,7 @@
 #include "khosim/linux/memfd.h"
 #include "khosim/luo/client.h"
 #include "khosim/luo/luo.h"
+#include "khosim/machine/builtin_modules.h"
 #include "khosim/machine/scenarios.h"
 #include "khosim/mm/hugetlb.h"
 #include "khosim/scenario/content.h"
@@ -64,7 +65,7 @@ MachineConfig ConfigFor(const Scenario& s) {
   config.scrub = s.machine.scrub;
   config.cmdline = s.boots.front().EffectiveCmdline();
   // The cold boot's build; the runner names every kexec's build itself.
-  config.handlers = s.HandlersOf(0);
+  config.build = s.HandlersOf(0);
   return config;
 }
 
@@ -340,7 +341,7 @@ class Runner::Impl {
       {
         Phase phase(*this, boot, absl::StrCat("kexec ", boot), 0);
         status = m_->Kexec(KexecOptions{.cmdline = s_.boots[i + 1].EffectiveCmdline(),
-                                        .handlers = s_.HandlersOf(i + 1)});
+                                        .build = s_.HandlersOf(i + 1)});
       }
       if (!status.ok()) {
         Stop(Outcome::kFailed,
@@ -928,7 +929,7 @@ class Runner::Impl {
             if (err == -ENOENT && file.kind == FileKind::kHugetlb) {
               hint = absl::StrFormat(
                   " (no LUO file handler accepted the hugetlb file: %s)",
-                  kernel().handlers().hugetlb
+                  kernel().HasModule(kHugetlbModule)
                       ? "the hugetlb handler is built in, but did not take it"
                       : absl::StrCat("this kernel is built without the hugetlb handler (",
                                      abi::kHugemfdLuoCompatible, "); add hugetlb to its handlers"));

@@ -29,6 +29,7 @@
 #include "khosim/abi/kexec_handover.h"
 #include "khosim/abi/luo.h"
 #include "khosim/abi/memfd_luo.h"
+#include "khosim/machine/builtin_modules.h"
 
 namespace khosim::scenario {
 namespace {
@@ -246,51 +247,21 @@ std::optional<std::string> CmdlineValue(absl::string_view cmdline, absl::string_
   return value;
 }
 
-std::string KnownHandlerList() {
-  std::vector<std::string> names;
-  for (const HandlerInfo& h : KnownHandlers()) names.push_back(h.name);
-  return absl::StrJoin(names, ", ");
-}
-
-// Adds handler |name| to |out|; the error text otherwise (unknown name,
-// or named twice), without position so YAML and --handlers share it.
-std::optional<std::string> AddHandler(absl::string_view name, KernelHandlers* out,
-                                      std::set<std::string>* seen) {
-  bool* flag = name == "memfd"          ? &out->memfd
-               : name == "memfd-sparse" ? &out->memfd_sparse
-               : name == "hugetlb"      ? &out->hugetlb
-                                        : nullptr;
-  if (flag == nullptr) {
-    std::string hint;
-    for (const HandlerInfo& h : KnownHandlers()) {
-      // Its compatible is what the report shows; say which name builds it.
-      if (name == h.compatible) hint = absl::StrCat("; ", name, " is built by ", h.name);
-    }
-    return absl::StrCat("unknown file handler \"", name, "\" (known: ", KnownHandlerList(), hint,
-                        ")");
-  }
-  if (!seen->insert(std::string(name)).second) {
-    return absl::StrCat("file handler ", name, " is listed twice");
-  }
-  *flag = true;
-  return std::nullopt;
-}
-
-// A list of handler names: exactly the handlers this kernel build has
-// (an empty list builds none).
-KernelHandlers ParseHandlers(const Field& field) {
+// A list of module names: exactly the modules this kernel build has (an
+// empty list builds none).
+KernelBuild ParseHandlers(const Field& field) {
+  const ModuleRegistry& registry = ModuleRegistry::Builtin();
   if (!field.node().IsSequence()) {
     field.Fail(absl::StrCat("expected a list of file handlers (e.g. [memfd, memfd-sparse]; known: ",
-                            KnownHandlerList(), "), got ", field.Shown()));
+                            registry.Names(), "), got ", field.Shown()));
   }
-  KernelHandlers handlers{.memfd = false, .memfd_sparse = false, .hugetlb = false};
-  std::set<std::string> seen;
+  KernelBuild build;
   for (const Field& f : field.List()) {
-    if (std::optional<std::string> error = AddHandler(f.Scalar(), &handlers, &seen)) {
-      f.Fail(*error);
+    if (absl::Status s = registry.AddToBuild(f.Scalar(), &build); !s.ok()) {
+      f.Fail(std::string(s.message()));
     }
   }
-  return handlers;
+  return build;
 }
 
 MachineSpec ParseMachine(const Field& field) {
@@ -720,7 +691,7 @@ void CheckHugetlbPools(const Scenario& s, size_t bi, const std::vector<Creation>
   const std::vector<PoolRequest> pools = PoolsOf(boot.EffectiveCmdline(), s.machine.page_size);
   std::map<uint64_t, uint64_t> left_out;  // by huge page size
   std::map<uint64_t, uint64_t> returned;
-  if (bi > 0 && s.HandlersOf(bi).hugetlb) {
+  if (bi > 0 && s.HandlersOf(bi).Has(kHugetlbModule)) {
     for (const ProcessSpec& p : s.boots[bi - 1].processes) {
       for (const SessionSpec& out : p.sessions) {
         if (!out.preserve) continue;
@@ -1115,42 +1086,15 @@ std::string CmdlineSize(uint64_t bytes) {
   return absl::StrCat(bytes);
 }
 
-const std::vector<HandlerInfo>& KnownHandlers() {
-  static const auto* known =
-      new std::vector<HandlerInfo>{{"memfd", abi::kMemfdLuoCompatible},
-                                   {"memfd-sparse", abi::kMemfdSparseCompatible},
-                                   {"hugetlb", abi::kHugemfdLuoCompatible}};
-  return *known;
-}
-
-std::vector<HandlerInfo> BuiltHandlers(const KernelHandlers& handlers) {
+std::vector<HandlerInfo> BuiltHandlers(const KernelBuild& build) {
   std::vector<HandlerInfo> out;
-  const std::vector<HandlerInfo>& known = KnownHandlers();
-  if (handlers.memfd) out.push_back(known[0]);
-  if (handlers.memfd_sparse) out.push_back(known[1]);
-  if (handlers.hugetlb) out.push_back(known[2]);
+  for (const KernelModule* m : ModuleRegistry::Builtin().Modules(build)) {
+    out.push_back({m->name, m->compatibles.empty() ? "" : m->compatibles.front()});
+  }
   return out;
 }
 
-std::string FormatHandlers(const KernelHandlers& handlers) {
-  std::vector<std::string> names;
-  for (const HandlerInfo& h : BuiltHandlers(handlers)) names.push_back(h.name);
-  return names.empty() ? "none" : absl::StrJoin(names, ", ");
-}
-
-absl::StatusOr<KernelHandlers> ParseHandlerList(absl::string_view list) {
-  KernelHandlers handlers{.memfd = false, .memfd_sparse = false, .hugetlb = false};
-  std::set<std::string> seen;
-  for (absl::string_view name : absl::StrSplit(list, ',', absl::SkipWhitespace())) {
-    if (std::optional<std::string> error =
-            AddHandler(absl::StripAsciiWhitespace(name), &handlers, &seen)) {
-      return absl::InvalidArgumentError(*error);
-    }
-  }
-  return handlers;
-}
-
-KernelHandlers Scenario::HandlersOf(size_t index) const {
+KernelBuild Scenario::HandlersOf(size_t index) const {
   return index < boots.size() && boots[index].handlers ? *boots[index].handlers : machine.handlers;
 }
 

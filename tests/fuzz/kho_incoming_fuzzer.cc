@@ -258,15 +258,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (v1) {
     // The chunk list exists from the load on: patch it after the load, in
     // kernel A's reboot path (only the first kexec's).
-    m.SetKernelInit([&](khosim::Kernel& kernel) {
-      if (kernel.generation() != 1) return;
-      kernel.RegisterRebootHook("fuzz_patch", [&](const khosim::RebootInfo&) {
-        target = TargetPage(m, preserved, target_kind, selector);
-        KHOSIM_FUZZ_CHECK(target != 0);
-        changed = ApplyPatches(in, static_cast<uint8_t*>(phys_to_virt(target)), PAGE_SIZE);
-        return 0;
-      });
-    });
+    khosim::KernelModule patcher{.name = "fuzz-patcher"};
+    patcher.reboot_hooks.push_back(
+        {"fuzz_patch", [&](const khosim::RebootInfo&) {
+           if (khosim::RequireKernelContext().generation() != 1) {
+             return 0;
+           }
+           target = TargetPage(m, preserved, target_kind, selector);
+           KHOSIM_FUZZ_CHECK(target != 0);
+           changed = ApplyPatches(in, static_cast<uint8_t*>(phys_to_virt(target)), PAGE_SIZE);
+           return 0;
+         }});
+    KHOSIM_FUZZ_CHECK(m.AddModule(std::move(patcher)).ok());
   }
   m.Boot();
   KHOSIM_FUZZ_CHECK(kho_is_enabled());

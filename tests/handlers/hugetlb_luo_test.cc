@@ -19,6 +19,7 @@
 #include "khosim/linux/hugetlb.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/luo/client.h"
+#include "khosim/machine/builtin_modules.h"
 #include "khosim/mm/hugetlb.h"
 
 namespace khosim::testing {
@@ -33,7 +34,7 @@ class HugetlbLuoTest : public MemfdFixture {
   MachineConfig Config() override {
     MachineConfig config{.ram = 8 * kGiB, .seed = 11};
     config.cmdline = Cmdline();
-    config.handlers.hugetlb = true;
+    config.build = KernelBuild{{kMemfdModule, kHugetlbModule}};
     return config;
   }
   virtual std::string Cmdline() const {

@@ -611,7 +611,7 @@ TEST_F(MemfdSparseTest, LatePageThatCannotBeRecordedFailsTheWrite) {
 TEST_F(MemfdSparseTest, SparseFilesNeedTheSparseHandlerInTheNextKernel) {
   const int s = Create("vm0");
   ASSERT_EQ(luo::PreserveFd(p(), s, NewMemfd(8 * kPage, 1), 1), 0);
-  ASSERT_TRUE(m().Kexec(KexecOptions{.handlers = KernelHandlers{}}).ok());
+  ASSERT_TRUE(m().Kexec(KexecOptions{.build = KernelBuild{{kMemfdModule}}}).ok());
   StartUserspace();
   EXPECT_EQ(luo::OpenLiveupdate(p()), -EIO);
 }
@@ -619,11 +619,10 @@ TEST_F(MemfdSparseTest, SparseFilesNeedTheSparseHandlerInTheNextKernel) {
 // The upgrade path: memfd-v2 files from an older kernel are retrieved by a
 // kernel that has both handlers, which then preserves them sparsely.
 TEST_F(MemfdV2Test, UpgradeFromMemfdV2ToTheSparseProfile) {
-  KernelHandlers both;
-  both.memfd_sparse = true;
+  const KernelBuild both{{kMemfdModule, kMemfdSparseModule}};
   int s = Create("vm0");
   ASSERT_EQ(luo::PreserveFd(p(), s, NewMemfd(8 * kPage, 1), 1), 0);
-  ASSERT_TRUE(m().Kexec(KexecOptions{.handlers = both}).ok());
+  ASSERT_TRUE(m().Kexec(KexecOptions{.build = both}).ok());
   StartUserspace();
   EXPECT_STREQ(IncomingFileSer(luo(), 0, 0)->compatible, "memfd-v2");
   int r = Retrieve("vm0");
@@ -633,7 +632,7 @@ TEST_F(MemfdV2Test, UpgradeFromMemfdV2ToTheSparseProfile) {
   ASSERT_EQ(luo::FinishSession(p(), r), 0);
   s = Create("vm0");
   ASSERT_EQ(luo::PreserveFd(p(), s, got, 1), 0);
-  ASSERT_TRUE(m().Kexec(KexecOptions{.handlers = both}).ok());
+  ASSERT_TRUE(m().Kexec(KexecOptions{.build = both}).ok());
   StartUserspace();
   EXPECT_STREQ(IncomingFileSer(luo(), 0, 0)->compatible, "memfd-sparse-v1");
   r = Retrieve("vm0");
@@ -649,7 +648,7 @@ class MemfdWithoutHandlerTest : public MemfdFixture {
  protected:
   MachineConfig Config() override {
     MachineConfig config = MemfdFixture::Config();
-    config.handlers.memfd = false;
+    config.build = KernelBuild{};
     return config;
   }
 };

@@ -24,6 +24,7 @@
 #include "khosim/linux/mm.h"
 #include "khosim/luo/client.h"
 #include "khosim/luo/luo.h"
+#include "khosim/machine/builtin_modules.h"
 #include "khosim/machine/machine.h"
 
 namespace khosim::testing {
@@ -107,7 +108,8 @@ class MemfdFixture : public ::testing::Test {
   virtual MachineConfig Config() {
     MachineConfig config{.ram = 2 * kGiB, .seed = 5};
     config.cmdline = "kho=on liveupdate=on";
-    config.handlers.memfd_sparse = Sparse();
+    config.build = KernelBuild{{kMemfdModule}};
+    if (Sparse()) config.build->modules.push_back(kMemfdSparseModule);
     return config;
   }
 

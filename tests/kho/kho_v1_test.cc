@@ -885,34 +885,34 @@ TEST_P(KhoV1HostileTest, KernelBRefusesTheListAndBootsWithoutKhoData) {
   const Corruption corruption = GetParam();
   // After the load-time finalize (reboot hooks run after the image is
   // loaded), damage the list kernel B will read.
-  m.SetKernelInit([&m, corruption](Kernel& k) {
-    k.RegisterRebootHook("corrupt", [&m, corruption](const RebootInfo&) {
-      const uint64_t head = RootMemoryMap(m);
-      auto* chunk = static_cast<uint8_t*>(phys_to_virt(head));
-      abi::KhoserMemChunkHeader h = ReadHeader(chunk);
-      abi::KhoserMemBitmapPtr e = ReadEntry(chunk, 0);
-      switch (corruption) {
-        case Corruption::kCycle:
-          h.next = head;
-          break;
-        case Corruption::kUnalignedNext:
-          h.next = head + 8;
-          break;
-        case Corruption::kNextOutsideRam:
-          h.next = 64 * kGiB;
-          break;
-        case Corruption::kTooManyEntries:
-          h.num_elms = 256;
-          break;
-        case Corruption::kBadBitmap:
-          e.bitmap = 1ull << 50;
-          break;
-      }
-      WriteHeader(chunk, h);
-      WriteEntry(chunk, 0, e);
-      return 0;
-    });
-  });
+  KernelModule corrupter{.name = "corrupter"};
+  corrupter.reboot_hooks.push_back({"corrupt", [&m, corruption](const RebootInfo&) {
+                                      const uint64_t head = RootMemoryMap(m);
+                                      auto* chunk = static_cast<uint8_t*>(phys_to_virt(head));
+                                      abi::KhoserMemChunkHeader h = ReadHeader(chunk);
+                                      abi::KhoserMemBitmapPtr e = ReadEntry(chunk, 0);
+                                      switch (corruption) {
+                                        case Corruption::kCycle:
+                                          h.next = head;
+                                          break;
+                                        case Corruption::kUnalignedNext:
+                                          h.next = head + 8;
+                                          break;
+                                        case Corruption::kNextOutsideRam:
+                                          h.next = 64 * kGiB;
+                                          break;
+                                        case Corruption::kTooManyEntries:
+                                          h.num_elms = 256;
+                                          break;
+                                        case Corruption::kBadBitmap:
+                                          e.bitmap = 1ull << 50;
+                                          break;
+                                      }
+                                      WriteHeader(chunk, h);
+                                      WriteEntry(chunk, 0, e);
+                                      return 0;
+                                    }});
+  ASSERT_TRUE(m.AddModule(std::move(corrupter)).ok());
   m.Boot();
   PreserveRandomFolios(m, 8);
   ASSERT_TRUE(m.Kexec().ok());

@@ -27,25 +27,19 @@ TEST(MachineTest, ColdBootRunsThePhasesInOrder) {
 TEST(MachineTest, InitcallsRunByLevelThenRegistrationOrderOnEveryBoot) {
   Machine m(MachineConfig{.ram = 512 * kMiB});
   std::vector<std::string> order;
-  m.SetKernelInit([&](Kernel& k) {
-    const std::string gen = std::to_string(k.generation());
-    k.RegisterInitcall(InitcallLevel::kLate, "late", [&, gen] {
-      order.push_back("late" + gen);
-      return 0;
-    });
-    k.RegisterInitcall(InitcallLevel::kFs, "fs1", [&, gen] {
-      order.push_back("fs1" + gen);
-      return 0;
-    });
-    k.RegisterInitcall(InitcallLevel::kCore, "core", [&, gen] {
-      order.push_back("core" + gen);
-      return 0;
-    });
-    k.RegisterInitcall(InitcallLevel::kFs, "fs2", [&, gen] {
-      order.push_back("fs2" + gen);
-      return -ENOMEM;
-    });
-  });
+  // Each initcall records its name and the generation it ran in.
+  auto call = [&order](std::string name, int ret) {
+    return [&order, name, ret] {
+      order.push_back(name + std::to_string(RequireKernelContext().generation()));
+      return ret;
+    };
+  };
+  ASSERT_TRUE(m.AddModule({.name = "test",
+                           .initcalls = {{InitcallLevel::kLate, "late", call("late", 0)},
+                                         {InitcallLevel::kFs, "fs1", call("fs1", 0)},
+                                         {InitcallLevel::kCore, "core", call("core", 0)},
+                                         {InitcallLevel::kFs, "fs2", call("fs2", -ENOMEM)}}})
+                  .ok());
   m.Boot();
   ASSERT_TRUE(m.Kexec().ok());
   EXPECT_THAT(order,

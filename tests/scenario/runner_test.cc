@@ -18,6 +18,7 @@
 #include "khosim/abi/luo.h"
 #include "khosim/fs/shmem.h"
 #include "khosim/linux/mm.h"
+#include "khosim/machine/builtin_modules.h"
 #include "khosim/scenario/content.h"
 #include "khosim/scenario/inspect.h"
 #include "khosim/scenario/report.h"
@@ -284,7 +285,7 @@ TEST(RunnerTest, AKernelWithoutTheHandlerFailsToOpenLuoNamingIt) {
       Replace(Replace(kUpgrade, "  - handlers: [memfd, memfd-sparse]\n    processes: [{name: vmm",
                       "  - handlers: [memfd]\n    processes: [{name: vmm"),
               "name: upgrade", "name: downgrade"));
-  ASSERT_FALSE(s.boots[2].handlers->memfd_sparse);
+  ASSERT_FALSE(s.boots[2].handlers->Has(kMemfdSparseModule));
   const RunReport r = RunScenario(s);
   EXPECT_EQ(r.outcome, Outcome::kFailed);
   EXPECT_EQ(ExitCode(r.outcome), 4);
@@ -319,7 +320,7 @@ boots:
 )";
   Scenario s = Parse(kSampled);
   const RunReport v2 = RunScenario(s);
-  s.machine.handlers = KernelHandlers{.memfd = true, .memfd_sparse = true};
+  s.machine.handlers = KernelBuild{{kMemfdModule, kMemfdSparseModule}};
   const RunReport sparse = RunScenario(s);
   ASSERT_EQ(v2.outcome, Outcome::kPassed) << v2.message;
   ASSERT_EQ(sparse.outcome, Outcome::kPassed) << sparse.message;
@@ -457,7 +458,7 @@ TEST(RunnerTest, AKernelWithoutTheHugetlbHandlerFailsNamingHugemfd) {
                                    "  - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=10 "
                                    "hugepagesz=1G hugepages=1\n    handlers: [memfd]\n    "
                                    "processes:\n      - name: vmm"));
-  ASSERT_FALSE(s.HandlersOf(1).hugetlb);
+  ASSERT_FALSE(s.HandlersOf(1).Has(kHugetlbModule));
   const RunReport r = RunScenario(s);
   EXPECT_EQ(r.outcome, Outcome::kFailed);
   EXPECT_EQ(ExitCode(r.outcome), 4);

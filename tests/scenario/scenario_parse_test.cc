@@ -6,6 +6,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "khosim/machine/builtin_modules.h"
 #include "khosim/scenario/scenario.h"
 
 namespace khosim::scenario {
@@ -54,7 +55,7 @@ TEST(ScenarioParseTest, DefaultScenarioShape) {
   EXPECT_GE(memfd_bytes, 256 * kMiB);
   EXPECT_LE(memfd_bytes, 512 * kMiB);
   EXPECT_EQ(huge_sizes, (std::vector<uint64_t>{2 * kMiB, kGiB}));
-  EXPECT_TRUE(s->HandlersOf(0).hugetlb);
+  EXPECT_TRUE(s->HandlersOf(0).Has(kHugetlbModule));
 }
 
 TEST(ScenarioParseTest, MinimalScenarioTakesDefaults) {
@@ -249,17 +250,17 @@ boots:
 )",
                                              "t.yaml");
   ASSERT_TRUE(s.ok()) << s.status();
-  EXPECT_FALSE(s->machine.handlers.memfd);
-  EXPECT_TRUE(s->machine.handlers.memfd_sparse);
+  EXPECT_FALSE(s->machine.handlers.Has(kMemfdModule));
+  EXPECT_TRUE(s->machine.handlers.Has(kMemfdSparseModule));
   EXPECT_FALSE(s->boots[0].handlers.has_value());
   // Boot 1 takes the machine's; the others their own.
-  EXPECT_EQ(FormatHandlers(s->HandlersOf(0)), "memfd-sparse");
-  EXPECT_EQ(FormatHandlers(s->HandlersOf(1)), "memfd, memfd-sparse");
-  EXPECT_EQ(FormatHandlers(s->HandlersOf(2)), "none");
+  EXPECT_EQ(ModuleRegistry::Builtin().Format(s->HandlersOf(0)), "memfd-sparse");
+  EXPECT_EQ(ModuleRegistry::Builtin().Format(s->HandlersOf(1)), "memfd, memfd-sparse");
+  EXPECT_EQ(ModuleRegistry::Builtin().Format(s->HandlersOf(2)), "none");
   // Without any: memfd-v2 only, as the machine's default build.
   absl::StatusOr<Scenario> d = ParseScenario("boots: [{}]\n", "t.yaml");
   ASSERT_TRUE(d.ok());
-  EXPECT_EQ(FormatHandlers(d->HandlersOf(0)), "memfd");
+  EXPECT_EQ(ModuleRegistry::Builtin().Format(d->HandlersOf(0)), "memfd");
   ASSERT_EQ(BuiltHandlers(d->HandlersOf(0)).size(), 1u);
   EXPECT_EQ(BuiltHandlers(d->HandlersOf(0))[0].compatible, "memfd-v2");
 }
@@ -287,19 +288,21 @@ TEST(ScenarioParseTest, HandlerErrorsNameLineAndField) {
 }
 
 TEST(ScenarioParseTest, HandlerListForTheCommandLine) {
-  absl::StatusOr<KernelHandlers> both = ParseHandlerList("memfd, memfd-sparse");
+  const ModuleRegistry& registry = ModuleRegistry::Builtin();
+  absl::StatusOr<KernelBuild> both = registry.ParseBuild("memfd, memfd-sparse");
   ASSERT_TRUE(both.ok()) << both.status();
-  EXPECT_TRUE(both->memfd && both->memfd_sparse);
-  absl::StatusOr<KernelHandlers> none = ParseHandlerList("");
+  EXPECT_TRUE(both->Has(kMemfdModule) && both->Has(kMemfdSparseModule));
+  absl::StatusOr<KernelBuild> none = registry.ParseBuild("");
   ASSERT_TRUE(none.ok());
-  EXPECT_EQ(FormatHandlers(*none), "none");
-  absl::StatusOr<KernelHandlers> huge = ParseHandlerList("memfd,hugetlb");
+  EXPECT_EQ(ModuleRegistry::Builtin().Format(*none), "none");
+  absl::StatusOr<KernelBuild> huge = registry.ParseBuild("memfd,hugetlb");
   ASSERT_TRUE(huge.ok()) << huge.status();
-  EXPECT_TRUE(huge->memfd && huge->hugetlb && !huge->memfd_sparse);
-  EXPECT_EQ(FormatHandlers(*huge), "memfd, hugetlb");
-  EXPECT_EQ(ParseHandlerList("memfd,hugetlbfs").status().message(),
+  EXPECT_TRUE(huge->Has(kMemfdModule) && huge->Has(kHugetlbModule) &&
+              !huge->Has(kMemfdSparseModule));
+  EXPECT_EQ(ModuleRegistry::Builtin().Format(*huge), "memfd, hugetlb");
+  EXPECT_EQ(registry.ParseBuild("memfd,hugetlbfs").status().message(),
             "unknown file handler \"hugetlbfs\" (known: memfd, memfd-sparse, hugetlb)");
-  EXPECT_EQ(ParseHandlerList("memfd,memfd").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(registry.ParseBuild("memfd,memfd").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ScenarioParseTest, HugetlbFiles) {
@@ -318,8 +321,8 @@ boots:
   EXPECT_EQ(s->files[0].page_size, kGiB);
   EXPECT_EQ(s->files[0].content.length, 4096u) << "sampled blocks are base pages";
   EXPECT_EQ(s->files[1].page_size, 2 * kMiB) << "the default: the PMD size";
-  EXPECT_TRUE(s->HandlersOf(0).hugetlb);
-  EXPECT_EQ(FormatHandlers(s->HandlersOf(0)), "memfd, hugetlb");
+  EXPECT_TRUE(s->HandlersOf(0).Has(kHugetlbModule));
+  EXPECT_EQ(ModuleRegistry::Builtin().Format(s->HandlersOf(0)), "memfd, hugetlb");
   EXPECT_EQ(BuiltHandlers(s->HandlersOf(0))[1].compatible, "hugemfd-v1");
   EXPECT_EQ(HugePageSizes(16384), (std::vector<uint64_t>{32 * kMiB, 64 * kGiB}));
   EXPECT_EQ(CmdlineSize(2 * kMiB), "2M");

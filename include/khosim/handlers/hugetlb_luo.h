@@ -1,7 +1,7 @@
 // The hugetlb memfd file handler ("hugemfd-v1") and the per-hstate FLB
 // ("hugetlb-v1"): khosim's proposal after the hugetlb RFC, documented in
-// docs/hugetlb-luo.md; record layouts in khosim/abi/hugetlb_luo.h. A kernel
-// built with it (KernelHandlers.hugetlb, off by default) runs
+// docs/hugetlb-luo.md; record layouts in khosim/linux/kho/abi/hugetlb.h. A
+// kernel built with module "hugetlb" (off by default) runs
 // hugetlb_luo_early_init() between KHO's memory retrieval and
 // memblock_free_all, and hugetlb_luo_init() as a late initcall.
 //

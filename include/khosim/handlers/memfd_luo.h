@@ -1,7 +1,7 @@
 // The memfd file handler (mm/memfd_luo.c, compatible "memfd-v2"): kernel
-// face. A kernel built with it runs memfd_luo_init() as a late initcall
-// (KernelConfig::handlers.memfd, on by default); the record layout is
-// khosim/abi/memfd_luo.h.
+// face. A kernel built with module "memfd" (on by default) runs
+// memfd_luo_init() as a late initcall; the record layout is
+// khosim/linux/kho/abi/memfd.h.
 //
 // What a preserved memfd keeps: contents (holes are filled: every page of
 // the size is allocated, pinned and preserved), size, file position (as of
@@ -24,9 +24,9 @@ void memfd_luo_exit(void);
 // of a flat array, so holes stay holes (no page is allocated for them),
 // the metadata is proportional to the populated pages, there is no
 // UINT_MAX-page limit, and pages written into holes after preserve are
-// added to the handover as they appear. KernelConfig::handlers.memfd_sparse
-// (off by default) registers it before memfd-v2, so that it preserves
-// every memfd while memfd-v2 still retrieves what an older kernel left.
+// added to the handover as they appear. Module "memfd-sparse" (off by
+// default) registers it before memfd-v2, so that it preserves every memfd
+// while memfd-v2 still retrieves what an older kernel left.
 int memfd_sparse_luo_init(void);
 void memfd_sparse_luo_exit(void);
 

@@ -30,6 +30,8 @@
 #define __releases(lock) __attribute__((release_capability(lock)))
 #define __must_hold(lock) __attribute__((requires_capability(lock)))
 #define __cond_acquires(ret, lock) __attribute__((try_acquire_capability(ret, lock)))
+// A lock primitive's own body, which the analysis cannot follow.
+#define __no_context_analysis __attribute__((no_thread_safety_analysis))
 #else
 #define __lock_type(name)
 #define __guarded_by(lock)
@@ -37,6 +39,7 @@
 #define __releases(lock)
 #define __must_hold(lock)
 #define __cond_acquires(ret, lock)
+#define __no_context_analysis
 #endif
 
 #define KHOSIM_STRINGIFY_INNER(x) #x

@@ -23,17 +23,18 @@ static inline void spin_lock_init(spinlock_t* lock) {
   __atomic_store_n(&lock->locked, 0, __ATOMIC_RELAXED);
 }
 
-static inline bool spin_trylock(spinlock_t* lock) __cond_acquires(true, lock) {
+static inline bool spin_trylock(spinlock_t* lock)
+    __cond_acquires(true, lock) __no_context_analysis {
   return !__atomic_exchange_n(&lock->locked, 1, __ATOMIC_ACQUIRE);
 }
 
-static inline void spin_lock(spinlock_t* lock) __acquires(lock) {
+static inline void spin_lock(spinlock_t* lock) __acquires(lock) __no_context_analysis {
   while (__atomic_exchange_n(&lock->locked, 1, __ATOMIC_ACQUIRE)) {
     while (__atomic_load_n(&lock->locked, __ATOMIC_RELAXED)) sched_yield();
   }
 }
 
-static inline void spin_unlock(spinlock_t* lock) __releases(lock) {
+static inline void spin_unlock(spinlock_t* lock) __releases(lock) __no_context_analysis {
   __atomic_store_n(&lock->locked, 0, __ATOMIC_RELEASE);
 }
 

@@ -6,19 +6,22 @@
 //   setup_arch      Mm::SetupArch (memblock, image), Kho::Populate (accept
 //                   the handover: boot memory, scratch-only)
 //   mm_init         Mm::InitMemmap (early allocations, memmap), Kho::MemoryInit
-//                   (reserve preserved blocks, or size boot memory); with
-//                   the hugetlb handler built in, its early FLB read
-//                   (preserved huge pages are left out of the pools)
+//                   (reserve preserved blocks, or size boot memory); the
+//                   modules' BootHook::kBeforeMemblockFreeAll hooks (the
+//                   hugetlb handler's early FLB read, which leaves the
+//                   preserved huge pages out of the pools)
 //   free_all        Mm::FreeAll (memblock_free_all: buddy takes over);
 //                   the Vfs (files, processes, /dev) and LUO come up
-//   initcalls       registered initcalls by level (core, fs, device, late);
-//                   kho_init is the first fs initcall; LUO reads the
-//                   previous kernel's state early and sets up its own late
+//   initcalls       registered initcalls by level (early, core, ..., late):
+//                   the kernel's own first (kho_init is the first fs
+//                   initcall; LUO reads the previous kernel's state early
+//                   and sets up its own late), then the built-in modules'
+//                   (khosim/machine/kernel_module.h)
 //   running
 //
-// Reboot hooks registered by the layers (LUO's liveupdate_reboot) run from
-// Machine::Kexec; the first error cancels the kexec and kernel A keeps
-// running.
+// Reboot hooks registered by the layers (LUO's liveupdate_reboot) and the
+// modules run from Machine::Kexec; the first error cancels the kexec and
+// kernel A keeps running.
 #ifndef KHOSIM_MACHINE_KERNEL_H_
 #define KHOSIM_MACHINE_KERNEL_H_
 
@@ -34,31 +37,19 @@
 #include "khosim/hw/physical_memory.h"
 #include "khosim/kho/kho.h"
 #include "khosim/luo/luo.h"
+#include "khosim/machine/kernel_module.h"
 #include "khosim/mm/mm.h"
 
 namespace khosim {
-
-enum class InitcallLevel { kEarly, kCore, kFs, kDevice, kLate };
-
-// The file handlers built into the kernel image (as CONFIG_* options
-// would); each registers itself with LUO from a late initcall.
-struct KernelHandlers {
-  bool memfd = true;  // mm/memfd_luo.c, "memfd-v2"
-  // "memfd-sparse-v1" (docs/memfd-sparse.md). Registered before memfd-v2,
-  // so it preserves every memfd; memfd-v2 (if built) still retrieves
-  // files an older kernel preserved with it.
-  bool memfd_sparse = false;
-  // "hugemfd-v1" with the "hugetlb-v1" FLB (docs/hugetlb-luo.md): hugetlb
-  // memfds. Besides its late initcall it reads the previous kernel's FLB
-  // in early boot, before the hugetlb pools are filled.
-  bool hugetlb = false;
-};
 
 struct KernelConfig {
   mm::MmConfig mm;
   kho::KhoConfig kho;
   luo::LuoConfig luo;
-  KernelHandlers handlers;
+  // The kernel build and its modules, in registration order
+  // (ModuleRegistry::Resolve).
+  KernelBuild build;
+  std::vector<KernelModule> modules;
 };
 
 // Host time one boot step took (steady clock). Kept out of the event trace,
@@ -66,11 +57,6 @@ struct KernelConfig {
 struct BootStepTime {
   std::string name;  // "setup_arch", "kho_populate", ..., "initcall:<name>"
   double seconds = 0;
-};
-
-// What the reboot hooks are told about the kexec under way.
-struct RebootInfo {
-  bool preserve_context = false;  // KEXEC_JUMP image: LUO skips serialization
 };
 
 class Kernel {
@@ -107,14 +93,17 @@ class Kernel {
   fs::Vfs& vfs() { return *vfs_; }
   // Exists from the same point; enabled only with liveupdate=on and KHO.
   luo::Luo& luo() { return *luo_; }
-  // The file handlers this kernel was built with.
-  const KernelHandlers& handlers() const { return handlers_; }
+  // What this kernel was built with.
+  const KernelBuild& build() const { return build_; }
+  const std::vector<KernelModule>& modules() const { return modules_; }
+  bool HasModule(absl::string_view name) const { return build_.Has(name); }
 
-  // Every step Boot() ran, in order: setup_arch, kho_populate, memmap_init,
-  // kho_memory_init (KHO's retrieval of the preserved blocks on a KHO
-  // boot), hugetlb_luo_early (if built), memblock_free_all, vfs_luo_init,
-  // then one "initcall:<name>" per initcall. The steps from kho_populate
-  // to memblock_free_all are the scratch-only phase of a KHO boot.
+  // Every step Boot() ran, in order: setup_arch, kho_populate,
+  // kho_extend_scratch, memmap_init, kho_memory_init (KHO's retrieval of
+  // the preserved blocks on a KHO boot), the modules' early hooks by name
+  // (hugetlb_luo_early), memblock_free_all, vfs_luo_init, then one
+  // "initcall:<name>" per initcall. The steps from kho_populate to
+  // memblock_free_all are the scratch-only phase of a KHO boot.
   const std::vector<BootStepTime>& boot_steps() const { return boot_steps_; }
 
   uint64_t WarnCount() const { return ctx_.WarnCount(); }
@@ -136,7 +125,8 @@ class Kernel {
   std::unique_ptr<kho::Kho> kho_;
   std::unique_ptr<fs::Vfs> vfs_;
   luo::LuoConfig luo_config_;
-  KernelHandlers handlers_;
+  KernelBuild build_;
+  std::vector<KernelModule> modules_;
   std::unique_ptr<luo::Luo> luo_;
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;

@@ -59,8 +59,10 @@ struct MachineConfig {
   kho::KhoConfig kho;
   // LUO profile (the command line's khosim.luo_profile= overrides it per boot).
   luo::LuoConfig luo;
-  // File handlers built into every kernel this machine boots.
-  KernelHandlers handlers;
+  // The modules built into every kernel this machine boots (a kexec may
+  // name another build); unset: the registry's default modules (memfd)
+  // plus every module added with Machine::AddModule.
+  std::optional<KernelBuild> build;
   // Allocations of at least this many bytes appear in the trace.
   uint64_t trace_alloc_threshold = 1 * kMiB;
 };
@@ -72,9 +74,9 @@ struct KexecOptions {
   // The next kernel's command line (kexec_file_load's cmdline); unset:
   // MachineConfig::cmdline, as for every boot.
   std::optional<std::string> cmdline;
-  // The next kernel's built-in file handlers (a different kernel build);
-  // unset: MachineConfig::handlers.
-  std::optional<KernelHandlers> handlers;
+  // The next kernel's modules (a different kernel build); unset: the
+  // machine's build.
+  std::optional<KernelBuild> build;
 };
 
 // Host time the steps of the last successful Kexec() took (steady clock;
@@ -105,11 +107,18 @@ class Machine : public KernelEnv {
   // running) or OK with kernel B running. A panic in B propagates.
   absl::Status Kexec(KexecOptions options = {});
 
-  // What is built into every kernel image this machine boots: called for
-  // each new Kernel (cold boot and kexec) before it boots, to register
-  // initcalls, reboot hooks, handlers. Changing it between kexecs models
-  // kexec'ing into a different kernel build.
-  void SetKernelInit(std::function<void(Kernel&)> init) { kernel_init_ = std::move(init); }
+  // Adds an out-of-tree module (a handler under test, a test's own
+  // initcalls or reboot hooks) to this machine's registry. Unless
+  // MachineConfig::build says otherwise it is built into every kernel the
+  // machine boots from the next boot or kexec on; a KexecOptions::build
+  // that leaves it out boots a kernel without it. InvalidArgument as
+  // ModuleRegistry::Add.
+  absl::Status AddModule(KernelModule module);
+  // The modules kernels of this machine can be built with: the built-in
+  // table and every AddModule.
+  const ModuleRegistry& modules() const { return modules_; }
+  // The build of every kernel that is not given one.
+  KernelBuild DefaultBuild() const;
 
   bool has_kernel() const { return kernel_ != nullptr; }
   Kernel& kernel();
@@ -139,7 +148,7 @@ class Machine : public KernelEnv {
   Machine(MachineConfig config, std::unique_ptr<hw::PhysicalMemory> memory);
   static absl::StatusOr<hw::MemoryLayout> LayoutFor(const MachineConfig& config);
   KernelConfig KernelConfigFor(PhysAddr image_base) const;
-  void StartKernel(BootParams params, const KernelHandlers& handlers);
+  void StartKernel(BootParams params, const KernelBuild& build);
 
   MachineConfig config_;
   std::unique_ptr<hw::PhysicalMemory> memory_;
@@ -147,7 +156,8 @@ class Machine : public KernelEnv {
   FaultInjector faults_;
   EventTrace trace_;
   std::unique_ptr<Kernel> kernel_;
-  std::function<void(Kernel&)> kernel_init_;
+  ModuleRegistry modules_ = ModuleRegistry::Builtin();
+  std::vector<std::string> added_modules_;
   uint64_t next_generation_ = 1;
   uint64_t kexec_count_ = 0;
   abi::KhoData last_handover_ = {};

@@ -32,6 +32,7 @@
 #include "absl/strings/string_view.h"
 #include "khosim/luo/luo.h"
 #include "khosim/machine/kernel.h"
+#include "khosim/machine/kernel_module.h"
 #include "khosim/mm/mm.h"
 
 namespace khosim::scenario {
@@ -49,26 +50,21 @@ struct MachineSpec {
   uint64_t page_size = 4096;
   uint64_t seed = 1;
   mm::FreeMemoryPolicy scrub = mm::FreeMemoryPolicy::kPoison;
-  // The LUO file handlers built into every kernel a boot does not give its
-  // own (`handlers:`); the default is memfd-v2 only, as MachineConfig's.
-  KernelHandlers handlers;
+  // The modules (LUO file handlers) built into every kernel a boot does not
+  // give its own (`handlers:`); the default is the built-in registry's
+  // (memfd-v2 only), as MachineConfig's.
+  KernelBuild handlers = ModuleRegistry::Builtin().DefaultBuild();
 };
 
-// A LUO file handler a kernel can be built with: the name scenarios use and
-// the compatible string it preserves files under (and retrieves them by).
+// A module a kernel is built with, as reports show it: the name scenarios
+// use and the compatible string it preserves files under (and retrieves
+// them by).
 struct HandlerInfo {
   std::string name;        // "memfd", "memfd-sparse", "hugetlb"
   std::string compatible;  // "memfd-v2", "memfd-sparse-v1", "hugemfd-v1"
 };
-// Every handler this build can put into a kernel.
-const std::vector<HandlerInfo>& KnownHandlers();
-// The handlers |handlers| builds in, in KnownHandlers() order.
-std::vector<HandlerInfo> BuiltHandlers(const KernelHandlers& handlers);
-// "memfd, memfd-sparse, hugetlb" (the names), or "none".
-std::string FormatHandlers(const KernelHandlers& handlers);
-// A comma-separated list of handler names (`khosim run --handlers`); an
-// empty list builds none. InvalidArgument names an unknown or repeated one.
-absl::StatusOr<KernelHandlers> ParseHandlerList(absl::string_view list);
+// The modules |build| has, in the built-in registry's order.
+std::vector<HandlerInfo> BuiltHandlers(const KernelBuild& build);
 
 // kMemfd: a shmem memfd of base pages. kHugetlb: an MFD_HUGETLB memfd of one
 // huge page size, written through a shared mapping (hugetlbfs has no
@@ -164,8 +160,8 @@ struct BootSpec {
   std::string kho_profile = "kho-v4";
   SourcePos kho_profile_pos;  // of `kho` (or `cmdline`), when given
   luo::LuoProfile luo_profile = luo::LuoProfile::k7_3;
-  // This kernel build's file handlers; nullopt: MachineSpec::handlers.
-  std::optional<KernelHandlers> handlers;
+  // This kernel build's modules; nullopt: MachineSpec::handlers.
+  std::optional<KernelBuild> handlers;
   std::vector<ProcessSpec> processes;
   SourcePos pos;
   SourcePos handlers_pos;  // of `handlers`, when given
@@ -210,8 +206,8 @@ struct Scenario {
   std::optional<ProgramSpec> program;
 
   int kexecs() const { return static_cast<int>(boots.size()) - 1; }
-  // The file handlers built into boot |index|'s kernel (0-based).
-  KernelHandlers HandlersOf(size_t index) const;
+  // The modules built into boot |index|'s kernel (0-based).
+  KernelBuild HandlersOf(size_t index) const;
   const FileSpec* FindFile(absl::string_view name) const;
   // Bytes of every file's size.
   uint64_t FileBytes() const;

@@ -1,0 +1,65 @@
+// The in-tree kernel modules: one entry per LUO handler and driver. Adding
+// one is its own source file, its CMake line and an entry here; the Kernel
+// and the scenario parser both read this table.
+#include "khosim/machine/builtin_modules.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "khosim/abi/hugetlb_luo.h"
+#include "khosim/abi/memfd_luo.h"
+#include "khosim/handlers/hugetlb_luo.h"
+#include "khosim/handlers/memfd_luo.h"
+#include "khosim/machine/kernel_module.h"
+
+namespace khosim {
+namespace {
+
+ModuleRegistry MakeBuiltin() {
+  std::vector<KernelModule> table = {
+      {
+          .name = kMemfdModule,
+          .description = "memfd preservation, upstream's memfd_luo (mm/memfd_luo.c)",
+          .compatibles = {abi::kMemfdLuoCompatible},
+          .initcalls = {{InitcallLevel::kLate, "memfd_luo_init", memfd_luo_init}},
+          .default_enabled = true,
+      },
+      {
+          .name = kMemfdSparseModule,
+          .description = "sparse memfd preservation on the KHO xarray (docs/memfd-sparse.md)",
+          .compatibles = {abi::kMemfdSparseCompatible},
+          .initcalls = {{InitcallLevel::kLate, "memfd_sparse_luo_init", memfd_sparse_luo_init}},
+          // Asked first, it preserves every memfd; memfd-v2, if built, still
+          // retrieves what an older kernel preserved with it.
+          .runs_before = {kMemfdModule},
+      },
+      {
+          .name = kHugetlbModule,
+          .description = "hugetlb memfds and the per-hstate FLB (docs/hugetlb-luo.md)",
+          .compatibles = {abi::kHugemfdLuoCompatible},
+          .flbs = {abi::kHugetlbFlbCompatible},
+          .initcalls = {{InitcallLevel::kLate, "hugetlb_luo_init", hugetlb_luo_init}},
+          // The pools are filled from memblock_free_all on: what the previous
+          // kernel's files hold must be known before.
+          .early_hooks = {{BootHook::kBeforeMemblockFreeAll, "hugetlb_luo_early",
+                           hugetlb_luo_early_init}},
+      },
+  };
+  ModuleRegistry registry;
+  for (KernelModule& module : table) {
+    if (absl::Status s = registry.Add(std::move(module)); !s.ok()) {
+      std::fprintf(stderr, "khosim: bad built-in module table: %s\n", s.ToString().c_str());
+      std::abort();
+    }
+  }
+  return registry;
+}
+
+}  // namespace
+
+const ModuleRegistry& ModuleRegistry::Builtin() {
+  static const ModuleRegistry* builtin = new ModuleRegistry(MakeBuiltin());
+  return *builtin;
+}
+
+}  // namespace khosim
