@@ -1,138 +1,41 @@
-// FLBs: global objects whose lifetime follows the preserved files of the
-// handlers they are linked to.
-//
-// Outgoing side (kernel A): count = dependent preserved files + 7.3
-// get_outgoing references. 0 -> 1 takes the FLB module and calls
-// preserve(); 1 -> 0 calls unpreserve() and drops the module. At reboot
-// every FLB with count > 0 is written {name, data, count} to the FLB page.
-// Incoming side (kernel B): the serialized count becomes the incoming count
-// on first use (a get, or 7.3: a put); retrieve() runs once, on the first
-// get (or before finish if nothing got it); each dependent file's finish
-// and each put_incoming drops one; at 0, finish() runs once.
-//
-// Each side has its own lock, held while the FLB's callbacks run. A
-// callback that calls back into the same side would deadlock in the kernel;
-// here the HazardMutex reports it and the call fails (-EDEADLK) instead.
+// FLB lifecycles (see the header for the refcount model and the hazards).
+#include "luo_flb.h"
+
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "khosim/kho/kho.h"
 #include "khosim/linux/mm.h"
-#include "luo_internal.h"
+#include "khosim/linux/module.h"
 
 namespace khosim::luo {
-namespace {
 
-absl::string_view CompatOf(const char (&raw)[abi::kLiveupdateCompatLength]) {
-  return absl::string_view(raw, strnlen(raw, sizeof(raw)));
-}
+// ---- Outgoing ---------------------------------------------------------------
 
-}  // namespace
-
-FlbState* LuoState::FindFlb(const struct liveupdate_flb* flb) {
-  absl::MutexLock lock(&register_mu_);
-  for (auto& f : flbs_) {
-    if (f->flb == flb) return f.get();
-  }
-  return nullptr;
-}
-
-int LuoState::RegisterFlb(struct liveupdate_file_handler* fh, struct liveupdate_flb* flb) {
-  if (!enabled_) return -EOPNOTSUPP;
-  if (fh == nullptr || flb == nullptr || flb->ops == nullptr) {
-    ctx_.Warn(KHOSIM_SITE, "liveupdate_register_flb with a NULL argument");
-    return -EINVAL;
-  }
-  const struct liveupdate_flb_ops* ops = flb->ops;
-  if (ops->preserve == nullptr || ops->unpreserve == nullptr || ops->retrieve == nullptr ||
-      ops->finish == nullptr) {
-    ctx_.Warn(KHOSIM_SITE, "liveupdate_register_flb: an FLB op is missing");
-    return -EINVAL;
-  }
-  HandlerEntry* h = FindHandler(fh);
-  if (h == nullptr) {
-    ctx_.Warn(KHOSIM_SITE, "liveupdate_register_flb: handler not registered");
-    return -EINVAL;
-  }
-  if (ctx_.ShouldFail("kmalloc")) return -ENOMEM;
-  absl::MutexLock lock(&register_mu_);
-  for (const FlbState* linked : h->flbs) {
-    if (linked->flb == flb) return -EEXIST;
-  }
-  FlbState* state = nullptr;
-  for (auto& f : flbs_) {
-    if (f->flb == flb) state = f.get();
-  }
-  if (state == nullptr) {
-    if (flbs_.size() >= abi::LuoFlbMax(PAGE_SIZE)) return -ENOSPC;
-    for (const auto& f : flbs_) {
-      if (CompatOf(f->flb->compatible) == CompatOf(flb->compatible)) return -EEXIST;
-    }
-    auto owned = std::make_unique<FlbState>();
-    owned->flb = flb;
-    state = owned.get();
-    flbs_.push_back(std::move(owned));
-  }
-  state->users++;
-  h->flbs.push_back(state);
-  return 0;
-}
-
-void LuoState::UnregisterFlb(struct liveupdate_file_handler* fh, struct liveupdate_flb* flb) {
-  if (!enabled_) return;
-  HandlerEntry* h = FindHandler(fh);
-  absl::MutexLock lock(&register_mu_);
-  auto it = h == nullptr ? std::vector<FlbState*>::iterator()
-                         : std::find_if(h->flbs.begin(), h->flbs.end(),
-                                        [&](FlbState* s) { return s->flb == flb; });
-  if (h == nullptr || it == h->flbs.end()) {
-    ctx_.Warn(KHOSIM_SITE, "liveupdate_unregister_flb: FLB not linked to this handler");
+void FlbLifecycle::OutgoingPutLocked(FlbState& s) {
+  if (s.outgoing.count <= 0) {
+    luo_.ctx().Warn(
+        "luo-hazard: flb outgoing underflow",
+        absl::StrCat("outgoing FLB ", CompatOf(s.flb->compatible), " put without a get"));
     return;
   }
-  FlbState* state = *it;
-  h->flbs.erase(it);
-  if (--state->users == 0) {
-    flbs_.erase(std::find_if(flbs_.begin(), flbs_.end(),
-                             [&](const auto& owned) { return owned.get() == state; }));
-  }
-}
-
-namespace {
-
-void TraceFlb(KernelContext& ctx, absl::string_view op, const struct liveupdate_flb* flb,
-              long count) {
-  if (!ctx.TraceEnabled(LuoState::kTraceCategory)) return;
-  ctx.Trace(LuoState::kTraceCategory, op,
-            {{"flb", std::string(CompatOf(flb->compatible))}, {"count", absl::StrCat(count)}});
-}
-
-// Drops one outgoing reference; the last one unpreserves. Lock held.
-void OutgoingPutLocked(KernelContext& ctx, FlbState& s) {
-  FlbSide& out = s.outgoing;
-  if (out.count <= 0) {
-    ctx.Warn("luo-hazard: flb outgoing underflow",
-             absl::StrCat("outgoing FLB ", CompatOf(s.flb->compatible), " put without a get"));
-    return;
-  }
-  if (--out.count > 0) return;
-  struct liveupdate_flb_op_args args = {s.flb, out.data, out.obj};
-  TraceFlb(ctx, "flb_unpreserve", s.flb, 0);
+  if (--s.outgoing.count > 0) return;
+  struct liveupdate_flb_op_args args = {s.flb, s.outgoing.data, s.outgoing.obj};
+  luo_.TraceFlb("flb_unpreserve", s.flb, 0);
   s.flb->ops->unpreserve(&args);
-  out.data = 0;
-  out.obj = nullptr;
+  s.outgoing.data = 0;
+  s.outgoing.obj = nullptr;
   module_put(s.flb->ops->owner);
 }
 
-}  // namespace
-
-int LuoState::FlbFilePreserve(HandlerEntry& h) {
+int FlbLifecycle::FilePreserve(HandlerEntry& h) {
   size_t done = 0;
   int err = 0;
   for (; done < h.flbs.size(); ++done) {
     FlbState& s = *h.flbs[done];
-    HazardLock lock(s.outgoing.mutex, ctx_, "flb outgoing lock");
+    HazardLock lock(s.outgoing.mutex, luo_.ctx(), "flb outgoing lock");
     if (!lock.held()) {
       err = -EDEADLK;
       break;
@@ -143,7 +46,7 @@ int LuoState::FlbFilePreserve(HandlerEntry& h) {
         break;
       }
       struct liveupdate_flb_op_args args = {s.flb, 0, nullptr};
-      TraceFlb(ctx_, "flb_preserve", s.flb, 1);
+      luo_.TraceFlb("flb_preserve", s.flb, 1);
       if ((err = s.flb->ops->preserve(&args)) != 0) {
         module_put(s.flb->ops->owner);
         break;
@@ -156,27 +59,27 @@ int LuoState::FlbFilePreserve(HandlerEntry& h) {
   if (err == 0) return 0;
   while (done-- > 0) {
     FlbState& s = *h.flbs[done];
-    HazardLock lock(s.outgoing.mutex, ctx_, "flb outgoing lock");
-    if (lock.held()) OutgoingPutLocked(ctx_, s);
+    HazardLock lock(s.outgoing.mutex, luo_.ctx(), "flb outgoing lock");
+    if (lock.held()) OutgoingPutLocked(s);
   }
   return err;
 }
 
-void LuoState::FlbFileUnpreserve(HandlerEntry& h) {
+void FlbLifecycle::FileUnpreserve(HandlerEntry& h) {
   for (auto it = h.flbs.rbegin(); it != h.flbs.rend(); ++it) {
     FlbState& s = **it;
-    HazardLock lock(s.outgoing.mutex, ctx_, "flb outgoing lock");
-    if (lock.held()) OutgoingPutLocked(ctx_, s);
+    HazardLock lock(s.outgoing.mutex, luo_.ctx(), "flb outgoing lock");
+    if (lock.held()) OutgoingPutLocked(s);
   }
 }
 
-int LuoState::FlbGetOutgoing(struct liveupdate_flb* flb, void** objp) {
-  if (!enabled_) return -EOPNOTSUPP;
-  FlbState* s = FindFlb(flb);
+int FlbLifecycle::GetOutgoing(struct liveupdate_flb* flb, void** objp) {
+  if (!luo_.enabled()) return -EOPNOTSUPP;
+  FlbState* s = registry_.FindFlb(flb);
   if (s == nullptr) return -ENOENT;
-  HazardLock lock(s->outgoing.mutex, ctx_, "flb outgoing lock");
+  HazardLock lock(s->outgoing.mutex, luo_.ctx(), "flb outgoing lock");
   if (!lock.held()) return -EDEADLK;
-  if (!Is73()) {  // 7.2: the object, if any, and no reference
+  if (!luo_.Is73()) {  // 7.2: the object, if any, and no reference
     *objp = s->outgoing.obj;
     return 0;
   }
@@ -187,47 +90,50 @@ int LuoState::FlbGetOutgoing(struct liveupdate_flb* flb, void** objp) {
   return 0;
 }
 
-void LuoState::FlbPutOutgoing(struct liveupdate_flb* flb) {
-  if (!enabled_) return;
-  if (!Is73()) {
-    ctx_.Warn(KHOSIM_SITE, "liveupdate_flb_put_outgoing does not exist before 7.3");
+void FlbLifecycle::PutOutgoing(struct liveupdate_flb* flb) {
+  if (!luo_.enabled()) return;
+  if (!luo_.Is73()) {
+    luo_.ctx().Warn(KHOSIM_SITE, "liveupdate_flb_put_outgoing does not exist before 7.3");
     return;
   }
-  FlbState* s = FindFlb(flb);
+  FlbState* s = registry_.FindFlb(flb);
   if (s == nullptr) return;
-  HazardLock lock(s->outgoing.mutex, ctx_, "flb outgoing lock");
+  HazardLock lock(s->outgoing.mutex, luo_.ctx(), "flb outgoing lock");
   if (!lock.held()) return;
   if (s->outgoing.extra_refs <= 0) {
-    ctx_.Warn(
+    luo_.ctx().Warn(
         "luo-hazard: flb outgoing underflow",
         absl::StrCat("liveupdate_flb_put_outgoing(", CompatOf(flb->compatible), ") without a get"));
     return;
   }
   s->outgoing.extra_refs--;
-  OutgoingPutLocked(ctx_, *s);
+  OutgoingPutLocked(*s);
 }
 
-void LuoState::SerializeFlbs() {
+void FlbLifecycle::Serialize(abi::LuoFlbHeaderSer* page) {
   uint64_t n = 0;
-  auto* entries = reinterpret_cast<abi::LuoFlbSer*>(out_flbs_ + 1);
-  absl::MutexLock lock(&register_mu_);
-  for (auto& s : flbs_) {
-    if (s->outgoing.count <= 0) continue;
-    if (s->outgoing.extra_refs > 0) {
-      ctx_.Warn("luo-hazard: flb outgoing ref at reboot",
-                absl::StrCat("FLB ", CompatOf(s->flb->compatible), " has ", s->outgoing.extra_refs,
-                             " get_outgoing references still held at reboot"));
+  auto* entries = reinterpret_cast<abi::LuoFlbSer*>(page + 1);
+  registry_.ForEachFlb([&](FlbState& s) {
+    HazardLock lock(s.outgoing.mutex, luo_.ctx(), "flb outgoing lock");
+    if (s.outgoing.count <= 0) return;
+    if (s.outgoing.extra_refs > 0) {
+      luo_.ctx().Warn(
+          "luo-hazard: flb outgoing ref at reboot",
+          absl::StrCat("FLB ", CompatOf(s.flb->compatible), " has ", s.outgoing.extra_refs,
+                       " get_outgoing references still held at reboot"));
     }
     abi::LuoFlbSer& e = entries[n++];
     std::memset(e.name, 0, sizeof(e.name));
-    const absl::string_view name = CompatOf(s->flb->compatible);
+    const absl::string_view name = CompatOf(s.flb->compatible);
     std::memcpy(e.name, name.data(), std::min(name.size(), sizeof(e.name) - 1));
-    e.data = s->outgoing.data;
-    e.count = static_cast<uint64_t>(s->outgoing.count);
-  }
-  out_flbs_->pgcnt = abi::kLuoFlbPageCount;
-  out_flbs_->count = n;
+    e.data = s.outgoing.data;
+    e.count = static_cast<uint64_t>(s.outgoing.count);
+  });
+  page->pgcnt = abi::kLuoFlbPageCount;
+  page->count = n;
 }
+
+// ---- Incoming ---------------------------------------------------------------
 
 int ReadIncomingFlbDataEarly(KernelContext& ctx, kho::Kho& kho, absl::string_view compatible,
                              uint64_t* data) {
@@ -260,9 +166,9 @@ int ReadIncomingFlbDataEarly(KernelContext& ctx, kho::Kho& kho, absl::string_vie
   return -ENOENT;
 }
 
-int LuoState::SetupIncomingFlbs(uint64_t flbs_pa) {
+int FlbLifecycle::SetupIncoming(uint64_t flbs_pa) {
   if (flbs_pa == 0) return 0;
-  struct folio* folio = kho_.RestoreFolio(PhysAddr(flbs_pa));
+  struct folio* folio = luo_.kho().RestoreFolio(PhysAddr(flbs_pa));
   if (folio == nullptr) return -EINVAL;
   auto* header = static_cast<abi::LuoFlbHeaderSer*>(folio_address(folio));
   if (header->pgcnt != abi::kLuoFlbPageCount || header->count > abi::LuoFlbMax(PAGE_SIZE)) {
@@ -273,14 +179,11 @@ int LuoState::SetupIncomingFlbs(uint64_t flbs_pa) {
   return 0;
 }
 
-namespace {
-
-// Loads the incoming count from the FLB page on first use. Lock held.
-int LoadIncoming(const abi::LuoFlbHeaderSer* in, FlbState& s) {
+int FlbLifecycle::LoadIncomingLocked(FlbState& s) {
   if (s.incoming.loaded) return 0;
-  if (in == nullptr) return -ENODATA;
-  const auto* entries = reinterpret_cast<const abi::LuoFlbSer*>(in + 1);
-  for (uint64_t i = 0; i < in->count; ++i) {
+  if (in_flbs_ == nullptr) return -ENODATA;
+  const auto* entries = reinterpret_cast<const abi::LuoFlbSer*>(in_flbs_ + 1);
+  for (uint64_t i = 0; i < in_flbs_->count; ++i) {
     if (CompatOf(entries[i].name) == CompatOf(s.flb->compatible)) {
       s.incoming.data = entries[i].data;
       s.incoming.count = static_cast<long>(entries[i].count);
@@ -291,42 +194,39 @@ int LoadIncoming(const abi::LuoFlbHeaderSer* in, FlbState& s) {
   return -ENOENT;
 }
 
-}  // namespace
-
-// Incoming retrieve, once. Lock held. A 7.3 failure is latched.
-static int RetrieveIncomingLocked(LuoState& luo, FlbState& s) {
-  FlbSide& in = s.incoming;
-  if (in.retrieved) return 0;
-  if (luo.Is73() && in.retrieve_status < 0) return in.retrieve_status;
-  if (in.finished) return -ENODATA;
-  if (int err = LoadIncoming(luo.in_flbs_, s); err != 0) return err;
+// Incoming retrieve, once. A 7.3 failure is latched.
+int FlbLifecycle::RetrieveIncomingLocked(FlbState& s) {
+  if (s.incoming.retrieved) return 0;
+  if (luo_.Is73() && s.incoming.retrieve_status < 0) return s.incoming.retrieve_status;
+  if (s.incoming.finished) return -ENODATA;
+  if (int err = LoadIncomingLocked(s); err != 0) return err;
   if (!try_module_get(s.flb->ops->owner)) return -ENODEV;
-  struct liveupdate_flb_op_args args = {s.flb, in.data, nullptr};
-  TraceFlb(luo.ctx_, "flb_retrieve", s.flb, in.count);
+  struct liveupdate_flb_op_args args = {s.flb, s.incoming.data, nullptr};
+  luo_.TraceFlb("flb_retrieve", s.flb, s.incoming.count);
   if (int err = s.flb->ops->retrieve(&args); err != 0) {
     module_put(s.flb->ops->owner);
-    if (luo.Is73()) in.retrieve_status = err;
+    if (luo_.Is73()) s.incoming.retrieve_status = err;
     return err;
   }
-  in.obj = args.obj;
-  in.retrieved = true;
-  in.retrieve_status = 1;
+  s.incoming.obj = args.obj;
+  s.incoming.retrieved = true;
+  s.incoming.retrieve_status = 1;
   return 0;
 }
 
-int LuoState::FlbGetIncoming(struct liveupdate_flb* flb, void** objp) {
-  if (!enabled_) return -EOPNOTSUPP;
-  FlbState* s = FindFlb(flb);
+int FlbLifecycle::GetIncoming(struct liveupdate_flb* flb, void** objp) {
+  if (!luo_.enabled()) return -EOPNOTSUPP;
+  FlbState* s = registry_.FindFlb(flb);
   if (s == nullptr) return -ENOENT;
-  HazardLock lock(s->incoming.mutex, ctx_, "flb incoming lock");
+  HazardLock lock(s->incoming.mutex, luo_.ctx(), "flb incoming lock");
   if (!lock.held()) return -EDEADLK;
   if (s->incoming.finished) return -ENODATA;
-  if (int err = RetrieveIncomingLocked(*this, *s); err != 0) return err;
+  if (int err = RetrieveIncomingLocked(*s); err != 0) return err;
   // The count came from the FLB page: a hostile one may already be at the
   // top, where the kernel's increment would silently wrap.
   if (s->incoming.count == LONG_MAX) {
-    ctx_.Warn("luo-hazard: flb incoming overflow",
-              absl::StrCat("incoming FLB ", CompatOf(flb->compatible), " count would wrap"));
+    luo_.ctx().Warn("luo-hazard: flb incoming overflow",
+                    absl::StrCat("incoming FLB ", CompatOf(flb->compatible), " count would wrap"));
     return -EOVERFLOW;
   }
   s->incoming.count++;
@@ -334,63 +234,73 @@ int LuoState::FlbGetIncoming(struct liveupdate_flb* flb, void** objp) {
   return 0;
 }
 
-static void PutIncoming(LuoState& luo, FlbState& s) {
-  FlbSide& in = s.incoming;
-  HazardLock lock(in.mutex, luo.ctx_, "flb incoming lock");
+void FlbLifecycle::PutIncoming(FlbState& s) {
+  KernelContext& ctx = luo_.ctx();
+  HazardLock lock(s.incoming.mutex, ctx, "flb incoming lock");
   if (!lock.held()) return;
-  if (in.finished) {
-    luo.ctx_.Warn("luo-hazard: flb incoming underflow",
-                  absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible), " put after finish"));
+  if (s.incoming.finished) {
+    ctx.Warn("luo-hazard: flb incoming underflow",
+             absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible), " put after finish"));
     return;
   }
   // 7.3 loads the serialized count on the first put too; 7.2 only on a
   // get, so a put before any get underflows there.
-  if (luo.Is73()) {
-    if (int err = LoadIncoming(luo.in_flbs_, s); err != 0) {
-      luo.ctx_.Warn(KHOSIM_SITE, absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible),
-                                              " put without incoming data: ", err));
+  if (luo_.Is73()) {
+    if (int err = LoadIncomingLocked(s); err != 0) {
+      ctx.Warn(KHOSIM_SITE, absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible),
+                                         " put without incoming data: ", err));
       return;
     }
   }
-  if (in.count <= 0) {
-    luo.ctx_.Warn("luo-hazard: flb incoming underflow",
-                  absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible), " put without a get"));
+  if (s.incoming.count <= 0) {
+    ctx.Warn("luo-hazard: flb incoming underflow",
+             absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible), " put without a get"));
     return;
   }
-  if (--in.count > 0) return;
-  if (!in.retrieved) {
-    if (int err = RetrieveIncomingLocked(luo, s); err != 0) {
-      luo.ctx_.Warn(KHOSIM_SITE, absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible),
-                                              " cannot be retrieved for finish: ", err));
+  if (--s.incoming.count > 0) return;
+  if (!s.incoming.retrieved) {
+    if (int err = RetrieveIncomingLocked(s); err != 0) {
+      ctx.Warn(KHOSIM_SITE, absl::StrCat("incoming FLB ", CompatOf(s.flb->compatible),
+                                         " cannot be retrieved for finish: ", err));
       return;
     }
   }
-  struct liveupdate_flb_op_args args = {s.flb, 0, in.obj};
-  TraceFlb(luo.ctx_, "flb_finish", s.flb, 0);
+  struct liveupdate_flb_op_args args = {s.flb, 0, s.incoming.obj};
+  luo_.TraceFlb("flb_finish", s.flb, 0);
   s.flb->ops->finish(&args);
-  in.finished = true;
-  in.obj = nullptr;
-  in.data = 0;
+  s.incoming.finished = true;
+  s.incoming.obj = nullptr;
+  s.incoming.data = 0;
   module_put(s.flb->ops->owner);
 }
 
-void LuoState::FlbPutIncoming(struct liveupdate_flb* flb) {
-  if (!enabled_) return;
-  if (FlbState* s = FindFlb(flb)) PutIncoming(*this, *s);
+void FlbLifecycle::PutIncoming(struct liveupdate_flb* flb) {
+  if (!luo_.enabled()) return;
+  if (FlbState* s = registry_.FindFlb(flb)) PutIncoming(*s);
 }
 
-void LuoState::FlbFileFinish(HandlerEntry& h) {
-  for (auto it = h.flbs.rbegin(); it != h.flbs.rend(); ++it) PutIncoming(*this, **it);
+void FlbLifecycle::FileFinish(HandlerEntry& h) {
+  for (auto it = h.flbs.rbegin(); it != h.flbs.rend(); ++it) PutIncoming(**it);
 }
 
-std::vector<Luo::FlbInfo> Luo::Flbs() const {
-  std::vector<FlbInfo> out;
-  absl::MutexLock lock(&state_->register_mu_);
-  for (const auto& s : state_->flbs_) {
-    out.push_back({std::string(CompatOf(s->flb->compatible)), s->outgoing.count, s->incoming.count,
-                   s->incoming.retrieved, s->incoming.finished, s->incoming.retrieve_status,
-                   s->users});
-  }
+namespace {
+
+// A racy read of both sides, for inspection.
+Luo::FlbInfo Snapshot(const FlbState& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  return {std::string(CompatOf(s.flb->compatible)),
+          s.outgoing.count,
+          s.incoming.count,
+          s.incoming.retrieved,
+          s.incoming.finished,
+          s.incoming.retrieve_status,
+          s.users};
+}
+
+}  // namespace
+
+std::vector<Luo::FlbInfo> FlbLifecycle::Info() {
+  std::vector<Luo::FlbInfo> out;
+  registry_.ForEachFlb([&](FlbState& s) { out.push_back(Snapshot(s)); });
   return out;
 }
 

@@ -1,27 +1,13 @@
-// LUO sessions: named containers of preserved files, their fds and ioctls,
-// and their serialization at reboot.
-//
-// Outgoing: CREATE_SESSION grows the session block set for count + 1
-// entries *before* the duplicate-name check (so an -EEXIST leaves the extra
-// block until a later shrink, as upstream does), then links the session;
-// closing its last fd unpreserves every file (reverse order) and unlinks
-// it. At reboot every session is frozen in creation order into its
-// pre-allocated LuoSessionSer; a failure unwinds the sessions already
-// frozen in reverse, each unfreezing its files forward.
-// Incoming: the session chain adopted at early boot is turned into
-// sessions at the first open of /dev/liveupdate, then freed. A session is
-// retrieved at most once; closing a retrieved session finishes it
-// implicitly, and a vetoed finish leaves it (and its files) to LUO until
-// the next live update.
+// LUO sessions (see the header for their lifecycle and the lock order).
+#include "luo_session.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "khosim/linux/err.h"
-#include "khosim/linux/uaccess.h"
-#include "khosim/uapi/liveupdate.h"
-#include "luo_internal.h"
 
 namespace khosim::luo {
 namespace {
@@ -33,246 +19,133 @@ absl::string_view NameOf(const uint8_t (&raw)[abi::kLiveupdateSessionNameLength]
   return absl::string_view(p, strnlen(p, abi::kLiveupdateSessionNameLength));
 }
 
-const struct file_operations kSessionFops = {
-    .owner = nullptr,
-    .open = nullptr,
-    .release = [](struct inode*, struct file* f) -> int {
-      return Luo::Current().state().SessionRelease(static_cast<Session*>(f->private_data));
-    },
-    .unlocked_ioctl = [](struct file* f, unsigned int cmd, unsigned long arg) -> long {
-      return Luo::Current().state().SessionIoctl(static_cast<Session*>(f->private_data), cmd, arg);
-    },
-};
-
-int GetSessionFile(Session* session, struct file** out) {
-  // "[luo_session] <name>", built on the stack: session names are shorter
-  // than kLiveupdateSessionNameLength.
-  constexpr absl::string_view kPrefix = "[luo_session] ";
-  char name[kPrefix.size() + abi::kLiveupdateSessionNameLength];
-  const size_t len = std::min<size_t>(session->name.size(), abi::kLiveupdateSessionNameLength - 1);
-  std::memcpy(name, kPrefix.data(), kPrefix.size());
-  std::memcpy(name + kPrefix.size(), session->name.data(), len);
-  name[kPrefix.size() + len] = '\0';
-  struct file* f = anon_inode_getfile(name, &kSessionFops, session, O_RDWR);
-  if (IS_ERR(f)) return static_cast<int>(PTR_ERR(f));
-  *out = f;
-  return 0;
-}
-
 }  // namespace
 
-int LuoState::CreateSession(const uint8_t (&raw)[abi::kLiveupdateSessionNameLength],
-                            struct file** out) {
+// Defined with the session file's operations (luo_session_file.cc).
+int GetSessionFile(Session* session, struct file** out);
+
+Sessions::~Sessions() {
+  absl::MutexLock lock(&mu_);
+  for (SessionList* list : {&outgoing_, &incoming_}) {
+    while (!list->empty()) DestroyLocked(*list, &list->front());
+  }
+}
+
+Session* Sessions::FindLocked(const SessionList& list, absl::string_view name) const {
+  // Upstream's walk of the session list, kept as it is: O(sessions).
+  for (const Session& s : list) {
+    if (s.name == name) return const_cast<Session*>(&s);
+  }
+  return nullptr;
+}
+
+void Sessions::DestroyLocked(SessionList& list, Session* session) {
+  list.erase(list.iterator_to(*session));
+  delete session;
+}
+
+bool Sessions::EnterCall(absl::string_view what, const Session* session) {
+  // The common path: no allocation, nothing formatted.
+  if (!frozen_.load()) return true;
+  blocked_calls_.fetch_add(1);
+  const std::string call =
+      session == nullptr ? std::string(what) : absl::StrCat(what, " ", session->name);
+  if (svc_.luo.Tracing()) svc_.luo.Trace("blocked", {{"call", call}});
+  svc_.luo.ctx().Log(
+      absl::StrCat("luo: ", call, " blocks until the kexec (sessions are serialized)"));
+  return false;
+}
+
+int Sessions::Create(const uint8_t (&raw)[abi::kLiveupdateSessionNameLength], struct file** out) {
   const absl::string_view name = NameOf(raw);
   if (name.empty() || name.size() > abi::kLiveupdateSessionNameLength - 1) return -EINVAL;
-  if (ctx_.ShouldFail("kmalloc")) return -ENOMEM;
-  auto session = std::make_unique<Session>();
-  session->name = std::string(name);
-  if (!EnterSessionCall("create session")) return -ERESTARTSYS;
-
-  Session* s = session.get();
+  if (svc_.luo.ctx().ShouldFail("kmalloc")) return -ENOMEM;
+  if (!EnterCall("create session")) return -ERESTARTSYS;
+  auto* s = new Session(svc_, std::string(name), /*is_incoming=*/false);
   {
-    absl::MutexLock lock(&sessions_mu_);
-    if (int err = outgoing_blocks_.Grow(outgoing_.size() + 1); err != 0) return err;
-    // Upstream's walk of the session list, kept as it is: O(sessions).
-    const absl::string_view new_name = s->name;
-    if (outgoing_.FindIf([&](const Session& other) { return other.name == new_name; }) != nullptr) {
-      return -EEXIST;
+    absl::MutexLock lock(&mu_);
+    int err = outgoing_blocks_.Grow(outgoing_.size() + 1);
+    if (err == 0 && FindLocked(outgoing_, s->name) != nullptr) err = -EEXIST;
+    if (err != 0) {
+      delete s;
+      return err;
     }
-    outgoing_.PushBack(std::move(session));
+    outgoing_.push_back(*s);
   }
   int err = 0;
   {
-    HazardLock lock(s->mutex, ctx_, "session mutex");
+    HazardLock lock(s->mutex, svc_.luo.ctx(), "session mutex");
     err = GetSessionFile(s, out);
   }
   if (err != 0) {
-    absl::MutexLock lock(&sessions_mu_);
-    std::unique_ptr<Session> owned = outgoing_.Unlink(s);
+    absl::MutexLock lock(&mu_);
+    DestroyLocked(outgoing_, s);
     outgoing_blocks_.Shrink(outgoing_.size());
     return err;
   }
-  if (Tracing()) ctx_.Trace(kTraceCategory, "session_create", {{"session", s->name}});
+  if (svc_.luo.Tracing()) svc_.luo.Trace("session_create", {{"session", s->name}});
   return 0;
 }
 
-int LuoState::RetrieveSession(const uint8_t (&raw)[abi::kLiveupdateSessionNameLength],
-                              struct file** out) {
+int Sessions::Retrieve(const uint8_t (&raw)[abi::kLiveupdateSessionNameLength], struct file** out) {
   const absl::string_view name = NameOf(raw);
-  if (!EnterSessionCall("retrieve session")) return -ERESTARTSYS;
+  if (!EnterCall("retrieve session")) return -ERESTARTSYS;
   Session* s = nullptr;
   {
-    absl::MutexLock lock(&sessions_mu_);
-    s = incoming_.FindIf([&](const Session& session) { return session.name == name; });
+    absl::MutexLock lock(&mu_);
+    s = FindLocked(incoming_, name);
   }
   if (s == nullptr) return -ENOENT;
-  HazardLock lock(s->mutex, ctx_, "session mutex");
+  HazardLock lock(s->mutex, svc_.luo.ctx(), "session mutex");
   if (s->retrieved) return -EINVAL;
   if (int err = GetSessionFile(s, out); err != 0) return err;
   s->retrieved = true;
-  if (Tracing()) ctx_.Trace(kTraceCategory, "session_retrieve", {{"session", s->name}});
+  if (svc_.luo.Tracing()) svc_.luo.Trace("session_retrieve", {{"session", s->name}});
   return 0;
 }
 
-int LuoState::SessionRelease(Session* session) {
-  if (!EnterSessionCall("close session", session)) return -ERESTARTSYS;
+int Sessions::Release(Session* session) {
+  if (!EnterCall("close session", session)) return -ERESTARTSYS;
   if (session->retrieved) {
     int err = 0;
     {
-      HazardLock lock(session->mutex, ctx_, "session mutex");
-      err = FinishFiles(session);
+      HazardLock lock(session->mutex, svc_.luo.ctx(), "session mutex");
+      err = session->files.FinishAll();
     }
     if (err != 0) {
       // The VFS ignores release's result: the session stays, retrieved and
       // without an fd, until the next live update.
-      ctx_.Log(absl::StrCat("luo: warning: unable to finish session [", session->name,
-                            "] on release: ", err));
-      if (Tracing()) ctx_.Trace(kTraceCategory, "session_leaked", {{"session", session->name}});
+      svc_.luo.ctx().Log(absl::StrCat("luo: warning: unable to finish session [", session->name,
+                                      "] on release: ", err));
+      if (svc_.luo.Tracing()) svc_.luo.Trace("session_leaked", {{"session", session->name}});
       return err;
     }
-    absl::MutexLock lock(&sessions_mu_);
-    std::unique_ptr<Session> owned = incoming_.Unlink(session);
-    if (Tracing()) ctx_.Trace(kTraceCategory, "session_destroy", {{"session", owned->name}});
+    const std::string name = session->name;
+    {
+      absl::MutexLock lock(&mu_);
+      DestroyLocked(incoming_, session);
+    }
+    if (svc_.luo.Tracing()) svc_.luo.Trace("session_destroy", {{"session", name}});
     return 0;
   }
   {
-    HazardLock lock(session->mutex, ctx_, "session mutex");
-    UnpreserveFiles(session);
+    HazardLock lock(session->mutex, svc_.luo.ctx(), "session mutex");
+    session->files.UnpreserveAll();
   }
-  absl::MutexLock lock(&sessions_mu_);
-  std::unique_ptr<Session> owned = outgoing_.Unlink(session);
-  outgoing_blocks_.Shrink(outgoing_.size());
-  if (Tracing()) ctx_.Trace(kTraceCategory, "session_destroy", {{"session", owned->name}});
+  const std::string name = session->name;
+  {
+    absl::MutexLock lock(&mu_);
+    DestroyLocked(outgoing_, session);
+    outgoing_blocks_.Shrink(outgoing_.size());
+  }
+  if (svc_.luo.Tracing()) svc_.luo.Trace("session_destroy", {{"session", name}});
   return 0;
 }
 
-namespace {
-
-enum class SessionKind { kIncoming, kOutgoing, kAll };
-
-struct SessionOp {
-  unsigned int size;
-  unsigned int min_size;
-  unsigned int cmd;
-  SessionKind kind;
-};
-
-// A buffer large enough for every session command's struct.
-union SessionCmdBuffer {
-  liveupdate_session_preserve_fd preserve;
-  liveupdate_session_retrieve_fd retrieve;
-  liveupdate_session_finish finish;
-  liveupdate_session_get_name get_name;
-};
-
-SessionOp OpFor(unsigned int index, bool is73) {
-  switch (index + LIVEUPDATE_CMD_SESSION_BASE) {
-    case LIVEUPDATE_CMD_SESSION_PRESERVE_FD:
-      return {sizeof(liveupdate_session_preserve_fd), sizeof(liveupdate_session_preserve_fd),
-              LIVEUPDATE_SESSION_PRESERVE_FD, SessionKind::kOutgoing};
-    case LIVEUPDATE_CMD_SESSION_RETRIEVE_FD:
-      return {sizeof(liveupdate_session_retrieve_fd), sizeof(liveupdate_session_retrieve_fd),
-              LIVEUPDATE_SESSION_RETRIEVE_FD, SessionKind::kIncoming};
-    case LIVEUPDATE_CMD_SESSION_FINISH:
-      return {sizeof(liveupdate_session_finish), sizeof(liveupdate_session_finish),
-              LIVEUPDATE_SESSION_FINISH, SessionKind::kIncoming};
-    default:
-      // GET_NAME: 7.2 declared it with the retrieve_fd struct, so its size
-      // and minimum were 16; 7.3 uses its own 72-byte struct.
-      if (!is73) {
-        return {sizeof(liveupdate_session_retrieve_fd), sizeof(liveupdate_session_retrieve_fd),
-                LIVEUPDATE_SESSION_GET_NAME, SessionKind::kAll};
-      }
-      return {sizeof(liveupdate_session_get_name), sizeof(liveupdate_session_get_name),
-              LIVEUPDATE_SESSION_GET_NAME, SessionKind::kAll};
-  }
-}
-
-constexpr unsigned int kSessionOpCount = 4;
-
-}  // namespace
-
-long LuoState::SessionIoctl(Session* session, unsigned int cmd, unsigned long arg) {
-  const unsigned int nr = _IOC_NR(cmd);
-  if (nr < LIVEUPDATE_CMD_SESSION_BASE || nr - LIVEUPDATE_CMD_SESSION_BASE >= kSessionOpCount) {
-    return -EINVAL;
-  }
-  void* ubuf = u64_to_user_ptr(arg);
-  uint32_t user_size = 0;
-  if (copy_from_user(&user_size, ubuf, sizeof(user_size)) != 0) return -EFAULT;
-  const SessionOp op = OpFor(nr - LIVEUPDATE_CMD_SESSION_BASE, Is73());
-  if (op.cmd != cmd) return -ENOIOCTLCMD;
-  const bool kind_ok =
-      op.kind == SessionKind::kAll || (op.kind == SessionKind::kIncoming) == session->retrieved;
-  if (!kind_ok) return -EINVAL;
-  if (user_size < op.min_size) return -EINVAL;
-  SessionCmdBuffer buf;
-  std::memset(&buf, 0, sizeof(buf));
-  if (int err = copy_struct_from_user(&buf, op.size, ubuf, user_size); err != 0) return err;
-  if (!EnterSessionCall("ioctl on session", session)) return -ERESTARTSYS;
-
-  auto respond = [&](size_t kernel_size) -> int {
-    return copy_to_user(ubuf, &buf, std::min<size_t>(user_size, kernel_size)) != 0 ? -EFAULT : 0;
-  };
-
-  switch (nr) {
-    case LIVEUPDATE_CMD_SESSION_PRESERVE_FD: {
-      int err = 0;
-      {
-        HazardLock lock(session->mutex, ctx_, "session mutex");
-        err = PreserveFile(session, buf.preserve.token, buf.preserve.fd);
-      }
-      if (err != 0) return err;
-      err = respond(sizeof(buf.preserve));
-      if (err != 0) {
-        ctx_.Log("luo: warning: the file was preserved, but the reply to userspace failed");
-      }
-      return err;
-    }
-    case LIVEUPDATE_CMD_SESSION_RETRIEVE_FD: {
-      buf.retrieve.fd = get_unused_fd_flags(O_CLOEXEC);
-      if (buf.retrieve.fd < 0) return buf.retrieve.fd;
-      struct file* file = nullptr;
-      int err = 0;
-      {
-        HazardLock lock(session->mutex, ctx_, "session mutex");
-        err = RetrieveFile(session, buf.retrieve.token, &file);
-      }
-      if (err == 0) {
-        err = respond(sizeof(buf.retrieve));
-        if (err != 0) fput(file);
-      }
-      if (err != 0) {
-        put_unused_fd(buf.retrieve.fd);
-        return err;
-      }
-      fd_install(buf.retrieve.fd, file);
-      return 0;
-    }
-    case LIVEUPDATE_CMD_SESSION_FINISH: {
-      if (Is73() && buf.finish.reserved != 0) return -EINVAL;
-      int err = 0;
-      {
-        HazardLock lock(session->mutex, ctx_, "session mutex");
-        err = FinishFiles(session);
-      }
-      if (err != 0) return err;
-      return respond(sizeof(buf.finish));
-    }
-    default: {  // GET_NAME
-      if (buf.get_name.reserved != 0) return -EINVAL;
-      std::memset(buf.get_name.name, 0, sizeof(buf.get_name.name));
-      std::memcpy(buf.get_name.name, session->name.data(),
-                  std::min(session->name.size(), sizeof(buf.get_name.name) - 1));
-      return respond(sizeof(buf.get_name));
-    }
-  }
-}
-
-int LuoState::SerializeSessions() {
+int Sessions::Serialize(abi::LuoSer* out_ser) {
   frozen_.store(true);  // the serialize rwsem, write-locked
-  absl::MutexLock lock(&sessions_mu_);
-  out_ser_->sessions_pa = 0;
+  absl::MutexLock lock(&mu_);
+  out_ser->sessions_pa = 0;
   kho::BlockSet::Iterator it(outgoing_blocks_);
   auto pos = outgoing_.begin();
   int err = 0;
@@ -280,14 +153,14 @@ int LuoState::SerializeSessions() {
     Session* s = &*pos;
     auto* ser = static_cast<abi::LuoSessionSer*>(it.ReserveEntry());
     if (ser == nullptr) {
-      ctx_.WarnOnce(KHOSIM_SITE, "no pre-allocated session record at reboot");
+      svc_.luo.ctx().WarnOnce(KHOSIM_SITE, "no pre-allocated session record at reboot");
       err = -ENOSPC;
       break;
     }
     ser->file_set = {};
     {
-      HazardLock session_lock(s->mutex, ctx_, "session mutex");
-      err = FreezeFiles(s, &ser->file_set);
+      HazardLock session_lock(s->mutex, svc_.luo.ctx(), "session mutex");
+      err = s->files.Freeze(&ser->file_set);
     }
     if (err != 0) {
       it.Prev();
@@ -297,7 +170,7 @@ int LuoState::SerializeSessions() {
     std::memcpy(ser->name, s->name.data(), std::min(s->name.size(), sizeof(ser->name) - 1));
   }
   if (err == 0) {
-    if (!outgoing_.empty()) out_ser_->sessions_pa = outgoing_blocks_.head_pa();
+    if (!outgoing_.empty()) out_ser->sessions_pa = outgoing_blocks_.head_pa();
     return 0;
   }
   // Sessions frozen before the failing one, newest first.
@@ -305,8 +178,8 @@ int LuoState::SerializeSessions() {
     Session* s = &*--pos;
     auto* ser = static_cast<abi::LuoSessionSer*>(it.Prev());
     {
-      HazardLock session_lock(s->mutex, ctx_, "session mutex");
-      UnfreezeFiles(s, &ser->file_set, nullptr);
+      HazardLock session_lock(s->mutex, svc_.luo.ctx(), "session mutex");
+      s->files.Unfreeze(&ser->file_set, nullptr);
     }
     std::memset(ser->name, 0, sizeof(ser->name));
   }
@@ -314,46 +187,39 @@ int LuoState::SerializeSessions() {
   return err;
 }
 
-int LuoState::SetupIncomingSessions(uint64_t sessions_pa) {
+int Sessions::SetupIncoming(uint64_t sessions_pa) {
   if (sessions_pa == 0) return 0;
+  absl::MutexLock lock(&mu_);
   if (int err = incoming_blocks_.Restore(sessions_pa); err != 0) return err;
   incoming_active_ = true;
   return 0;
 }
 
-int LuoState::DeserializeSessions() {
+int Sessions::Deserialize() {
+  absl::MutexLock lock(&mu_);
   if (!incoming_active_) return 0;
-  // On an error, sessions and files already built are left as they are:
-  // recovery from a corrupt handover is a reboot (upstream does the same).
   int err = 0;
   kho::BlockSet::Iterator it(incoming_blocks_);
   while (auto* ser = static_cast<abi::LuoSessionSer*>(it.ReadEntry())) {
-    if (ctx_.ShouldFail("kmalloc")) {
+    if (svc_.luo.ctx().ShouldFail("kmalloc")) {
       err = -ENOMEM;
       break;
     }
-    auto session = std::make_unique<Session>();
-    session->name = std::string(ser->name, strnlen(ser->name, sizeof(ser->name) - 1));
-    session->incoming = true;
-    Session* s = session.get();
-    {
-      absl::MutexLock lock(&sessions_mu_);
-      const absl::string_view new_name = s->name;
-      if (incoming_.FindIf([&](const Session& other) { return other.name == new_name; }) !=
-          nullptr) {
-        ctx_.Log(absl::StrCat("luo: warning: duplicate incoming session [", s->name, "]"));
-        err = -EEXIST;
-        break;
-      }
-      incoming_.PushBack(std::move(session));
+    const std::string name(ser->name, strnlen(ser->name, sizeof(ser->name) - 1));
+    if (FindLocked(incoming_, name) != nullptr) {
+      svc_.luo.ctx().Log(absl::StrCat("luo: warning: duplicate incoming session [", name, "]"));
+      err = -EEXIST;
+      break;
     }
+    auto* s = new Session(svc_, name, /*is_incoming=*/true);
+    incoming_.push_back(*s);
     {
-      HazardLock lock(s->mutex, ctx_, "session mutex");
-      err = DeserializeFiles(s, ser->file_set);
+      HazardLock session_lock(s->mutex, svc_.luo.ctx(), "session mutex");
+      err = s->files.Deserialize(ser->file_set);
     }
     if (err != 0) {
-      ctx_.Log(absl::StrCat("luo: warning: failed to deserialize files of session [", s->name,
-                            "]: ", err));
+      svc_.luo.ctx().Log(absl::StrCat("luo: warning: failed to deserialize files of session [",
+                                      s->name, "]: ", err));
       break;
     }
   }
@@ -362,35 +228,53 @@ int LuoState::DeserializeSessions() {
   return err;
 }
 
-std::vector<Luo::SessionInfo> Luo::OutgoingSessions() const {
-  std::vector<SessionInfo> out;
-  absl::MutexLock lock(&state_->sessions_mu_);
-  for (const Session& s : state_->outgoing_) {
-    SessionInfo info{s.name, false, false, {}, s.file_set.block_set.nblocks()};
-    for (const auto& f : s.file_set.files) {
-      info.files.push_back({f->token, f->fh->compatible, f->retrieve_status, f->file != nullptr});
-    }
-    out.push_back(std::move(info));
+uint64_t Sessions::incoming_head_pa() const {
+  absl::MutexLock lock(&mu_);
+  return incoming_blocks_.head_pa();
+}
+
+uint64_t Sessions::outgoing_count() const {
+  absl::MutexLock lock(&mu_);
+  return outgoing_.size();
+}
+
+uint64_t Sessions::outgoing_blocks() const {
+  absl::MutexLock lock(&mu_);
+  return outgoing_blocks_.nblocks();
+}
+
+std::vector<Luo::SessionInfo> Sessions::Info(bool incoming) const {
+  std::vector<Luo::SessionInfo> out;
+  absl::MutexLock lock(&mu_);
+  for (const Session& s : incoming ? incoming_ : outgoing_) {
+    out.push_back({s.name, incoming, incoming && s.retrieved, s.files.Info(), s.files.nblocks()});
   }
   return out;
 }
 
-std::vector<Luo::SessionInfo> Luo::IncomingSessions() const {
-  std::vector<SessionInfo> out;
-  absl::MutexLock lock(&state_->sessions_mu_);
-  for (const Session& s : state_->incoming_) {
-    SessionInfo info{s.name, true, s.retrieved, {}, s.file_set.block_set.nblocks()};
-    for (const auto& f : s.file_set.files) {
-      info.files.push_back({f->token, f->fh->compatible, f->retrieve_status, f->file != nullptr});
-    }
-    out.push_back(std::move(info));
-  }
+absl::flat_hash_map<const struct liveupdate_file_handler*, long> Sessions::OutgoingFilesByHandler()
+    const {
+  absl::flat_hash_map<const struct liveupdate_file_handler*, long> out;
+  absl::MutexLock lock(&mu_);
+  for (const Session& s : outgoing_) s.files.CountByHandler(&out);
   return out;
 }
 
-uint64_t Luo::session_blocks() const {
-  absl::MutexLock lock(&state_->sessions_mu_);
-  return state_->outgoing_blocks_.nblocks();
+absl::Status Sessions::Validate(uint64_t* registered) const {
+  absl::MutexLock lock(&mu_);
+  for (const SessionList* list : {&outgoing_, &incoming_}) {
+    absl::flat_hash_set<std::string> names;
+    for (const Session& s : *list) {
+      if (!names.insert(s.name).second) {
+        return absl::InternalError(absl::StrCat("duplicate session name ", s.name));
+      }
+      if (absl::Status v = s.files.Validate(list == &outgoing_, registered); !v.ok()) return v;
+    }
+  }
+  if (absl::Status v = outgoing_blocks_.Validate(outgoing_.size(), false); !v.ok()) {
+    return absl::InternalError(absl::StrCat("session block set: ", v.message()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace khosim::luo

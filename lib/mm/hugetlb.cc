@@ -15,12 +15,56 @@
 
 namespace khosim::mm {
 
+std::vector<unsigned> HugePageOrders(const PageGeometry& geometry) {
+  const unsigned level_bits = geometry.page_shift - 3;
+  return {level_bits, 2 * level_bits};
+}
+
+HugetlbRequest ParseHugetlbCmdline(absl::string_view cmdline, const PageGeometry& geometry) {
+  HugetlbRequest request;
+  for (unsigned order : HugePageOrders(geometry)) {
+    request.pools.push_back({.size = geometry.page_size() << order});
+  }
+  request.pools[0].registered = true;
+  auto pool_of = [&request](uint64_t bytes) {
+    for (size_t i = 0; i < request.pools.size(); ++i) {
+      if (request.pools[i].size == bytes) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  int selected = -1;  // hugepages= before any hugepagesz= is the default size
+  for (absl::string_view word : absl::StrSplit(cmdline, ' ', absl::SkipEmpty())) {
+    const size_t eq = word.find('=');
+    if (eq == absl::string_view::npos) continue;
+    const absl::string_view key = word.substr(0, eq);
+    const absl::string_view value = word.substr(eq + 1);
+    if (key == "hugepagesz" || key == "default_hugepagesz") {
+      uint64_t bytes = 0;
+      const int h = MemParse(value, &bytes) ? pool_of(bytes) : -1;
+      if (h < 0) {
+        request.log.push_back(absl::StrCat("HugeTLB: unsupported ", key, "=", value));
+        if (key == "hugepagesz") selected = -2;  // its hugepages= is ignored
+        continue;
+      }
+      (key == "hugepagesz" ? selected : request.default_pool) = h;
+      request.pools[static_cast<size_t>(h)].registered = true;
+    } else if (key == "hugepages") {
+      uint64_t n = 0;
+      if (selected == -2 || !absl::SimpleAtoi(value, &n)) {
+        request.log.push_back(absl::StrCat("HugeTLB: hugepages=", value, " ignored"));
+        continue;
+      }
+      request.pools[static_cast<size_t>(selected < 0 ? request.default_pool : selected)].requested =
+          n;
+    }
+  }
+  return request;
+}
+
 Hugetlb::Hugetlb(Mm& mm) : mm_(mm), ctx_(mm.ctx()) {
   const PageGeometry& g = mm.geometry();
-  // One page-table level maps page_size / 8 entries.
-  const unsigned level_bits = g.page_shift - 3;
   absl::MutexLock lock(&mu_);
-  for (unsigned order : {level_bits, 2 * level_bits}) {
+  for (unsigned order : HugePageOrders(g)) {
     Hstate h;
     h.info.order = order;
     h.info.size = g.page_size() << order;
@@ -52,36 +96,13 @@ HstateInfo Hugetlb::Info(int hstate) const {
 }
 
 void Hugetlb::ParseCmdline(absl::string_view cmdline) {
-  int selected = -1;  // hugepages= before any hugepagesz= is the default size
-  for (absl::string_view word : absl::StrSplit(cmdline, ' ', absl::SkipEmpty())) {
-    const size_t eq = word.find('=');
-    if (eq == absl::string_view::npos) continue;
-    const absl::string_view key = word.substr(0, eq);
-    const absl::string_view value = word.substr(eq + 1);
-    if (key == "hugepagesz" || key == "default_hugepagesz") {
-      uint64_t bytes = 0;
-      const int h = MemParse(value, &bytes) ? HstateForSize(bytes) : -1;
-      if (h < 0) {
-        ctx_.Log(absl::StrCat("HugeTLB: unsupported ", key, "=", value));
-        if (key == "hugepagesz") selected = -2;  // its hugepages= is ignored
-        continue;
-      }
-      if (key == "hugepagesz") {
-        selected = h;
-      } else {
-        default_ = h;
-      }
-      absl::MutexLock lock(&mu_);
-      hstates_[static_cast<size_t>(h)].info.registered = true;
-    } else if (key == "hugepages") {
-      uint64_t n = 0;
-      if (selected == -2 || !absl::SimpleAtoi(value, &n)) {
-        ctx_.Log(absl::StrCat("HugeTLB: hugepages=", value, " ignored"));
-        continue;
-      }
-      absl::MutexLock lock(&mu_);
-      hstates_[static_cast<size_t>(selected < 0 ? default_ : selected)].info.requested = n;
-    }
+  const HugetlbRequest request = ParseHugetlbCmdline(cmdline, mm_.geometry());
+  for (const std::string& line : request.log) ctx_.Log(line);
+  default_ = request.default_pool;
+  absl::MutexLock lock(&mu_);
+  for (size_t i = 0; i < hstates_.size(); ++i) {
+    hstates_[i].info.registered = request.pools[i].registered;
+    hstates_[i].info.requested = request.pools[i].requested;
   }
 }
 

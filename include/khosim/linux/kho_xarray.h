@@ -28,11 +28,13 @@
 enum kho_xa_mode { KHO_XA_UNUSED, KHO_XA_OUTGOING, KHO_XA_INCOMING };
 
 struct kho_xarray {
-  spinlock_t lock;
-  u8 mode __guarded_by(lock);  // enum kho_xa_mode
-  struct kho_xa_desc desc __guarded_by(lock);
+  // Aligned although the descriptor is a packed wire format, so that its
+  // u64 fields can be read in place.
+  struct kho_xa_desc desc __aligned(8) __guarded_by(lock);
   struct kho_xa_desc* home __guarded_by(lock);
   u64 generation;  // atomic; written under lock
+  spinlock_t lock;
+  u8 mode __guarded_by(lock);  // enum kho_xa_mode
 };
 
 // Outgoing. -EINVAL key_bits outside 1..64; -EBUSY the map holds nodes.

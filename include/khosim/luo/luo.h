@@ -72,7 +72,7 @@ struct LuoConfig {
   LuoProfile profile = LuoProfile::k7_3;
 };
 
-class LuoState;  // the registries, sessions and FLBs (luo_internal.h)
+class LuoState;  // its parts and their locks (lib/luo/luo_state.h)
 
 class Luo {
  public:

@@ -50,6 +50,25 @@ namespace khosim::mm {
 
 class Mm;
 
+// The huge page orders of a kernel with |geometry|: the PMD order, then the
+// PUD order (one page-table level maps page_size / 8 entries).
+std::vector<unsigned> HugePageOrders(const PageGeometry& geometry);
+
+// What a command line asks of the pools, read as hugetlb_setup reads it
+// (see the file comment): one entry per HugePageOrders() size. The
+// default size is always registered; |log| holds a line per word ignored.
+struct HugetlbRequest {
+  struct Pool {
+    uint64_t size = 0;
+    bool registered = false;  // an hstate exists: MFD_HUGETLB of this size works
+    uint64_t requested = 0;   // hugepages=
+  };
+  std::vector<Pool> pools;
+  int default_pool = 0;
+  std::vector<std::string> log;
+};
+HugetlbRequest ParseHugetlbCmdline(absl::string_view cmdline, const PageGeometry& geometry);
+
 struct HstateInfo {
   unsigned order = 0;
   uint64_t size = 0;
@@ -70,6 +89,7 @@ class Hugetlb {
   Hugetlb(const Hugetlb&) = delete;
   Hugetlb& operator=(const Hugetlb&) = delete;
 
+  // Applies ParseHugetlbCmdline's request, logging the words it ignores.
   void ParseCmdline(absl::string_view cmdline);
   void SetPreservedOnBoot(unsigned order, uint64_t pages);
   void ReserveBootmem();
