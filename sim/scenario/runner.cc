@@ -126,7 +126,7 @@ void Runner::Impl::Arm(FaultArm::Kind kind, int index) {
 
 void Runner::Impl::RunProgram() {
   const ProgramSpec& p = *s_.program;
-  ScenarioResult result;
+  ProgramResult result;
   {
     Arm(FaultArm::kStart, 0);
     Phase phase(*this, 1, absl::StrCat("program ", p.name), 0);
@@ -136,11 +136,11 @@ void Runner::Impl::RunProgram() {
       cmdlines.push_back(s_.boots[i].EffectiveCmdline());
     }
     if (p.name == "kho") {
-      result = RunKhoScenario(
+      result = RunKhoProgram(
           *m_, s_.kexecs(), p.preserve_per_boot,
           {.skip_preserve_folio = p.skip_preserve_folio, .kexec_cmdlines = cmdlines});
     } else {
-      result = RunKexecScrubScenario(*m_, s_.kexecs(), cmdlines);
+      result = RunKexecScrubProgram(*m_, s_.kexecs(), cmdlines);
     }
   }
   report_.program = true;

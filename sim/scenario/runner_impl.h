@@ -35,9 +35,9 @@
 #include "khosim/luo/client.h"
 #include "khosim/luo/luo.h"
 #include "khosim/machine/builtin_modules.h"
-#include "khosim/machine/scenarios.h"
 #include "khosim/mm/hugetlb.h"
 #include "khosim/scenario/content.h"
+#include "khosim/scenario/programs.h"
 #include "khosim/scenario/runner.h"
 
 namespace khosim::scenario {

@@ -18,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "khosim/abi/kexec_handover.h"
 #include "khosim/abi/luo.h"
+#include "khosim/scenario/programs.h"
 #include "khosim/scenario/scenario.h"
 #include "scenario_validate.h"
 #include "yaml_field.h"
@@ -407,7 +408,7 @@ FaultSpec ParseFault(const Field& field, int boots) {
 ProgramSpec ParseProgram(const Field& field) {
   ProgramSpec p;
   MapReader r(field, {"name", "preserve_per_boot", "skip_preserve_folio"});
-  p.name = r.Require("name").Choice({"kho", "kexec-scrub"});
+  p.name = r.Require("name").Choice(ProgramNames());
   if (r.Has("preserve_per_boot")) {
     const Field f = r.Get("preserve_per_boot");
     if (p.name != "kho") f.Fail("applies to program kho only");

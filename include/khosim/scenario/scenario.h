@@ -19,7 +19,7 @@
 //                    verifies, finishes, and creates/preserves (for the next)
 //   faults           a fault plan for the machine's FaultInjector
 //   program          instead of processes: one of the procedural KHO-only
-//                    scenarios of khosim/machine/scenarios.h
+//                    scenarios of khosim/scenario/programs.h
 #ifndef KHOSIM_SCENARIO_SCENARIO_H_
 #define KHOSIM_SCENARIO_SCENARIO_H_
 
@@ -186,7 +186,7 @@ struct FaultSpec {
   SourcePos pos;
 };
 
-// A procedural scenario from khosim/machine/scenarios.h, for KHO-only runs.
+// A procedural scenario from khosim/scenario/programs.h, for KHO-only runs.
 struct ProgramSpec {
   std::string name;                          // "kho" or "kexec-scrub"
   uint64_t preserve_per_boot = 64ull << 20;  // kho

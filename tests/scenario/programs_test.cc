@@ -1,48 +1,48 @@
-// The built-in scenarios, and a countdown over the KHO one: every
+// The KHO-only programs, and a countdown over the KHO one: every
 // allocation of a full preserve -> kexec -> restore run failed in turn.
-#include "khosim/machine/scenarios.h"
+#include "khosim/scenario/programs.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "khosim/kho/kho.h"
 #include "khosim/machine/countdown.h"
 
-namespace khosim {
+namespace khosim::scenario {
 namespace {
 
 using ::testing::IsEmpty;
 
-std::string Lines(const ScenarioResult& r) {
+std::string Lines(const ProgramResult& r) {
   std::string out;
   for (const std::string& line : r.lines) out += line + "\n";
   return out;
 }
 
-TEST(ScenariosTest, KexecScrubPasses) {
+TEST(ProgramsTest, KexecScrubPasses) {
   Machine m(MachineConfig{.ram = 512 * kMiB});
-  const ScenarioResult r = RunKexecScrubScenario(m, 2);
+  const ProgramResult r = RunKexecScrubProgram(m, 2);
   EXPECT_TRUE(r.passed) << Lines(r);
 }
 
-TEST(ScenariosTest, KhoPassesAlongAChain) {
+TEST(ProgramsTest, KhoPassesAlongAChain) {
   Machine m(MachineConfig{.ram = 2 * kGiB, .nodes = 2, .cmdline = "kho=on"});
-  const ScenarioResult r = RunKhoScenario(m, 3, 16 * kMiB);
+  const ProgramResult r = RunKhoProgram(m, 3, 16 * kMiB);
   EXPECT_TRUE(r.passed) << Lines(r);
   EXPECT_EQ(m.kernel().generation(), 4u);
 }
 
-TEST(ScenariosTest, KhoScenarioNoticesMissingKho) {
+TEST(ProgramsTest, KhoScenarioNoticesMissingKho) {
   Machine m(MachineConfig{.ram = 512 * kMiB});
-  const ScenarioResult r = RunKhoScenario(m, 1, 1 * kMiB);
+  const ProgramResult r = RunKhoProgram(m, 1, 1 * kMiB);
   EXPECT_FALSE(r.passed);
 }
 
-TEST(ScenariosTest, KhoCountdownKeepsEveryKernelConsistent) {
+TEST(ProgramsTest, KhoCountdownKeepsEveryKernelConsistent) {
   MachineConfig config{.ram = 512 * kMiB, .seed = 9, .cmdline = "kho=on"};
   config.kernel_image_size = 8 * kMiB;
   config.early_alloc_bytes_per_node = 4 * kMiB;
   CountdownResult result = RunCountdown(
-      config, "", [](Machine& m) { (void)RunKhoScenario(m, 1, 256 * kKiB); },
+      config, "", [](Machine& m) { (void)RunKhoProgram(m, 1, 256 * kKiB); },
       [](Machine& m, const CountdownRun& run, std::vector<std::string>* violations) {
         if (run.panicked) {
           // Only early allocations may panic a boot.
@@ -71,4 +71,4 @@ TEST(ScenariosTest, KhoCountdownKeepsEveryKernelConsistent) {
 }
 
 }  // namespace
-}  // namespace khosim
+}  // namespace khosim::scenario

@@ -1,8 +1,9 @@
-// Built-in scenarios: small end-to-end runs the khosim program offers and
-// tests reuse. Each drives a booted-or-not Machine and reports what it saw
-// as text lines; the result says whether every check held.
-#ifndef KHOSIM_MACHINE_SCENARIOS_H_
-#define KHOSIM_MACHINE_SCENARIOS_H_
+// Programs: the procedural, KHO-only scenarios (`program:` in a scenario
+// file), which tests reuse too. Each drives a booted-or-not Machine and
+// reports what it saw as text lines; the result says whether every check
+// held.
+#ifndef KHOSIM_SCENARIO_PROGRAMS_H_
+#define KHOSIM_SCENARIO_PROGRAMS_H_
 
 #include <cstdint>
 #include <string>
@@ -10,9 +11,9 @@
 
 #include "khosim/machine/machine.h"
 
-namespace khosim {
+namespace khosim::scenario {
 
-struct ScenarioResult {
+struct ProgramResult {
   bool passed = true;
   std::vector<std::string> lines;
   void Check(bool ok, std::string what);
@@ -22,7 +23,7 @@ struct ScenarioResult {
 // readable in the next. Needs no KHO.
 // |kexec_cmdlines|[i] (when given) is the command line of the kernel kexec
 // i + 1 boots; otherwise MachineConfig::cmdline.
-ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs,
+ProgramResult RunKexecScrubProgram(Machine& m, int kexecs,
                                      const std::vector<std::string>& kexec_cmdlines = {});
 
 // "kho": each boot preserves a data set of random-order folios, a vmalloc
@@ -30,7 +31,7 @@ ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs,
 // it does not preserve; after each kexec the previous set must restore
 // byte-exact, the unpreserved folio must be gone, and nothing may be left
 // unclaimed. Needs kho=on on the machine's command line.
-struct KhoScenarioOptions {
+struct KhoProgramOptions {
   // Index the first folio of each boot's set without preserving it: a
   // deliberate data loss that the next kernel's restore must report.
   bool skip_preserve_folio = false;
@@ -38,11 +39,11 @@ struct KhoScenarioOptions {
   // khosim.kho_profile=); unset or missing: MachineConfig::cmdline.
   std::vector<std::string> kexec_cmdlines;
 };
-ScenarioResult RunKhoScenario(Machine& m, int kexecs, uint64_t bytes_per_boot,
-                              KhoScenarioOptions options = {});
+ProgramResult RunKhoProgram(Machine& m, int kexecs, uint64_t bytes_per_boot,
+                              KhoProgramOptions options = {});
 
-std::vector<std::string> ScenarioNames();
+std::vector<std::string> ProgramNames();
 
-}  // namespace khosim
+}  // namespace khosim::scenario
 
-#endif  // KHOSIM_MACHINE_SCENARIOS_H_
+#endif  // KHOSIM_SCENARIO_PROGRAMS_H_

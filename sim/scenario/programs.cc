@@ -1,5 +1,5 @@
 // Built-in scenarios (see the header).
-#include "khosim/machine/scenarios.h"
+#include "khosim/scenario/programs.h"
 
 #include <cstring>
 
@@ -9,7 +9,7 @@
 #include "khosim/linux/kexec_handover.h"
 #include "khosim/linux/vmalloc.h"
 
-namespace khosim {
+namespace khosim::scenario {
 namespace {
 
 constexpr char kSubtree[] = "khosim-scenario";
@@ -34,7 +34,7 @@ uint64_t Mix(uint64_t h, const uint8_t* p, uint64_t len) {
 }
 
 // Preserves a fresh data set; returns false (and says why) on any error.
-bool PreserveSet(Machine& m, uint64_t bytes, const KhoScenarioOptions& options, ScenarioResult& r) {
+bool PreserveSet(Machine& m, uint64_t bytes, const KhoProgramOptions& options, ProgramResult& r) {
   std::vector<uint64_t> index;
   uint64_t checksum = 0;
   uint64_t total = 0;
@@ -69,8 +69,7 @@ bool PreserveSet(Machine& m, uint64_t bytes, const KhoScenarioOptions& options, 
   std::memset(folio_address(scratch_folio), 0x5a, PAGE_SIZE);
   *record = Record{kRecordMagic, static_cast<uint32_t>(index.size()), checksum,
                    total,        folio_phys(scratch_folio),           {}};
-  if (int err = kho_preserve_vmalloc(vindex, reinterpret_cast<struct kho_vmalloc*>(&record->index));
-      err != 0) {
+  if (int err = kho_preserve_vmalloc(vindex, &record->index); err != 0) {
     r.Check(false, absl::StrCat("kho_preserve_vmalloc: ", err));
     return false;
   }
@@ -83,7 +82,7 @@ bool PreserveSet(Machine& m, uint64_t bytes, const KhoScenarioOptions& options, 
   return true;
 }
 
-void VerifySet(Machine& m, ScenarioResult& r) {
+void VerifySet(Machine& m, ProgramResult& r) {
   phys_addr_t phys = 0;
   size_t size = 0;
   if (int err = kho_retrieve_subtree(kSubtree, &phys, &size); err != 0) {
@@ -94,8 +93,7 @@ void VerifySet(Machine& m, ScenarioResult& r) {
   std::memcpy(&record, phys_to_virt(phys), sizeof(record));
   kho_restore_free(phys_to_virt(phys));
   r.Check(record.magic == kRecordMagic, "record magic");
-  auto* index = static_cast<uint64_t*>(
-      kho_restore_vmalloc(reinterpret_cast<const struct kho_vmalloc*>(&record.index)));
+  auto* index = static_cast<uint64_t*>(kho_restore_vmalloc(&record.index));
   r.Check(index != nullptr, "kho_restore_vmalloc of the index");
   if (index == nullptr) return;
   uint64_t checksum = 0;
@@ -141,16 +139,16 @@ KexecOptions NextKernel(const std::vector<std::string>& cmdlines, int round) {
 
 }  // namespace
 
-void ScenarioResult::Check(bool ok, std::string what) {
+void ProgramResult::Check(bool ok, std::string what) {
   lines.push_back(absl::StrCat(ok ? "  ok    " : "  FAIL  ", what));
   passed = passed && ok;
 }
 
-std::vector<std::string> ScenarioNames() { return {"kho", "kexec-scrub"}; }
+std::vector<std::string> ProgramNames() { return {"kho", "kexec-scrub"}; }
 
-ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs,
-                                     const std::vector<std::string>& kexec_cmdlines) {
-  ScenarioResult r;
+ProgramResult RunKexecScrubProgram(Machine& m, int kexecs,
+                                   const std::vector<std::string>& kexec_cmdlines) {
+  ProgramResult r;
   m.Boot();
   r.lines.push_back("cold boot");
   r.lines.push_back(KernelLine(m));
@@ -177,9 +175,9 @@ ScenarioResult RunKexecScrubScenario(Machine& m, int kexecs,
   return r;
 }
 
-ScenarioResult RunKhoScenario(Machine& m, int kexecs, uint64_t bytes_per_boot,
-                              KhoScenarioOptions options) {
-  ScenarioResult r;
+ProgramResult RunKhoProgram(Machine& m, int kexecs, uint64_t bytes_per_boot,
+                            KhoProgramOptions options) {
+  ProgramResult r;
   m.Boot();
   r.lines.push_back("cold boot");
   r.lines.push_back(KernelLine(m));
@@ -205,4 +203,4 @@ ScenarioResult RunKhoScenario(Machine& m, int kexecs, uint64_t bytes_per_boot,
   return r;
 }
 
-}  // namespace khosim
+}  // namespace khosim::scenario
