@@ -59,6 +59,8 @@
 
 namespace {
 
+static_assert(offsetof(struct hugemfd_luo_ser, pos) == 0, "memfd_luo_freeze_pos writes it");
+
 // ---- The FLB ---------------------------------------------------------------
 
 // Kernel A's counts while at least one hugemfd file is preserved.
@@ -118,148 +120,54 @@ void hugetlb_flb_account(unsigned int order, long nr_pages) {
 
 // ---- Outgoing --------------------------------------------------------------
 
-int hugemfd_luo_preserve_folios(struct file* file, unsigned int order,
-                                struct kho_vmalloc* kho_vmalloc,
-                                struct memfd_luo_folio_ser** out_folios_ser, u64* nr_foliosp) {
-  const loff_t size = i_size_read(file_inode(file));
-  *nr_foliosp = 0;
-  *out_folios_ser = nullptr;
-  if (size == 0) {
-    std::memset(static_cast<void*>(kho_vmalloc), 0, sizeof(*kho_vmalloc));
-    return 0;
-  }
-  // hugetlbfs sizes are whole huge pages: this is the exact count.
-  const unsigned int max_folios =
-      static_cast<unsigned int>(static_cast<u64>(size) >> (PAGE_SHIFT + order));
-  auto** folios =
-      static_cast<struct folio**>(kvmalloc_array(max_folios, sizeof(struct folio*), GFP_KERNEL));
-  if (folios == nullptr) return -ENOMEM;
-
-  pgoff_t offset = 0;
-  const long nr_pinned = memfd_pin_folios(file, 0, size - 1, folios, max_folios, &offset);
-  if (nr_pinned < 0) {
-    pr_err("hugemfd_luo: failed to pin folios: %ld", nr_pinned);
-    kvfree(folios);
-    return static_cast<int>(nr_pinned);
-  }
-  const u64 nr_folios = static_cast<u64>(nr_pinned);
-  auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(
-      vcalloc(nr_folios, sizeof(struct memfd_luo_folio_ser)));
-  int err = 0;
-  long i = 0;
-  if (folios_ser == nullptr) {
-    err = -ENOMEM;
-    goto err_unpin;
-  }
-  for (i = 0; i < static_cast<long>(nr_folios); i++) {
-    struct folio* folio = folios[i];
-    if (WARN_ON_ONCE(!folio_test_hugetlb(folio) || folio_order(folio) != order)) {
-      err = -EINVAL;
-      goto err_unpreserve;
-    }
-    // One block of the folio's order: 2^18 pages for a 1 GiB page.
-    err = kho_preserve_folio(folio);
-    if (err != 0) goto err_unpreserve;
-    // Pool folios are zeroed when allocated, so always uptodate; they are
-    // handed over dirty, as memfd-v2 does, since a mapping can still
-    // write them.
-    folio_mark_dirty(folio);
-    folios_ser[i].pfn = folio_pfn(folio);
-    folios_ser[i].flags = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
-    folios_ser[i].index = folio_index(folio);
-  }
-  err = kho_preserve_vmalloc(folios_ser, kho_vmalloc);
-  if (err != 0) goto err_unpreserve;
-
-  kvfree(folios);
-  *nr_foliosp = nr_folios;
-  *out_folios_ser = folios_ser;
+// hugemfd-v1's per-folio step: the folio must be a pool folio of the
+// file's order. Pool folios are zeroed when allocated, so always uptodate;
+// they are handed over dirty, as memfd-v2 does, since a mapping can still
+// write them.
+int hugemfd_luo_prepare_folio(struct folio* folio, void* arg) {
+  const unsigned int order = *static_cast<const unsigned int*>(arg);
+  if (WARN_ON_ONCE(!folio_test_hugetlb(folio) || folio_order(folio) != order)) return -EINVAL;
+  folio_mark_dirty(folio);
   return 0;
-
-err_unpreserve:
-  for (i = i - 1; i >= 0; i--) kho_unpreserve_folio(folios[i]);
-  vfree(folios_ser);
-err_unpin:
-  unpin_folios(folios, nr_folios);
-  kvfree(folios);
-  return err;
-}
-
-void hugemfd_luo_unpreserve_folios(struct kho_vmalloc* kho_vmalloc,
-                                   const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
-  if (nr_folios == 0) return;
-  kho_unpreserve_vmalloc(kho_vmalloc);
-  for (u64 i = 0; i < nr_folios; i++) {
-    struct folio* folio = pfn_folio(folios_ser[i].pfn);
-    kho_unpreserve_folio(folio);
-    unpin_folio(folio);
-  }
-  vfree(folios_ser);
 }
 
 int hugemfd_luo_preserve(struct liveupdate_file_op_args* args) {
-  struct inode* inode = file_inode(args->file);
-  struct memfd_luo_folio_ser* folios_ser = nullptr;
-  u64 nr_folios = 0;
-  unsigned int order = 0;
+  struct file* file = args->file;
   u32 seals = 0;
-  int err = 0;
+  auto* ser = static_cast<struct hugemfd_luo_ser*>(
+      memfd_luo_preserve_begin(file, sizeof(struct hugemfd_luo_ser), &seals));
+  if (IS_ERR(ser)) return static_cast<int>(PTR_ERR(ser));
 
-  inode_lock(inode);
-  shmem_freeze(inode, true);
-
-  auto* ser =
-      static_cast<struct hugemfd_luo_ser*>(kho_alloc_preserve(sizeof(struct hugemfd_luo_ser)));
-  if (IS_ERR(ser)) {
-    err = static_cast<int>(PTR_ERR(ser));
-    goto err_unlock;
-  }
-  err = memfd_luo_get_seals(args->file, &seals);
-  if (err != 0) goto err_free_ser;
-  order = hugetlb_file_order(args->file);
-  ser->pos = static_cast<u64>(args->file->f_pos);
-  ser->size = static_cast<u64>(i_size_read(inode));
+  unsigned int order = hugetlb_file_order(file);
+  const u64 size = static_cast<u64>(i_size_read(file_inode(file)));
+  ser->pos = static_cast<u64>(file->f_pos);
+  ser->size = size;
   ser->seals = seals;
   ser->order = order;
-
-  err = hugemfd_luo_preserve_folios(args->file, order, &ser->folios, &folios_ser, &nr_folios);
-  if (err != 0) goto err_free_ser;
+  // One block per folio, of the folio's order: 2^18 pages for a 1 GiB
+  // page. hugetlbfs sizes are whole huge pages: the count is exact.
+  struct memfd_luo_folio_ser* folios_ser = nullptr;
+  u64 nr_folios = 0;
+  const int err = memfd_luo_preserve_folio_array(
+      file, static_cast<unsigned int>(size >> (PAGE_SHIFT + order)), hugemfd_luo_prepare_folio,
+      &order, "hugemfd_luo", &ser->folios, &folios_ser, &nr_folios);
+  if (err != 0) return memfd_luo_preserve_end(file, ser, err);
   ser->nr_folios = nr_folios;
   hugetlb_flb_account(order, static_cast<long>(nr_folios));
-  inode_unlock(inode);
-
   args->private_data = folios_ser;
   args->serialized_data = virt_to_phys(ser);
-  return 0;
-
-err_free_ser:
-  kho_unpreserve_free(ser);
-err_unlock:
-  shmem_freeze(inode, false);
-  inode_unlock(inode);
-  return err;
-}
-
-int hugemfd_luo_freeze(struct liveupdate_file_op_args* args) {
-  if (WARN_ON_ONCE(args->serialized_data == 0)) return -EINVAL;
-  auto* ser = static_cast<struct hugemfd_luo_ser*>(phys_to_virt(args->serialized_data));
-  ser->pos = static_cast<u64>(args->file->f_pos);
-  return 0;
+  return memfd_luo_preserve_end(file, ser, 0);
 }
 
 void hugemfd_luo_unpreserve(struct liveupdate_file_op_args* args) {
-  struct inode* inode = file_inode(args->file);
   if (WARN_ON_ONCE(args->serialized_data == 0)) return;
-
-  inode_lock(inode);
+  memfd_luo_unpreserve_begin(args->file);
   auto* ser = static_cast<struct hugemfd_luo_ser*>(phys_to_virt(args->serialized_data));
   hugetlb_flb_account(ser->order, -static_cast<long>(ser->nr_folios));
-  hugemfd_luo_unpreserve_folios(&ser->folios,
-                                static_cast<const struct memfd_luo_folio_ser*>(args->private_data),
-                                ser->nr_folios);
-  kho_unpreserve_free(ser);
-  shmem_freeze(inode, false);
-  inode_unlock(inode);
+  memfd_luo_unpreserve_folio_array(
+      &ser->folios, static_cast<const struct memfd_luo_folio_ser*>(args->private_data),
+      ser->nr_folios);
+  memfd_luo_unpreserve_end(args->file, ser);
 }
 
 // ---- Incoming --------------------------------------------------------------
@@ -408,13 +316,7 @@ void hugemfd_luo_finish(struct liveupdate_file_op_args* args) {
   if (args->retrieve_status != 0) return;
   auto* ser = static_cast<struct hugemfd_luo_ser*>(phys_to_virt(args->serialized_data));
   if (ser == nullptr) return;
-  if (ser->nr_folios != 0) {
-    auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
-    if (folios_ser != nullptr) {
-      hugemfd_luo_release_folios(folios_ser, ser->nr_folios);
-      vfree(folios_ser);
-    }
-  }
+  memfd_luo_release_folio_array(&ser->folios, ser->nr_folios, hugemfd_luo_release_folio);
   kho_restore_free(ser);
 }
 
@@ -426,7 +328,7 @@ const struct liveupdate_file_ops hugemfd_luo_file_ops = {
     .can_preserve = hugemfd_luo_can_preserve,
     .preserve = hugemfd_luo_preserve,
     .unpreserve = hugemfd_luo_unpreserve,
-    .freeze = hugemfd_luo_freeze,
+    .freeze = memfd_luo_freeze_pos,
     .unfreeze = nullptr,
     .retrieve = hugemfd_luo_retrieve,
     .can_finish = nullptr,

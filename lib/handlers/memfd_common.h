@@ -1,12 +1,25 @@
-// What the memfd handler profiles ("memfd-v2", "memfd-sparse-v1") share:
-// which files they take, the seals they can carry, and the kernel-B half
+// What the memfd-family handlers ("memfd-v2", "memfd-sparse-v1",
+// "hugemfd-v1") share: which files they take, the seals they can carry, the
+// frame every preserve and unpreserve runs in, the memfd-v2 folio array
+// (memfd-v2 and hugemfd-v1 keep their folios in one), and the kernel-B half
 // of retrieve that does not depend on the record format. Kernel face only,
 // as the handlers themselves are.
+//
+// The frame: preserve takes the inode lock, freezes the mapping (no grow,
+// shrink or punch from then on), allocates the record in preserved memory
+// and checks the seals; the handler fills the record; on success the inode
+// is unlocked, on failure the record is freed and the mapping thawed first.
+// Unpreserve takes the inode lock and thaws at once, as upstream's
+// memfd_luo does; the handler undoes its preservations; the record is
+// freed and the inode unlocked. Since the inode lock is held from the first
+// step to the last, no other thread can tell in which order the thaw and
+// the handler's own steps ran.
 #ifndef KHOSIM_LIB_HANDLERS_MEMFD_COMMON_H_
 #define KHOSIM_LIB_HANDLERS_MEMFD_COMMON_H_
 
 #include "khosim/linux/fs.h"
 #include "khosim/linux/kho/abi/memfd.h"
+#include "khosim/linux/liveupdate.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/types.h"
@@ -15,6 +28,46 @@
 // and *sealsp; memfd_get_seals' error; or -EOPNOTSUPP for a seal outside
 // MEMFD_LUO_ALL_SEALS (it would silently disappear across the kexec).
 int memfd_luo_get_seals(struct file* file, u32* sealsp);
+
+// The preserve frame (see above). begin: the zeroed |ser_size|-byte
+// record with the inode locked and the mapping frozen, and *sealsp set;
+// or ERR_PTR (kho_alloc_preserve's or memfd_luo_get_seals' error) with
+// nothing held. end: |err| back, after unlocking (0) or freeing the record,
+// thawing and unlocking (an errno).
+void* memfd_luo_preserve_begin(struct file* file, size_t ser_size, u32* sealsp);
+int memfd_luo_preserve_end(struct file* file, void* ser, int err);
+// The unpreserve frame: begin locks and thaws; end frees the record and
+// unlocks.
+void memfd_luo_unpreserve_begin(struct file* file);
+void memfd_luo_unpreserve_end(struct file* file, void* ser);
+// freeze: refreshes the position in a record that begins with u64 pos (the
+// only field that still moves once the mapping is frozen).
+int memfd_luo_freeze_pos(struct liveupdate_file_op_args* args);
+
+// The folio array: pins every folio of the file's size (memfd_pin_folios
+// allocates the holes; at most |max_folios|), preserves each, runs
+// |prepare|(folio, |arg|) on it (a failure unpreserves it and fails the call), records
+// it {pfn, dirty|uptodate, index}, and preserves the records as a vmalloc
+// area described by |kho_vmalloc|. 0 with *out (the records, kept for
+// unpreserve) and *nr; or the error with everything undone. A file of size
+// 0 has no array: *nr 0, *out NULL, |kho_vmalloc| zeroed. |who| prefixes
+// the log lines.
+typedef int (*memfd_luo_prepare_fn)(struct folio* folio, void* arg);
+int memfd_luo_preserve_folio_array(struct file* file, unsigned int max_folios,
+                                   memfd_luo_prepare_fn prepare, void* arg, const char* who,
+                                   struct kho_vmalloc* kho_vmalloc,
+                                   struct memfd_luo_folio_ser** out, u64* nr);
+// Undoes it: the array, then every folio's preservation and pin.
+void memfd_luo_unpreserve_folio_array(struct kho_vmalloc* kho_vmalloc,
+                                      const struct memfd_luo_folio_ser* folios_ser, u64 nr);
+// finish of a file never retrieved: restores the array and hands every
+// recorded folio to |release| (which restores and puts it), then frees it.
+void memfd_luo_release_folio_array(const struct kho_vmalloc* kho_vmalloc, u64 nr,
+                                   void (*release)(phys_addr_t phys));
+
+// A module init: registers |fh|. 0 also when LUO is disabled (-EOPNOTSUPP
+// is not an error); otherwise the registration error, logged as |who|'s.
+int memfd_luo_register_handler(struct liveupdate_file_handler* fh, const char* who);
 
 // can_preserve: an unlinked shmem file (a memfd, not a /dev/shm file).
 bool memfd_luo_can_preserve_file(struct file* file);

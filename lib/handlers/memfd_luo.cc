@@ -46,174 +46,63 @@
 
 namespace {
 
-int memfd_luo_preserve_folios(struct file* file, struct kho_vmalloc* kho_vmalloc,
-                              struct memfd_luo_folio_ser** out_folios_ser, u64* nr_foliosp) {
-  struct inode* inode = file_inode(file);
-  const loff_t size = i_size_read(inode);
-  if (size == 0) {
-    *nr_foliosp = 0;
-    *out_folios_ser = nullptr;
-    std::memset(static_cast<void*>(kho_vmalloc), 0, sizeof(*kho_vmalloc));
-    return 0;
+static_assert(offsetof(struct memfd_luo_ser, pos) == 0, "memfd_luo_freeze_pos writes it");
+
+// memfd-v2's per-folio step: every preserved folio goes over dirty and
+// uptodate.
+int memfd_luo_prepare_folio(struct folio* folio, void* /*arg*/) {
+  folio_lock(folio);
+  // The dirty bit can still change after preserve (through a mapping),
+  // and a folio the next kernel believes clean may be reclaimed: every
+  // preserved folio is handed over dirty.
+  folio_mark_dirty(folio);
+  // A folio fallocate left not uptodate would reach the next kernel with
+  // whatever it holds; zero it now, since the holes were paid for anyway.
+  if (!folio_test_uptodate(folio)) {
+    folio_zero_range(folio, 0, folio_size(folio));
+    flush_dcache_folio(folio);
+    folio_mark_uptodate(folio);
   }
-
-  // An upper bound: large folios make the real count smaller. The caller
-  // has checked that it fits an unsigned int.
-  const unsigned int max_folios =
-      static_cast<unsigned int>((static_cast<u64>(size) + PAGE_SIZE - 1) / PAGE_SIZE);
-  auto** folios =
-      static_cast<struct folio**>(kvmalloc_array(max_folios, sizeof(struct folio*), GFP_KERNEL));
-  if (folios == nullptr) return -ENOMEM;
-
-  // Long-term pins keep the folios where they are (and out of CMA, so out
-  // of the scratch areas). Pinning allocates every hole: a sparse memfd
-  // costs its full size.
-  pgoff_t offset = 0;
-  const long nr_pinned = memfd_pin_folios(file, 0, size - 1, folios, max_folios, &offset);
-  if (nr_pinned < 0) {
-    pr_err("memfd_luo: failed to pin folios: %ld", nr_pinned);
-    kvfree(folios);
-    return static_cast<int>(nr_pinned);
-  }
-  const u64 nr_folios = static_cast<u64>(nr_pinned);
-
-  auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(
-      vcalloc(nr_folios, sizeof(struct memfd_luo_folio_ser)));
-  int err = 0;
-  long i = 0;
-  if (folios_ser == nullptr) {
-    err = -ENOMEM;
-    goto err_unpin;
-  }
-
-  for (i = 0; i < static_cast<long>(nr_folios); i++) {
-    struct memfd_luo_folio_ser* pfolio = &folios_ser[i];
-    struct folio* folio = folios[i];
-
-    err = kho_preserve_folio(folio);
-    if (err != 0) goto err_unpreserve;
-
-    folio_lock(folio);
-    // The dirty bit can still change after preserve (through a mapping),
-    // and a folio the next kernel believes clean may be reclaimed: every
-    // preserved folio is handed over dirty.
-    folio_mark_dirty(folio);
-    // A folio fallocate left not uptodate would reach the next kernel with
-    // whatever it holds; zero it now, since the holes were paid for anyway.
-    if (!folio_test_uptodate(folio)) {
-      folio_zero_range(folio, 0, folio_size(folio));
-      flush_dcache_folio(folio);
-      folio_mark_uptodate(folio);
-    }
-    folio_unlock(folio);
-
-    pfolio->pfn = folio_pfn(folio);
-    pfolio->flags = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
-    pfolio->index = folio_index(folio);
-  }
-
-  err = kho_preserve_vmalloc(folios_ser, kho_vmalloc);
-  if (err != 0) goto err_unpreserve;
-
-  kvfree(folios);
-  *nr_foliosp = nr_folios;
-  // The array stays allocated: it is preserved memory now, and unpreserve
-  // finds it through private_data.
-  *out_folios_ser = folios_ser;
+  folio_unlock(folio);
   return 0;
-
-err_unpreserve:
-  for (i = i - 1; i >= 0; i--) kho_unpreserve_folio(folios[i]);
-  vfree(folios_ser);
-err_unpin:
-  unpin_folios(folios, nr_folios);
-  kvfree(folios);
-  return err;
-}
-
-void memfd_luo_unpreserve_folios(struct kho_vmalloc* kho_vmalloc,
-                                 const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
-  if (nr_folios == 0) return;
-  kho_unpreserve_vmalloc(kho_vmalloc);
-  for (u64 i = 0; i < nr_folios; i++) {
-    const struct memfd_luo_folio_ser* pfolio = &folios_ser[i];
-    if (pfolio->pfn == 0) continue;
-    struct folio* folio = pfn_folio(pfolio->pfn);
-    kho_unpreserve_folio(folio);
-    unpin_folio(folio);
-  }
-  vfree(folios_ser);
 }
 
 int memfd_luo_preserve(struct liveupdate_file_op_args* args) {
-  struct inode* inode = file_inode(args->file);
-  struct memfd_luo_folio_ser* folios_ser = nullptr;
-  u64 nr_folios = 0;
-  u64 inode_size = 0;
+  struct file* file = args->file;
   u32 seals = 0;
-  int err = 0;
+  auto* ser = static_cast<struct memfd_luo_ser*>(
+      memfd_luo_preserve_begin(file, sizeof(struct memfd_luo_ser), &seals));
+  if (IS_ERR(ser)) return static_cast<int>(PTR_ERR(ser));
 
-  inode_lock(inode);
-  shmem_freeze(inode, true);
-
-  auto* ser = static_cast<struct memfd_luo_ser*>(kho_alloc_preserve(sizeof(struct memfd_luo_ser)));
-  if (IS_ERR(ser)) {
-    err = static_cast<int>(PTR_ERR(ser));
-    goto err_unlock;
-  }
-
-  err = memfd_luo_get_seals(args->file, &seals);
-  if (err != 0) goto err_free_ser;
-
-  ser->pos = static_cast<u64>(args->file->f_pos);
-  inode_size = static_cast<u64>(i_size_read(inode));
+  struct memfd_luo_folio_ser* folios_ser = nullptr;
+  const u64 inode_size = static_cast<u64>(i_size_read(file_inode(file)));
+  const u64 max_folios = (inode_size + PAGE_SIZE - 1) / PAGE_SIZE;
+  ser->pos = static_cast<u64>(file->f_pos);
   // memfd_pin_folios counts folios in an unsigned int: a larger file would
   // be preserved only in part.
-  if ((inode_size + PAGE_SIZE - 1) / PAGE_SIZE > UINT_MAX) {
-    err = -EFBIG;
-    goto err_free_ser;
-  }
+  if (max_folios > UINT_MAX) return memfd_luo_preserve_end(file, ser, -EFBIG);
   ser->size = inode_size;
   ser->seals = seals;
-
-  err = memfd_luo_preserve_folios(args->file, &ser->folios, &folios_ser, &nr_folios);
-  if (err != 0) goto err_free_ser;
-
+  // An upper bound: large folios make the real count smaller.
+  u64 nr_folios = 0;
+  int err = memfd_luo_preserve_folio_array(file, static_cast<unsigned int>(max_folios),
+                                           memfd_luo_prepare_folio, nullptr, "memfd_luo",
+                                           &ser->folios, &folios_ser, &nr_folios);
+  if (err != 0) return memfd_luo_preserve_end(file, ser, err);
   ser->nr_folios = nr_folios;
-  inode_unlock(inode);
-
   args->private_data = folios_ser;
   args->serialized_data = virt_to_phys(ser);
-  return 0;
-
-err_free_ser:
-  kho_unpreserve_free(ser);
-err_unlock:
-  shmem_freeze(inode, false);
-  inode_unlock(inode);
-  return err;
-}
-
-int memfd_luo_freeze(struct liveupdate_file_op_args* args) {
-  if (WARN_ON_ONCE(args->serialized_data == 0)) return -EINVAL;
-  auto* ser = static_cast<struct memfd_luo_ser*>(phys_to_virt(args->serialized_data));
-  // Everything else is frozen since preserve; the position is not.
-  ser->pos = static_cast<u64>(args->file->f_pos);
-  return 0;
+  return memfd_luo_preserve_end(file, ser, 0);
 }
 
 void memfd_luo_unpreserve(struct liveupdate_file_op_args* args) {
-  struct inode* inode = file_inode(args->file);
   if (WARN_ON_ONCE(args->serialized_data == 0)) return;
-
-  inode_lock(inode);
-  shmem_freeze(inode, false);
+  memfd_luo_unpreserve_begin(args->file);
   auto* ser = static_cast<struct memfd_luo_ser*>(phys_to_virt(args->serialized_data));
-  memfd_luo_unpreserve_folios(&ser->folios,
-                              static_cast<const struct memfd_luo_folio_ser*>(args->private_data),
-                              ser->nr_folios);
-  kho_unpreserve_free(ser);
-  inode_unlock(inode);
+  memfd_luo_unpreserve_folio_array(
+      &ser->folios, static_cast<const struct memfd_luo_folio_ser*>(args->private_data),
+      ser->nr_folios);
+  memfd_luo_unpreserve_end(args->file, ser);
 }
 
 void memfd_luo_discard_folios(const struct memfd_luo_folio_ser* folios_ser, u64 nr_folios) {
@@ -228,13 +117,7 @@ void memfd_luo_finish(struct liveupdate_file_op_args* args) {
   if (args->retrieve_status != 0) return;
   auto* ser = static_cast<struct memfd_luo_ser*>(phys_to_virt(args->serialized_data));
   if (ser == nullptr) return;
-  if (ser->nr_folios != 0) {
-    auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
-    if (folios_ser != nullptr) {
-      memfd_luo_discard_folios(folios_ser, ser->nr_folios);
-      vfree(folios_ser);
-    }
-  }
+  memfd_luo_release_folio_array(&ser->folios, ser->nr_folios, memfd_luo_discard_folio);
   kho_restore_free(ser);
 }
 
@@ -313,7 +196,7 @@ const struct liveupdate_file_ops memfd_luo_file_ops = {
     .can_preserve = memfd_luo_can_preserve,
     .preserve = memfd_luo_preserve,
     .unpreserve = memfd_luo_unpreserve,
-    .freeze = memfd_luo_freeze,
+    .freeze = memfd_luo_freeze_pos,
     .unfreeze = nullptr,
     .retrieve = memfd_luo_retrieve,
     .can_finish = nullptr,
@@ -329,13 +212,6 @@ struct liveupdate_file_handler memfd_luo_handler = {
 
 }  // namespace
 
-int memfd_luo_init(void) {
-  const int err = liveupdate_register_file_handler(&memfd_luo_handler);
-  if (err != 0 && err != -EOPNOTSUPP) {
-    pr_err("memfd_luo: could not register the file handler: %d", err);
-    return err;
-  }
-  return 0;
-}
+int memfd_luo_init(void) { return memfd_luo_register_handler(&memfd_luo_handler, "memfd_luo"); }
 
 void memfd_luo_exit(void) { liveupdate_unregister_file_handler(&memfd_luo_handler); }

@@ -34,6 +34,8 @@
 
 namespace {
 
+static_assert(offsetof(struct memfd_sparse_ser, pos) == 0, "memfd_luo_freeze_pos writes it");
+
 // Kernel A's private state for one preserved memfd (args->private_data).
 struct memfd_sparse_state {
   struct kho_xarray xa;
@@ -165,33 +167,22 @@ int memfd_sparse_preserve_folios(struct file* file, struct memfd_sparse_state* s
 }
 
 int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
-  struct inode* inode = file_inode(args->file);
-  struct address_space* mapping = inode->i_mapping;
-  struct memfd_sparse_state* state = nullptr;
-  loff_t size = 0;
+  struct file* file = args->file;
+  struct address_space* mapping = file_inode(file)->i_mapping;
   u32 seals = 0;
-  int err = 0;
-
-  inode_lock(inode);
-  shmem_freeze(inode, true);
-
-  auto* ser =
-      static_cast<struct memfd_sparse_ser*>(kho_alloc_preserve(sizeof(struct memfd_sparse_ser)));
-  if (IS_ERR(ser)) {
-    err = static_cast<int>(PTR_ERR(ser));
-    goto err_unlock;
+  auto* ser = static_cast<struct memfd_sparse_ser*>(
+      memfd_luo_preserve_begin(file, sizeof(struct memfd_sparse_ser), &seals));
+  if (IS_ERR(ser)) return static_cast<int>(PTR_ERR(ser));
+  auto* state = static_cast<struct memfd_sparse_state*>(
+      kzalloc(sizeof(struct memfd_sparse_state), GFP_KERNEL));
+  if (state == nullptr) return memfd_luo_preserve_end(file, ser, -ENOMEM);
+  const loff_t size = i_size_read(file_inode(file));
+  int err = kho_xa_init(&state->xa, memfd_sparse_key_bits(size), &ser->folios);
+  if (err != 0) {
+    kfree(state);
+    return memfd_luo_preserve_end(file, ser, err);
   }
-  err = memfd_luo_get_seals(args->file, &seals);
-  if (err != 0) goto err_free_ser;
-  state = static_cast<struct memfd_sparse_state*>(kzalloc(sizeof(*state), GFP_KERNEL));
-  if (state == nullptr) {
-    err = -ENOMEM;
-    goto err_free_ser;
-  }
-  size = i_size_read(inode);
-  err = kho_xa_init(&state->xa, memfd_sparse_key_bits(size), &ser->folios);
-  if (err != 0) goto err_free_state;
-  ser->pos = static_cast<u64>(args->file->f_pos);
+  ser->pos = static_cast<u64>(file->f_pos);
   ser->size = static_cast<u64>(size);
   ser->seals = seals;
   ser->flags = 0;
@@ -199,49 +190,28 @@ int memfd_sparse_preserve(struct liveupdate_file_op_args* args) {
 
   state->saved_gfp = mapping_gfp_mask(mapping);
   mapping_set_gfp_mask(mapping, state->saved_gfp & ~__GFP_MOVABLE);
-  err = memfd_sparse_preserve_folios(args->file, state);
+  err = memfd_sparse_preserve_folios(file, state);
   if (err != 0) {
     mapping_set_gfp_mask(mapping, state->saved_gfp);
-    goto err_free_state;
+    kfree(state);
+    return memfd_luo_preserve_end(file, ser, err);
   }
-  shmem_set_luo_hook(inode, &memfd_sparse_hook, state);
-  inode_unlock(inode);
-
+  shmem_set_luo_hook(file_inode(file), &memfd_sparse_hook, state);
   args->private_data = state;
   args->serialized_data = virt_to_phys(ser);
-  return 0;
-
-err_free_state:
-  kfree(state);
-err_free_ser:
-  kho_unpreserve_free(ser);
-err_unlock:
-  shmem_freeze(inode, false);
-  inode_unlock(inode);
-  return err;
-}
-
-int memfd_sparse_freeze(struct liveupdate_file_op_args* args) {
-  if (WARN_ON_ONCE(args->serialized_data == 0)) return -EINVAL;
-  auto* ser = static_cast<struct memfd_sparse_ser*>(phys_to_virt(args->serialized_data));
-  ser->pos = static_cast<u64>(args->file->f_pos);
-  return 0;
+  return memfd_luo_preserve_end(file, ser, 0);
 }
 
 void memfd_sparse_unpreserve(struct liveupdate_file_op_args* args) {
-  struct inode* inode = file_inode(args->file);
   if (WARN_ON_ONCE(args->serialized_data == 0)) return;
+  struct inode* inode = file_inode(args->file);
   auto* state = static_cast<struct memfd_sparse_state*>(args->private_data);
-  auto* ser = static_cast<struct memfd_sparse_ser*>(phys_to_virt(args->serialized_data));
-
-  inode_lock(inode);
+  memfd_luo_unpreserve_begin(args->file);
   shmem_set_luo_hook(inode, nullptr, nullptr);
   mapping_set_gfp_mask(inode->i_mapping, state->saved_gfp);
-  shmem_freeze(inode, false);
   memfd_sparse_drop_folios(state);
   kfree(state);
-  kho_unpreserve_free(ser);
-  inode_unlock(inode);
+  memfd_luo_unpreserve_end(args->file, phys_to_virt(args->serialized_data));
 }
 
 // Restores and puts every folio at an index >= |from| (the ones a failed
@@ -336,7 +306,7 @@ const struct liveupdate_file_ops memfd_sparse_file_ops = {
     .can_preserve = memfd_sparse_can_preserve,
     .preserve = memfd_sparse_preserve,
     .unpreserve = memfd_sparse_unpreserve,
-    .freeze = memfd_sparse_freeze,
+    .freeze = memfd_luo_freeze_pos,
     .unfreeze = nullptr,
     .retrieve = memfd_sparse_retrieve,
     .can_finish = nullptr,
@@ -353,12 +323,7 @@ struct liveupdate_file_handler memfd_sparse_handler = {
 }  // namespace
 
 int memfd_sparse_luo_init(void) {
-  const int err = liveupdate_register_file_handler(&memfd_sparse_handler);
-  if (err != 0 && err != -EOPNOTSUPP) {
-    pr_err("memfd_sparse: could not register the file handler: %d", err);
-    return err;
-  }
-  return 0;
+  return memfd_luo_register_handler(&memfd_sparse_handler, "memfd_sparse");
 }
 
 void memfd_sparse_luo_exit(void) { liveupdate_unregister_file_handler(&memfd_sparse_handler); }

@@ -139,6 +139,28 @@ TEST_F(HugetlbLuoTest, OneGigabyteOfGigantic1GPagesIsExactAfterKexec) {
   EXPECT_EQ(m().kernel().WarnCount(), 0u);
 }
 
+// Closing the outgoing session unpreserves through the same frame as
+// memfd-v2 (the mapping thawed under the inode lock): size changes work
+// again, no folio stays pinned, every preservation and the FLB's count go,
+// and nothing WARNs.
+TEST_F(HugetlbLuoTest, UnpreserveThawsTheMappingAndReleasesEverything) {
+  const uint64_t preserved_before = OutgoingPreservedPages(kho());
+  const int s = Create("vm0");
+  const int fd = NewHugeMemfd(kPmd, 8 * k2M);
+  ASSERT_EQ(luo::PreserveFd(p(), s, fd, 1), 0);
+  EXPECT_TRUE(Shmem(fd)->Frozen());
+  EXPECT_EQ(p().Ftruncate(fd, static_cast<off_t>(4 * k2M)), -EPERM);
+  ASSERT_EQ(p().Close(s), 0);
+  EXPECT_FALSE(Shmem(fd)->Frozen());
+  EXPECT_EQ(OutgoingPreservedPages(kho()), preserved_before);
+  for (pgoff_t index : Shmem(fd)->FolioIndices()) {
+    EXPECT_FALSE(folio_maybe_dma_pinned(Shmem(fd)->PeekFolio(index))) << index;
+  }
+  EXPECT_EQ(p().Ftruncate(fd, static_cast<off_t>(4 * k2M)), 0);
+  EXPECT_EQ(Shmem(fd)->CachedFolios(), 4u);
+  EXPECT_EQ(m().kernel().WarnCount(), 0u);
+}
+
 // The hugetlb selftest's operations on a preserved 2 GiB file of 1 GiB
 // pages: every size change is -EPERM, the size stays, and data written
 // through the mapping after preserve is what the next kernel sees.
