@@ -6,6 +6,10 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/string_view.h"
@@ -48,6 +52,24 @@ inline void ConfigureDeadlockDetection() {
   const bool on = std::getenv("KHOSIM_BENCH_DEADLOCK_DETECTION") != nullptr;
   if (!on) absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   benchmark::AddCustomContext("absl_deadlock_detection", on ? "library default" : "off");
+}
+
+// The body of every suite's main(): reads --benchmark_min_time, initializes
+// the library (an unknown flag exits 1), configures deadlock detection,
+// records |context| (key, value) in the output, registers the suite's rows
+// with the min time, runs them and shuts down.
+inline int RunSuite(int argc, char** argv,
+                    const std::vector<std::pair<std::string, std::string>>& context,
+                    const std::function<void(double min_time)>& register_rows) {
+  const double min_time = MinTimeFlag(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  ConfigureDeadlockDetection();
+  for (const auto& [key, value] : context) benchmark::AddCustomContext(key, value);
+  register_rows(min_time);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
 }
 
 // The "nodes" argument of the last kho/retrieve trace event of |m|: the

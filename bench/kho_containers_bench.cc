@@ -110,6 +110,7 @@
 #include "bench_util.h"
 #include "khosim/abi/block.h"
 #include "khosim/abi/kho_xarray.h"
+#include "khosim/base/counting_allocator.h"
 #include "khosim/kho/block_set.h"
 #include "khosim/kho/kho.h"
 #include "khosim/kho/kho_xarray.h"
@@ -317,37 +318,12 @@ struct ByteCount {
   int64_t live = 0;
 };
 
-template <typename T>
-class CountingAllocator {
- public:
-  using value_type = T;
-  explicit CountingAllocator(ByteCount* count) : count_(count) {}
-  template <typename U>
-  CountingAllocator(const CountingAllocator<U>& other) : count_(other.count()) {}
-  T* allocate(size_t n) {
-    count_->live += static_cast<int64_t>(n * sizeof(T));
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, size_t n) {
-    count_->live -= static_cast<int64_t>(n * sizeof(T));
-    std::allocator<T>().deallocate(p, n);
-  }
-  ByteCount* count() const { return count_; }
-  template <typename U>
-  bool operator==(const CountingAllocator<U>& other) const {
-    return count_ == other.count();
-  }
-
- private:
-  ByteCount* count_;
-};
-
 // A host container with its own byte count (heap-allocated: the allocator
 // points at the count).
 template <typename C>
 struct Counted {
   ByteCount count;
-  C c{typename C::allocator_type(&count)};
+  C c{typename C::allocator_type(&count.live)};
 };
 
 // ---------------------------------------------------------------------------
@@ -499,10 +475,10 @@ void BM_BlockAppend(benchmark::State& state, uint64_t n) {
 }
 
 template <typename E>
-using EntryVector = std::vector<E, CountingAllocator<E>>;
+using EntryVector = std::vector<E, khosim::CountingAllocator<E>>;
 template <typename E>
 using EntryMap = absl::btree_map<uint64_t, E, std::less<uint64_t>,
-                                 CountingAllocator<std::pair<const uint64_t, E>>>;
+                                 khosim::CountingAllocator<std::pair<const uint64_t, E>>>;
 
 template <typename E>
 void BM_VectorAppend(benchmark::State& state, uint64_t n) {
@@ -1106,9 +1082,9 @@ void BM_NodeAlloc(benchmark::State& state) {
 // Host map rows --------------------------------------------------------------
 
 using StdMap = std::map<uint64_t, uint64_t, std::less<uint64_t>,
-                        CountingAllocator<std::pair<const uint64_t, uint64_t>>>;
+                        khosim::CountingAllocator<std::pair<const uint64_t, uint64_t>>>;
 using BtreeMap = absl::btree_map<uint64_t, uint64_t, std::less<uint64_t>,
-                                 CountingAllocator<std::pair<const uint64_t, uint64_t>>>;
+                                 khosim::CountingAllocator<std::pair<const uint64_t, uint64_t>>>;
 
 // The host map the rows of one shape share (one per map type).
 template <typename Map>
@@ -1356,18 +1332,12 @@ void RegisterAll(double min_time, bool large) {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  khosim::bench::ConfigureDeadlockDetection();
   const bool large = khosim::LargeSizes();
-  benchmark::AddCustomContext(
-      "khosim_machine",
-      absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on, %d MiB image",
-                      khosim::kRam / khosim::kGiB, khosim::kImageBytes / khosim::kMiB));
-  benchmark::AddCustomContext("large_sizes", large ? "on (KHOSIM_BENCH_LARGE)" : "off");
-  khosim::RegisterAll(min_time, large);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return khosim::bench::RunSuite(
+      argc, argv,
+      {{"khosim_machine",
+        absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on, %d MiB image",
+                        khosim::kRam / khosim::kGiB, khosim::kImageBytes / khosim::kMiB)},
+       {"large_sizes", large ? "on (KHOSIM_BENCH_LARGE)" : "off"}},
+      [large](double min_time) { khosim::RegisterAll(min_time, large); });
 }

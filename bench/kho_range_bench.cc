@@ -498,14 +498,9 @@ void RegisterAll() {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  khosim::bench::ConfigureDeadlockDetection();
-  benchmark::AddCustomContext("khosim_page_size", "4 KiB");
-  benchmark::AddCustomContext("khosim_bitmap_limit_ram",
-                              absl::StrFormat("%d GiB", khosim::kRam / khosim::kGiB));
-  khosim::RegisterAll();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return khosim::bench::RunSuite(
+      argc, argv,
+      {{"khosim_page_size", "4 KiB"},
+       {"khosim_bitmap_limit_ram", absl::StrFormat("%d GiB", khosim::kRam / khosim::kGiB)}},
+      [](double) { khosim::RegisterAll(); });
 }

@@ -76,6 +76,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "bench_util.h"
+#include "khosim/base/counting_allocator.h"
 #include "khosim/kho/kho.h"
 #include "khosim/kho/radix_tree.h"
 #include "khosim/linux/kexec_handover.h"
@@ -419,31 +420,6 @@ struct ByteCount {
   int64_t live = 0;
 };
 
-template <typename T>
-class CountingAllocator {
- public:
-  using value_type = T;
-  explicit CountingAllocator(ByteCount* count) : count_(count) {}
-  template <typename U>
-  CountingAllocator(const CountingAllocator<U>& other) : count_(other.count()) {}
-  T* allocate(size_t n) {
-    count_->live += static_cast<int64_t>(n * sizeof(T));
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, size_t n) {
-    count_->live -= static_cast<int64_t>(n * sizeof(T));
-    std::allocator<T>().deallocate(p, n);
-  }
-  ByteCount* count() const { return count_; }
-  template <typename U>
-  bool operator==(const CountingAllocator<U>& other) const {
-    return count_ == other.count();
-  }
-
- private:
-  ByteCount* count_;
-};
-
 using KeySet = absl::btree_set<uint64_t, std::less<uint64_t>, CountingAllocator<uint64_t>>;
 
 std::vector<uint64_t> EncodedKeys(const Shape& shape) {
@@ -463,7 +439,7 @@ struct SetBatch {
 
   explicit SetBatch(uint64_t keys) {
     const uint64_t n = std::max<uint64_t>(1, kMinBaselineKeys / keys);
-    for (uint64_t i = 0; i < n; ++i) sets.emplace_back(CountingAllocator<uint64_t>(&count));
+    for (uint64_t i = 0; i < n; ++i) sets.emplace_back(CountingAllocator<uint64_t>(&count.live));
   }
 };
 
@@ -537,15 +513,9 @@ void RegisterAll(double min_time) {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  khosim::bench::ConfigureDeadlockDetection();
-  benchmark::AddCustomContext(
-      "khosim_machine",
-      absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on", khosim::kRam / khosim::kGiB));
-  khosim::RegisterAll(min_time);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return khosim::bench::RunSuite(
+      argc, argv,
+      {{"khosim_machine",
+        absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on", khosim::kRam / khosim::kGiB)}},
+      [](double min_time) { khosim::RegisterAll(min_time); });
 }

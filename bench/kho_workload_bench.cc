@@ -599,14 +599,8 @@ void RegisterAll(double min_time) {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  khosim::bench::ConfigureDeadlockDetection();
-  benchmark::AddCustomContext("khosim_page_size", "4 KiB");
-  benchmark::AddCustomContext("khosim_bench_large", khosim::Large() ? "yes" : "no");
-  khosim::RegisterAll(min_time);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return khosim::bench::RunSuite(
+      argc, argv,
+      {{"khosim_page_size", "4 KiB"}, {"khosim_bench_large", khosim::Large() ? "yes" : "no"}},
+      [](double min_time) { khosim::RegisterAll(min_time); });
 }

@@ -318,26 +318,22 @@ void BM_LiveUpdate(benchmark::State& state, std::string cmdline) {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  khosim::bench::ConfigureDeadlockDetection();
   const khosim::HostShape shape = khosim::Shape();
-  benchmark::AddCustomContext(
-      "khosim_reference_host",
-      absl::StrFormat("%d GiB, %d VMs (hugetlb + memfd RAM), %d service sessions",
-                      shape.ram / khosim::kGiB, shape.vms, shape.services));
-  // Each iteration builds and updates a whole host (about a second). kho-v1
-  // cannot host LUO (no blob-size subtrees), so it has no row.
-  for (const char* profile : {"kho-v4", "kho-range-v1"}) {
-    benchmark::RegisterBenchmark(absl::StrCat("liveupdate/reference_host/", profile).c_str(),
-                                 khosim::BM_LiveUpdate,
-                                 absl::StrCat("khosim.kho_profile=", profile))
-        ->UseManualTime()
-        ->Iterations(khosim::bench::SetupBoundIterations(min_time, 1.0))
-        ->Unit(benchmark::kMillisecond);
-  }
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return khosim::bench::RunSuite(
+      argc, argv,
+      {{"khosim_reference_host",
+        absl::StrFormat("%d GiB, %d VMs (hugetlb + memfd RAM), %d service sessions",
+                        shape.ram / khosim::kGiB, shape.vms, shape.services)}},
+      [](double min_time) {
+        // Each iteration builds and updates a whole host (about a second).
+        // kho-v1 cannot host LUO (no blob-size subtrees), so it has no row.
+        for (const char* profile : {"kho-v4", "kho-range-v1"}) {
+          benchmark::RegisterBenchmark(absl::StrCat("liveupdate/reference_host/", profile).c_str(),
+                                       khosim::BM_LiveUpdate,
+                                       absl::StrCat("khosim.kho_profile=", profile))
+              ->UseManualTime()
+              ->Iterations(khosim::bench::SetupBoundIterations(min_time, 1.0))
+              ->Unit(benchmark::kMillisecond);
+        }
+      });
 }

@@ -1100,19 +1100,14 @@ void RegisterAll(double min_time) {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  khosim::bench::ConfigureDeadlockDetection();
-  benchmark::AddCustomContext(
-      "khosim_machine",
-      absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on liveupdate=on, %d MiB image",
-                      khosim::kRam / khosim::kGiB, khosim::kImageBytes / khosim::kMiB));
-  benchmark::AddCustomContext("large_sizes",
-                              khosim::LargeRows() ? "on (KHOSIM_BENCH_LARGE)" : "off");
-  khosim::RegisterAll(min_time);
-  khosim::SetLuoTrace(false);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return khosim::bench::RunSuite(
+      argc, argv,
+      {{"khosim_machine",
+        absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on liveupdate=on, %d MiB image",
+                        khosim::kRam / khosim::kGiB, khosim::kImageBytes / khosim::kMiB)},
+       {"large_sizes", khosim::LargeRows() ? "on (KHOSIM_BENCH_LARGE)" : "off"}},
+      [](double min_time) {
+        khosim::RegisterAll(min_time);
+        khosim::SetLuoTrace(false);
+      });
 }

@@ -409,15 +409,9 @@ void RegisterAll(double min_time) {
 }  // namespace khosim
 
 int main(int argc, char** argv) {
-  const double min_time = khosim::bench::MinTimeFlag(argc, argv);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  khosim::bench::ConfigureDeadlockDetection();
-  benchmark::AddCustomContext(
-      "khosim_machine", absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on liveupdate=on",
-                                        khosim::LargeSizes() ? 16 : 8));
-  khosim::RegisterAll(min_time);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return khosim::bench::RunSuite(
+      argc, argv,
+      {{"khosim_machine", absl::StrFormat("%d GiB RAM, 1 node, 4 KiB pages, kho=on liveupdate=on",
+                                          khosim::LargeSizes() ? 16 : 8)}},
+      [](double min_time) { khosim::RegisterAll(min_time); });
 }

@@ -179,8 +179,7 @@ RangeTracker::RangeTracker(unsigned page_shift, RadixNodeMemory& memory)
   absl::MutexLock lock(&mu_);
   by_order_.reserve(max_order() + 1);
   for (unsigned order = 0; order <= max_order(); ++order) {
-    by_order_.emplace_back(
-        range_tracker_internal::CountingAllocator<ExtentMap::value_type>(&live_bytes_));
+    by_order_.emplace_back(CountingAllocator<ExtentMap::value_type>(&live_bytes_));
   }
 }
 

@@ -57,6 +57,7 @@
 #include "absl/container/btree_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "khosim/base/counting_allocator.h"
 #include "khosim/base/types.h"
 #include "khosim/kho/radix_tree.h"
 
@@ -88,36 +89,9 @@ using RangePageFn = std::function<int(PhysAddr page)>;
 
 namespace range_tracker_internal {
 
-// Adds the bytes a container allocates to a counter owned by the tracker,
-// for RangeTrackerStats::live_bytes.
-template <typename T>
-class CountingAllocator {
- public:
-  using value_type = T;
-  explicit CountingAllocator(int64_t* bytes) : bytes_(bytes) {}
-  template <typename U>
-  CountingAllocator(const CountingAllocator<U>& other) : bytes_(other.bytes()) {}
-  T* allocate(size_t n) {
-    *bytes_ += static_cast<int64_t>(n * sizeof(T));
-    return std::allocator<T>().allocate(n);
-  }
-  void deallocate(T* p, size_t n) {
-    *bytes_ -= static_cast<int64_t>(n * sizeof(T));
-    std::allocator<T>().deallocate(p, n);
-  }
-  int64_t* bytes() const { return bytes_; }
-  template <typename U>
-  bool operator==(const CountingAllocator<U>& other) const {
-    return bytes_ == other.bytes();
-  }
-
- private:
-  int64_t* bytes_;
-};
-
 // first block index -> end block index (exclusive), one map per order.
 using ExtentMap = absl::btree_map<uint64_t, uint64_t, std::less<uint64_t>,
-                                  CountingAllocator<std::pair<const uint64_t, uint64_t>>>;
+                                  khosim::CountingAllocator<std::pair<const uint64_t, uint64_t>>>;
 
 }  // namespace range_tracker_internal
 
