@@ -39,9 +39,13 @@
 //   reboot/SxF/luo_warm The same after one reboot attempt was cancelled
 //                       (untimed) by a freeze error on the last file. The
 //                       simulator zeroes a page by dropping its host backing,
-//                       so the first write to each preallocated block lands
-//                       in a host page fault; the cancelled attempt has
-//                       already taken them, leaving LUO's own work.
+//                       so the first write to a page lands in a host page
+//                       fault. Each record block's header is linked when the
+//                       page is allocated (as upstream's are), so those
+//                       faults are paid by CREATE_SESSION and PRESERVE_FD
+//                       when they grow the block sets; what the cancelled
+//                       attempt still takes is the first write to everything
+//                       else the reboot writes, leaving LUO's own work.
 //   reboot/SxF/vector_push_back
 //                       Baseline: the same S session and S*F file records
 //                       written into two std::vectors whose capacity is

@@ -33,14 +33,11 @@ Sessions::~Sessions() {
 
 Session* Sessions::FindLocked(const SessionList& list, absl::string_view name) const {
   // Upstream's walk of the session list, kept as it is: O(sessions).
-  for (const Session& s : list) {
-    if (s.name == name) return const_cast<Session*>(&s);
-  }
-  return nullptr;
+  return list.FindIf([name](const Session& s) { return s.name == name; });
 }
 
 void Sessions::DestroyLocked(SessionList& list, Session* session) {
-  list.erase(list.iterator_to(*session));
+  list.erase(*session);
   delete session;
 }
 
