@@ -239,12 +239,15 @@ u64 kho_block_set_head_pa(const struct kho_block_set* bs) {
 bool kho_block_set_is_empty(const struct kho_block_set* bs) { return bs->head == nullptr; }
 
 void kho_block_set_it_init(struct kho_block_set_it* it, struct kho_block_set* bs) {
-  *it = {.bs = bs, .block = bs->head, .i = 0};
+  // The entries per block are fixed for the set's life; the kernel's
+  // PAGE_SIZE is a constant, the simulator's a lookup, kept out of the
+  // per-entry path.
+  *it = {.bs = bs, .block = bs->head, .i = 0, .per_block = kho_block_set_count_per_block(bs)};
 }
 
 void* kho_block_set_it_reserve_entry(struct kho_block_set_it* it) {
   if (it->block == nullptr) return nullptr;
-  if (it->i == kho_block_set_count_per_block(it->bs)) {
+  if (it->i == it->per_block) {
     if (it->block == it->bs->tail) return nullptr;
     it->block = VirtOf(it->block->next);
     it->i = 0;
@@ -273,7 +276,7 @@ void* kho_block_set_it_prev(struct kho_block_set_it* it) {
     Header* prev = PrevBlock(it->bs, it->block);
     if (prev == nullptr) return nullptr;
     it->block = prev;
-    it->i = kho_block_set_count_per_block(it->bs);
+    it->i = it->per_block;
   }
   return EntryOf(it->bs, it->block, --it->i);
 }

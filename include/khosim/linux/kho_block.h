@@ -50,6 +50,7 @@ struct kho_block_set_it {
   struct kho_block_set* bs;
   struct kho_block_header_ser* block;  // the block of the current position
   u64 i;                               // entries of |block| before the position
+  u64 per_block;                       // kho_block_set_count_per_block(bs), read once at init
 };
 
 // struct kho_block_set bs = KHO_BLOCK_SET_INIT(bs, sizeof(struct entry));
