@@ -60,21 +60,28 @@ mm::Mm& CurrentMm() { return mm::Mm::Current(); }
 // ---------------------------------------------------------------------------
 // Shape and node access
 
-unsigned KhoXarray::SlotBitsLocked() const { return abi::KhoXarraySlotBits(xa_.desc.page_shift); }
+unsigned KhoXarray::SlotBitsLocked() const { return xa_.slot_bits; }
+
+void KhoXarray::SetShapeLocked() {
+  const bool shaped = xa_.desc.key_bits != 0;
+  xa_.slot_bits = shaped ? static_cast<uint8_t>(abi::KhoXarraySlotBits(xa_.desc.page_shift)) : 0;
+  xa_.root_bits =
+      shaped ? static_cast<uint8_t>(abi::KhoXarrayRootBits(xa_.desc.key_bits, xa_.desc.page_shift))
+             : 0;
+}
 
 void KhoXarray::BumpGenerationLocked() { __atomic_fetch_add(&xa_.generation, 1, __ATOMIC_RELEASE); }
 
 uint64_t KhoXarray::SlotsAt(int level) const {
-  const unsigned bits = level == static_cast<int>(xa_.desc.depth) - 1
-                            ? abi::KhoXarrayRootBits(xa_.desc.key_bits, xa_.desc.page_shift)
-                            : SlotBitsLocked();
+  const unsigned bits =
+      level == static_cast<int>(xa_.desc.depth) - 1 ? xa_.root_bits : xa_.slot_bits;
   return uint64_t{1} << bits;
 }
 
 unsigned KhoXarray::SlotOf(uint64_t index, int level) const {
   // level * slot_bits < key_bits <= 64 for every level of the map.
-  const unsigned shift = static_cast<unsigned>(level) * SlotBitsLocked();
-  return static_cast<unsigned>((index >> shift) & ((uint64_t{1} << SlotBitsLocked()) - 1));
+  const unsigned shift = static_cast<unsigned>(level) * xa_.slot_bits;
+  return static_cast<unsigned>((index >> shift) & ((uint64_t{1} << xa_.slot_bits) - 1));
 }
 
 uint64_t KhoXarray::MaxIndexLocked() const {
@@ -177,6 +184,7 @@ int KhoXarray::Init(unsigned key_bits, abi::KhoXarrayDesc* home) {
   xa_.desc.key_bits = static_cast<uint8_t>(key_bits);
   xa_.desc.depth = static_cast<uint8_t>(abi::KhoXarrayDepth(key_bits, page_shift));
   xa_.desc.page_shift = static_cast<uint8_t>(page_shift);
+  SetShapeLocked();
   xa_.mode = KHO_XA_OUTGOING;
   xa_.home = home;
   Publish();

@@ -127,6 +127,7 @@ int KhoXarray::RejectLocked(const std::string& why) {
   ctx.Trace("kho", "xarray_restore_rejected", {{"why", why}});
   xa_.mode = KHO_XA_UNUSED;
   xa_.desc = abi::KhoXarrayDesc{};
+  SetShapeLocked();
   xa_.home = nullptr;
   BumpGenerationLocked();
   return -EINVAL;
@@ -160,6 +161,7 @@ int KhoXarray::Restore(const abi::KhoXarrayDesc& desc) {
   }
   xa_.mode = KHO_XA_INCOMING;
   xa_.desc = d;
+  SetShapeLocked();
   xa_.home = nullptr;
   std::string why;
   std::vector<NodeUse> nodes;

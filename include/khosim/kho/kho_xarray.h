@@ -179,6 +179,8 @@ class KhoXarray {
 
   // Index bits one node level consumes (the descriptor records the shape).
   unsigned SlotBitsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
+  // Derives slot_bits and root_bits from the descriptor (zeros for none).
+  void SetShapeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   uint64_t SlotsAt(int level) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   unsigned SlotOf(uint64_t index, int level) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);
   uint64_t MaxIndexLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(xa_.lock);

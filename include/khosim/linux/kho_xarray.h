@@ -32,6 +32,11 @@ struct kho_xarray {
   // u64 fields can be read in place.
   struct kho_xa_desc desc __aligned(8) __guarded_by(lock);
   struct kho_xa_desc* home __guarded_by(lock);
+  // The descriptor's shape, derived once per init or restore rather than
+  // on every step of a walk: bits of index per node below the root, and at
+  // the root.
+  u8 slot_bits __guarded_by(lock);
+  u8 root_bits __guarded_by(lock);
   u64 generation;  // atomic; written under lock
   spinlock_t lock;
   u8 mode __guarded_by(lock);  // enum kho_xa_mode
