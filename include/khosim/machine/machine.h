@@ -2,12 +2,13 @@
 // memory, the seeded random source, fault plans, the event trace) and
 // drives kernels through cold boot and kexec.
 //
-// The kexec boundary: Kexec() runs kernel A's reboot hooks (an error cancels
-// the kexec and A keeps running), has A place the next image and produce the
-// handover record, destroys A, writes B's image into memory, and boots B
-// from BootParams alone. Nothing else crosses: B learns everything else by
-// reading physical memory, and every page B's allocator treats as free is
-// scrubbed before B can read it.
+// The kexec boundary: Kexec() first loads the next image as kexec_file_load
+// does (once per kernel: A produces the handover record and places the
+// image), then runs A's reboot hooks (an error cancels the kexec and A keeps
+// running, the image still loaded), destroys A, writes B's image into
+// memory, and boots B from BootParams alone. Nothing else crosses: B learns
+// everything else by reading physical memory, and every page B's allocator
+// treats as free is scrubbed before B can read it.
 //
 //   Machine m(MachineConfig{.ram = 8 * kGiB, .nodes = 2, .seed = 7});
 //   m.Boot();
@@ -103,8 +104,16 @@ class Machine : public KernelEnv {
 
   // Cold boot: generation 1 (or the next generation after a panic).
   void Boot();
-  // See the file comment. Returns the reboot hooks' error (kernel A still
-  // running) or OK with kernel B running. A panic in B propagates.
+  // See the file comment. OK with kernel B running, or, with kernel A still
+  // running:
+  //   FailedPrecondition  no kernel is running (none booted, or it died);
+  //   "kexec load: ..."   the load failed: the handover record's errno
+  //                       (KHO's) or -EADDRNOTAVAIL, no 2 MiB-aligned room
+  //                       for the image (in boot memory on a KHO kernel);
+  //   "reboot hooks cancelled the kexec: ..."  the first non-zero reboot
+  //                       hook's errno (LUO's serialization, a module's).
+  // Both errnos travel in the status (StatusErrno). A KernelPanic in B's
+  // boot propagates, with B dead.
   absl::Status Kexec(KexecOptions options = {});
 
   // Adds an out-of-tree module (a handler under test, a test's own

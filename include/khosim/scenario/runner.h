@@ -15,8 +15,8 @@
 // kexec into the next boot's command line.
 //
 // Each boot's kernel is built with the scenario's handlers for it
-// (Scenario::HandlersOf): the cold boot through MachineConfig::handlers,
-// every later one through KexecOptions::handlers.
+// (Scenario::HandlersOf): the cold boot through MachineConfig::build, every
+// later one through KexecOptions::build.
 //
 // Outcomes: kPassed only when every check held; kDataLoss when something
 // the scenario expected after a kexec is missing or differs (the first
