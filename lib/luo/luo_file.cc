@@ -44,9 +44,10 @@ unsigned long FileId(const struct liveupdate_file_handler* fh, struct file* file
 // ---- FileSet ----------------------------------------------------------------
 
 FileSet::~FileSet() {
-  for (const auto& f : files_) {
+  files_.clear_and_dispose([](LuoFile* f) {
     if (f->file != nullptr) fput(f->file);
-  }
+    delete f;
+  });
 }
 
 // The fields unpreserve, freeze and unfreeze get.
@@ -72,15 +73,17 @@ struct liveupdate_file_op_args FileSet::FinishArgs(const LuoFile& f) const {
 }
 
 LuoFile* FileSet::Find(uint64_t token) {
-  for (LuoFile& f : Files()) {
+  for (LuoFile& f : files_) {
     if (f.token == token) return &f;
   }
   return nullptr;
 }
 
 void FileSet::PopNewest() {
-  struct file* file = files_.back()->file;
+  LuoFile* f = &files_.back();
+  struct file* file = f->file;
   files_.pop_back();
+  delete f;
   block_set_.Shrink(files_.size());
   if (file != nullptr) fput(file);
 }
@@ -134,19 +137,19 @@ int FileSet::Preserve(uint64_t token, int fd) {
     undo_module();
     return err;
   }
-  auto f = std::make_unique<LuoFile>();
+  auto* f = new LuoFile;
   f->fh = fh;
   f->file = file;
   f->token = token;
   f->serialized_data = args.serialized_data;
   f->private_data = args.private_data;
-  files_.push_back(std::move(f));
+  files_.push_back(*f);
   return 0;
 }
 
 void FileSet::UnpreserveAll() {
   while (!files_.empty()) {
-    LuoFile& f = *files_.back();
+    LuoFile& f = files_.back();
     struct liveupdate_file_op_args args = RuntimeArgs(f);
     svc_.luo.TraceCallback("unpreserve", f.fh, session_, f.token);
     f.fh->ops->unpreserve(&args);
@@ -161,7 +164,7 @@ void FileSet::UnpreserveAll() {
 int FileSet::Freeze(abi::LuoFileSetSer* ser) {
   if (files_.empty()) return 0;
   kho::BlockSet::Iterator it(block_set_);
-  for (LuoFile& f : Files()) {
+  for (LuoFile& f : files_) {
     auto* file_ser = static_cast<abi::LuoFileSer*>(it.ReserveEntry());
     if (file_ser == nullptr) {
       svc_.luo.ctx().WarnOnce(KHOSIM_SITE, "no pre-allocated file record at reboot");
@@ -193,7 +196,7 @@ int FileSet::Freeze(abi::LuoFileSetSer* ser) {
 
 void FileSet::Unfreeze(abi::LuoFileSetSer* ser, const LuoFile* failed) {
   if (files_.empty()) return;
-  for (LuoFile& f : Files()) {
+  for (LuoFile& f : files_) {
     if (&f == failed) break;
     if (f.fh->ops->unfreeze == nullptr) continue;
     struct liveupdate_file_op_args args = RuntimeArgs(f);
@@ -238,14 +241,14 @@ int FileSet::Retrieve(uint64_t token, struct file** out) {
 
 int FileSet::FinishAll() {
   if (files_.empty()) return 0;
-  for (LuoFile& f : Files()) {
+  for (LuoFile& f : files_) {
     if (f.fh->ops->can_finish == nullptr) continue;
     struct liveupdate_file_op_args args = FinishArgs(f);
     svc_.luo.TraceCallback("can_finish", f.fh, session_, f.token);
     if (!f.fh->ops->can_finish(&args)) return -EBUSY;
   }
   while (!files_.empty()) {
-    LuoFile& f = *files_.back();
+    LuoFile& f = files_.back();
     struct liveupdate_file_op_args args = FinishArgs(f);
     svc_.luo.TraceCallback("finish", f.fh, session_, f.token);
     f.fh->ops->finish(&args);
@@ -289,11 +292,11 @@ int FileSet::Deserialize(const abi::LuoFileSetSer& ser) {
       err = -ENOMEM;
       break;
     }
-    auto f = std::make_unique<LuoFile>();
+    auto* f = new LuoFile;
     f->fh = entry->fh;
     f->serialized_data = file_ser->data;
     f->token = file_ser->token;
-    files_.push_back(std::move(f));
+    files_.push_back(*f);
   }
   if (err == 0 && files_.size() != ser.count) {
     ctx.Log(absl::StrCat("luo: warning: file count mismatch: expected ", ser.count, ", found ",
@@ -301,15 +304,17 @@ int FileSet::Deserialize(const abi::LuoFileSetSer& ser) {
     err = -EINVAL;
   }
   if (err != 0) {
-    for (const auto& f : files_) module_put(f->fh->ops->owner);
-    files_.clear();
+    files_.clear_and_dispose([](LuoFile* f) {
+      module_put(f->fh->ops->owner);
+      delete f;
+    });
     block_set_.Destroy();
   }
   return err;
 }
 
 int FileSet::TokenOf(struct file* file, uint64_t* token) const {
-  for (const LuoFile& f : Files()) {
+  for (const LuoFile& f : files_) {
     if (f.file == file) {
       if (token != nullptr) *token = f.token;
       return 0;
@@ -320,7 +325,7 @@ int FileSet::TokenOf(struct file* file, uint64_t* token) const {
 
 std::vector<Luo::FileInfo> FileSet::Info() const {
   std::vector<Luo::FileInfo> out;
-  for (const LuoFile& f : Files()) {
+  for (const LuoFile& f : files_) {
     out.push_back({f.token, f.fh->compatible, f.retrieve_status, f.file != nullptr});
   }
   return out;
@@ -328,12 +333,12 @@ std::vector<Luo::FileInfo> FileSet::Info() const {
 
 void FileSet::CountByHandler(
     absl::flat_hash_map<const struct liveupdate_file_handler*, long>* counts) const {
-  for (const LuoFile& f : Files()) ++(*counts)[f.fh];
+  for (const LuoFile& f : files_) ++(*counts)[f.fh];
 }
 
 absl::Status FileSet::Validate(bool outgoing, uint64_t* registered) const {
   absl::flat_hash_set<uint64_t> tokens;
-  for (const LuoFile& f : Files()) {
+  for (const LuoFile& f : files_) {
     if (!tokens.insert(f.token).second) {
       return absl::InternalError(
           absl::StrCat("session ", session_->name, ": duplicate token ", f.token));

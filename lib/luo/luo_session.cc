@@ -33,11 +33,14 @@ Sessions::~Sessions() {
 
 Session* Sessions::FindLocked(const SessionList& list, absl::string_view name) const {
   // Upstream's walk of the session list, kept as it is: O(sessions).
-  return list.FindIf([name](const Session& s) { return s.name == name; });
+  for (const Session& s : list) {
+    if (s.name == name) return const_cast<Session*>(&s);
+  }
+  return nullptr;
 }
 
 void Sessions::DestroyLocked(SessionList& list, Session* session) {
-  list.erase(*session);
+  list.erase(list.iterator_to(*session));
   delete session;
 }
 

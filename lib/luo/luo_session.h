@@ -24,7 +24,6 @@
 #define KHOSIM_LIB_LUO_LUO_SESSION_H_
 
 #include <atomic>
-#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -34,13 +33,13 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "boost/intrusive/list.hpp"
 #include "hazard_mutex.h"
 #include "khosim/abi/luo.h"
 #include "khosim/kho/block_set.h"
 #include "khosim/linux/fs.h"
 #include "khosim/luo/luo.h"
 #include "luo_file.h"
-#include "slot_list.h"
 
 // The kernel's struct luo_session; handlers see it as the opaque
 // `struct liveupdate_session *`.
@@ -48,6 +47,11 @@ struct liveupdate_session {
   liveupdate_session(khosim::luo::LuoServices& services, std::string session_name, bool is_incoming)
       : name(std::move(session_name)), incoming(is_incoming), files(services, this) {}
 
+  // Its place on the outgoing or incoming list (the lists' lock). First,
+  // beside the name: a list walk comparing names then touches one cache
+  // line per session.
+  boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::safe_link>>
+      list_hook;
   const std::string name;
   const bool incoming;  // from the previous kernel
   khosim::luo::HazardMutex mutex;
@@ -55,8 +59,6 @@ struct liveupdate_session {
   // before the session's fd exists; the fd's operations read it freely.
   bool retrieved = false;
   khosim::luo::FileSet files ABSL_GUARDED_BY(mutex);
-  // Its slot on the outgoing or incoming list (the lists' lock).
-  size_t list_slot = 0;
 };
 
 namespace khosim::luo {
@@ -118,7 +120,10 @@ class Sessions {
   long Ioctl(Session* session, unsigned int cmd, unsigned long arg);
 
  private:
-  using SessionList = SlotList<Session, &Session::list_slot>;
+  using SessionList = boost::intrusive::list<
+      Session,
+      boost::intrusive::member_hook<Session, decltype(Session::list_hook), &Session::list_hook>,
+      boost::intrusive::constant_time_size<true>>;
 
   Session* FindLocked(const SessionList& list, absl::string_view name) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
