@@ -203,6 +203,10 @@ int ShmemInode::AllocFolioLocked(pgoff_t index, unsigned long memcg, bool uptoda
   }
   __folio_set_swapbacked(folio);
   if (uptodate) folio_mark_uptodate(folio);
+  return AddNewFolioLocked(folio, start, out);
+}
+
+int ShmemInode::AddNewFolioLocked(struct folio* folio, pgoff_t start, struct folio** out) {
   InsertLocked(folio, start);
   if (luo_hook_ != nullptr) {
     if (const int hook_err = luo_hook_->folio_added(&vfs_inode, folio, luo_hook_data_);
@@ -226,16 +230,7 @@ int ShmemInode::AllocHugetlbFolioLocked(pgoff_t index, unsigned long memcg, stru
     return err;
   }
   folio_mark_uptodate(folio);
-  InsertLocked(folio, start);
-  if (luo_hook_ != nullptr) {
-    if (const int hook_err = luo_hook_->folio_added(&vfs_inode, folio, luo_hook_data_);
-        hook_err != 0) {
-      DeleteLocked(cache_.find(start));
-      return hook_err;
-    }
-  }
-  *out = folio;
-  return 0;
+  return AddNewFolioLocked(folio, start, out);
 }
 
 int ShmemInode::GetFolioLocked(pgoff_t index, enum sgp_type sgp, unsigned long memcg,

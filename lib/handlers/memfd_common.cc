@@ -67,6 +67,18 @@ int memfd_luo_freeze_pos(struct liveupdate_file_op_args* args) {
   return 0;
 }
 
+int memfd_luo_prepare_folio(struct folio* folio, void* /*arg*/) {
+  folio_lock(folio);
+  folio_mark_dirty(folio);
+  if (!folio_test_uptodate(folio)) {
+    folio_zero_range(folio, 0, folio_size(folio));
+    flush_dcache_folio(folio);
+    folio_mark_uptodate(folio);
+  }
+  folio_unlock(folio);
+  return 0;
+}
+
 int memfd_luo_preserve_folio_array(struct file* file, unsigned int max_folios,
                                    memfd_luo_prepare_fn prepare, void* arg, const char* who,
                                    struct kho_vmalloc* kho_vmalloc,

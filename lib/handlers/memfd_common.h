@@ -44,6 +44,13 @@ void memfd_luo_unpreserve_end(struct file* file, void* ser);
 // only field that still moves once the mapping is frozen).
 int memfd_luo_freeze_pos(struct liveupdate_file_op_args* args);
 
+// The shmem step (memfd-v2's, and the sparse profile's): the folio is
+// handed over dirty, since a mapping can still write it after preserve and
+// the next kernel may reclaim a folio it believes clean; a folio fallocate
+// left not uptodate is zeroed and marked uptodate, so it reaches the next
+// kernel zeroed rather than with whatever the page held. Locks the folio. 0.
+int memfd_luo_prepare_folio(struct folio* folio, void* arg);
+
 // The folio array: pins every folio of the file's size (memfd_pin_folios
 // allocates the holes; at most |max_folios|), preserves each, runs
 // |prepare|(folio, |arg|) on it (a failure unpreserves it and fails the call), records

@@ -48,25 +48,6 @@ namespace {
 
 static_assert(offsetof(struct memfd_luo_ser, pos) == 0, "memfd_luo_freeze_pos writes it");
 
-// memfd-v2's per-folio step: every preserved folio goes over dirty and
-// uptodate.
-int memfd_luo_prepare_folio(struct folio* folio, void* /*arg*/) {
-  folio_lock(folio);
-  // The dirty bit can still change after preserve (through a mapping),
-  // and a folio the next kernel believes clean may be reclaimed: every
-  // preserved folio is handed over dirty.
-  folio_mark_dirty(folio);
-  // A folio fallocate left not uptodate would reach the next kernel with
-  // whatever it holds; zero it now, since the holes were paid for anyway.
-  if (!folio_test_uptodate(folio)) {
-    folio_zero_range(folio, 0, folio_size(folio));
-    flush_dcache_folio(folio);
-    folio_mark_uptodate(folio);
-  }
-  folio_unlock(folio);
-  return 0;
-}
-
 int memfd_luo_preserve(struct liveupdate_file_op_args* args) {
   struct file* file = args->file;
   u32 seals = 0;

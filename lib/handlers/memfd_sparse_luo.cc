@@ -105,16 +105,7 @@ int memfd_sparse_take_pinned(struct memfd_sparse_state* state, struct folio* fol
     unpin_folio(folio);
     return err;
   }
-  folio_lock(folio);
-  folio_mark_dirty(folio);
-  // A folio fallocate left not uptodate reaches the next kernel zeroed.
-  if (!folio_test_uptodate(folio)) {
-    folio_zero_range(folio, 0, folio_size(folio));
-    flush_dcache_folio(folio);
-    folio_mark_uptodate(folio);
-  }
-  folio_unlock(folio);
-  return 0;
+  return memfd_luo_prepare_folio(folio, nullptr);
 }
 
 // Pins, preserves and records every folio in the page cache. The cached

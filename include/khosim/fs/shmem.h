@@ -210,6 +210,11 @@ class ShmemInode : public shmem_inode_info {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int AllocHugetlbFolioLocked(pgoff_t index, unsigned long memcg, struct folio** out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Inserts a freshly allocated, charged |folio| at |start| and tells the
+  // LUO hook of a preserved mapping; the hook's error removes it again (and
+  // is returned). 0 with *out.
+  int AddNewFolioLocked(struct folio* folio, pgoff_t start, struct folio** out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Returns the folio holding |index|, allocating per |sgp|; no reference.
   int GetFolioLocked(pgoff_t index, enum sgp_type sgp, unsigned long memcg, struct folio** out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
