@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "khosim/linux/bug.h"
 #include "khosim/linux/err.h"
+#include "khosim/linux/miscdevice.h"
 #include "khosim/linux/module.h"
 
 namespace khosim::fs {
@@ -73,12 +74,13 @@ Process* Vfs::FindProcess(int pid) {
   return processes_[pid - 1].get();
 }
 
-int Vfs::RegisterMiscDevice(absl::string_view name, const struct file_operations* fops) {
+int Vfs::RegisterMiscDevice(absl::string_view name, const struct file_operations* fops,
+                            void* data) {
   absl::MutexLock lock(&mu_);
   if (devices_.find(name) != devices_.end()) return -EEXIST;
   struct inode* inode = new_inode_pseudo(S_IFCHR | 0600);
   inode->i_fop = fops;
-  devices_.emplace(std::string(name), Device{fops, inode});
+  devices_.emplace(std::string(name), Device{fops, inode, data});
   ctx_.Trace("fs", "misc_register", {{"name", std::string(name)}});
   return 0;
 }
@@ -105,12 +107,14 @@ int Vfs::OpenDevice(absl::string_view path, int flags, struct file** out) {
   const absl::string_view name = path.substr(kDevPrefix.size());
   struct inode* inode = nullptr;
   const struct file_operations* fops = nullptr;
+  void* data = nullptr;
   {
     absl::MutexLock lock(&mu_);
     auto it = devices_.find(name);
     if (it == devices_.end()) return -ENOENT;
     inode = ihold(it->second.inode);
     fops = it->second.fops;
+    data = it->second.data;
   }
   // The device's module must stay while the file is open (chrdev_open).
   if (fops != nullptr && !try_module_get(fops->owner)) {
@@ -123,6 +127,7 @@ int Vfs::OpenDevice(absl::string_view path, int flags, struct file** out) {
     iput(inode);
     return static_cast<int>(PTR_ERR(file));
   }
+  file->private_data = data;  // misc_open: the miscdevice
   if (fops != nullptr && fops->open != nullptr) {
     const int err = fops->open(inode, file);
     if (err != 0) {
@@ -138,6 +143,15 @@ int Vfs::OpenDevice(absl::string_view path, int flags, struct file** out) {
 }
 
 }  // namespace khosim::fs
+
+int misc_register(struct miscdevice* misc) {
+  if (misc == nullptr || misc->name == nullptr || misc->fops == nullptr) return -EINVAL;
+  return khosim::fs::Vfs::Current().RegisterMiscDevice(misc->name, misc->fops, misc);
+}
+
+void misc_deregister(struct miscdevice* misc) {
+  khosim::fs::Vfs::Current().DeregisterMiscDevice(misc->name);
+}
 
 // ---- Kernel face -----------------------------------------------------------
 

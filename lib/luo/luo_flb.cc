@@ -179,6 +179,15 @@ int FlbLifecycle::SetupIncoming(uint64_t flbs_pa) {
   return 0;
 }
 
+bool FlbLifecycle::HasIncomingRecord(const struct liveupdate_flb* flb) const {
+  if (in_flbs_ == nullptr) return false;
+  const auto* entries = reinterpret_cast<const abi::LuoFlbSer*>(in_flbs_ + 1);
+  for (uint64_t i = 0; i < in_flbs_->count; ++i) {
+    if (CompatOf(entries[i].name) == CompatOf(flb->compatible)) return true;
+  }
+  return false;
+}
+
 int FlbLifecycle::LoadIncomingLocked(FlbState& s) {
   if (s.incoming.loaded) return 0;
   if (in_flbs_ == nullptr) return -ENODATA;
@@ -217,7 +226,15 @@ int FlbLifecycle::RetrieveIncomingLocked(FlbState& s) {
 int FlbLifecycle::GetIncoming(struct liveupdate_flb* flb, void** objp) {
   if (!luo_.enabled()) return -EOPNOTSUPP;
   FlbState* s = registry_.FindFlb(flb);
-  if (s == nullptr) return -ENOENT;
+  if (s == nullptr) {
+    // Upstream keeps an FLB's state in the FLB itself, so an incoming get
+    // works before (or without) any handler linking it; only a name with
+    // no record fails.
+    if (flb == nullptr || flb->ops == nullptr) return -EINVAL;
+    if (in_flbs_ == nullptr) return -ENODATA;
+    if (!HasIncomingRecord(flb)) return -ENOENT;
+    s = registry_.FindOrAdoptFlb(flb);
+  }
   HazardLock lock(s->incoming.mutex, luo_.ctx(), "flb incoming lock");
   if (!lock.held()) return -EDEADLK;
   if (s->incoming.finished) return -ENODATA;

@@ -66,6 +66,8 @@ class FlbLifecycle {
   int RetrieveIncomingLocked(FlbState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.incoming.mutex);
   void OutgoingPutLocked(FlbState& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.outgoing.mutex);
   void PutIncoming(FlbState& s);
+  // Whether the previous kernel's FLB page names |flb|.
+  bool HasIncomingRecord(const struct liveupdate_flb* flb) const;
 
   LuoContext& luo_;
   HandlerRegistry& registry_;

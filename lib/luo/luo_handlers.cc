@@ -38,6 +38,17 @@ FlbState* HandlerRegistry::FindFlb(const struct liveupdate_flb* flb) {
   return nullptr;
 }
 
+FlbState* HandlerRegistry::FindOrAdoptFlb(struct liveupdate_flb* flb) {
+  absl::MutexLock lock(&mu_);
+  for (FlbState& s : flbs_) {
+    if (s.flb == flb) return &s;
+  }
+  auto* state = new FlbState(flb);
+  state->adopted = true;
+  flbs_.push_back(*state);
+  return state;
+}
+
 HandlerEntry* HandlerRegistry::Claim(struct file* file) {
   absl::MutexLock lock(&mu_);
   for (HandlerEntry& h : handlers_) {
@@ -112,11 +123,17 @@ int HandlerRegistry::RegisterFlb(struct liveupdate_file_handler* fh, struct live
   for (FlbState& s : flbs_) {
     if (s.flb == flb) state = &s;
   }
-  if (state == nullptr) {
-    if (flbs_.size() >= abi::LuoFlbMax(PAGE_SIZE)) return -ENOSPC;
+  // Only linked FLBs count towards the limit and own their name.
+  if (state == nullptr || state->users == 0) {
+    uint64_t linked = 0;
     for (const FlbState& s : flbs_) {
+      if (s.users == 0) continue;
+      ++linked;
       if (CompatOf(s.flb->compatible) == CompatOf(flb->compatible)) return -EEXIST;
     }
+    if (linked >= abi::LuoFlbMax(PAGE_SIZE)) return -ENOSPC;
+  }
+  if (state == nullptr) {
     state = new FlbState(flb);
     flbs_.push_back(*state);
   }
@@ -139,7 +156,7 @@ void HandlerRegistry::UnregisterFlb(struct liveupdate_file_handler* fh,
   }
   FlbState* state = *it;
   h->flbs.erase(it);
-  if (--state->users == 0) {
+  if (--state->users == 0 && !state->adopted) {
     flbs_.erase_and_dispose(flbs_.iterator_to(*state), [](FlbState* s) { delete s; });
   }
 }

@@ -51,6 +51,10 @@ struct FlbState : SafeListHook {
   explicit FlbState(struct liveupdate_flb* f) : flb(f) {}
   struct liveupdate_flb* const flb;
   int users = 0;  // handler links; registry lock
+  // Created by an incoming get before any handler linked it (the PCI core
+  // reads its FLB at enumeration, before a driver registers it): kept
+  // after its last link goes, as upstream keeps the state in the FLB.
+  bool adopted = false;  // registry lock
   FlbSide outgoing;
   FlbSide incoming;
 };
@@ -79,6 +83,8 @@ class HandlerRegistry {
 
   HandlerEntry* Find(const struct liveupdate_file_handler* fh) ABSL_LOCKS_EXCLUDED(mu_);
   FlbState* FindFlb(const struct liveupdate_flb* flb) ABSL_LOCKS_EXCLUDED(mu_);
+  // FindFlb, or a new unlinked state for |flb| (FlbState::adopted).
+  FlbState* FindOrAdoptFlb(struct liveupdate_flb* flb) ABSL_LOCKS_EXCLUDED(mu_);
   // The first handler, in registration order, whose can_preserve takes
   // |file|, with a reference on its module; nullptr when none takes it or
   // its module is going away.

@@ -5,7 +5,7 @@
 //   0x80  MSI (endpoints and root ports; not VFs)
 //   0x90  MSI-X (endpoints, VFs)
 //   0x100 ACS (root and downstream ports)        -- extended capabilities
-//   0x100 SR-IOV (PFs)
+//   0x100 SR-IOV (PFs), then ARI at 0x140
 //
 // Write masks follow the PCI Express base specification for the bits the
 // simulator models: software can set what a real device lets it set, and
@@ -23,6 +23,7 @@ constexpr uint16_t kExpCap = 0x40;
 constexpr uint16_t kMsiCap = 0x80;
 constexpr uint16_t kMsixCap = 0x90;
 constexpr uint16_t kExtCap = 0x100;
+constexpr uint16_t kAriCap = 0x140;
 // Bridges of the simulated machine: one vendor/device pair per port kind.
 constexpr uint16_t kBridgeVendor = 0x8086;
 constexpr uint32_t kBridgeClass = 0x060400;
@@ -166,6 +167,8 @@ std::shared_ptr<const PciConfigTemplate> MakeFunctionDesign(const PciFunctionSpe
       l.Set(kExtCap + PCI_SRIOV_VF_OFFSET, 2, spec.vf_offset);
       l.Set(kExtCap + PCI_SRIOV_VF_STRIDE, 2, spec.vf_stride);
       l.Set(kExtCap + PCI_SRIOV_VF_DID, 2, spec.vf_device);
+      // ARI, so that VFs past device 0 are reachable below a port.
+      l.AddExtCap(kAriCap, PCI_EXT_CAP_ID_ARI);
     }
     return t;
   }

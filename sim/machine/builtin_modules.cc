@@ -10,6 +10,9 @@
 #include "khosim/abi/memfd_luo.h"
 #include "khosim/handlers/hugetlb_luo.h"
 #include "khosim/handlers/memfd_luo.h"
+#include "khosim/handlers/pci_passthrough.h"
+#include "khosim/linux/kho/abi/pci.h"
+#include "khosim/linux/kho/abi/pci_passthrough.h"
 #include "khosim/machine/kernel_module.h"
 
 namespace khosim {
@@ -43,6 +46,14 @@ ModuleRegistry MakeBuiltin() {
           // kernel's files hold must be known before.
           .early_hooks = {{BootHook::kBeforeMemblockFreeAll, "hugetlb_luo_early",
                            hugetlb_luo_early_init}},
+      },
+      {
+          .name = kPciPassthroughModule,
+          .kind = KernelModule::Kind::kDriver,
+          .description = "a test PCI passthrough driver whose files preserve their device",
+          .compatibles = {PCI_PASSTHROUGH_LUO_COMPATIBLE},
+          .flbs = {PCI_LUO_FLB_COMPATIBLE},
+          .initcalls = {{InitcallLevel::kDevice, "pci_passthrough_init", pci_passthrough_init}},
       },
   };
   ModuleRegistry registry;

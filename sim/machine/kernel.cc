@@ -16,11 +16,16 @@
 
 namespace khosim {
 
-Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, BootParams params,
-               KernelConfig config)
+Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, hw::PciHardware* pci,
+               uint64_t generation, BootParams params, KernelConfig config)
     : ctx_(env, generation, PageGeometry::ForPageSize(memory.page_size()), std::move(params)) {
   mm_ = std::make_unique<mm::Mm>(ctx_, memory, config.mm);
   kho_ = std::make_unique<kho::Kho>(ctx_, *mm_, config.kho);
+  if (pci != nullptr && pci->FunctionCount() > 0) {
+    pci_ = std::make_unique<drivers::PciCore>(ctx_, *pci);
+    RegisterInitcall(InitcallLevel::kSubsys, "pci_subsys_init",
+                     [this] { return pci_->Enumerate(); });
+  }
   RegisterInitcall(InitcallLevel::kCore, "hugetlb_init", [this] {
     mm_->hugetlb().Init();
     return 0;
@@ -64,6 +69,7 @@ Kernel::~Kernel() {
   // Nothing of this kernel runs any more (see linux/fs.h): objects are
   // freed without their release callbacks, upper layers first.
   if (ctx_.phase() != BootPhase::kDead) ctx_.SetPhase(BootPhase::kDead);
+  pci_.reset();
   luo_.reset();
   vfs_.reset();
   kho_.reset();
@@ -130,6 +136,12 @@ void Kernel::RegisterInitcall(InitcallLevel level, std::string name, std::functi
 
 void Kernel::RegisterRebootHook(std::string name, std::function<int(const RebootInfo&)> fn) {
   reboot_hooks_.push_back(RebootHook{std::move(name), std::move(fn)});
+}
+
+void Kernel::ShutdownDevices(const RebootInfo& info) {
+  ScopedKernelContext scope(&ctx_);
+  if (info.preserve_context || pci_ == nullptr) return;
+  pci_->Shutdown();
 }
 
 int Kernel::RunRebootHooks(const RebootInfo& info) {

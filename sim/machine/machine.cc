@@ -2,13 +2,15 @@
 //
 // Kexec sequence (kernel A -> kernel B):
 //   1. A enters kRebooting and runs its reboot hooks; an error cancels the
-//      kexec (A back to kRunning) and is returned.
+//      kexec (A back to kRunning) and is returned. Then A shuts its devices
+//      down (device_shutdown): the point of no return.
 //   2. A places B's image (kexec_file_load's segment placement) and builds
 //      the handover record.
 //   3. A is destroyed: every C++ object of that boot is gone.
 //   4. The "hardware" copies B's image into place (the relocation step of
 //      machine_kexec), overwriting whatever was there.
-//   5. B boots from {cmdline, handover record, image location} alone.
+//   5. B boots from {cmdline, handover record, image location} and the
+//      hardware as A left it (PCI config spaces are never reset here).
 #include "khosim/machine/machine.h"
 
 #include <chrono>
@@ -34,6 +36,7 @@ absl::StatusOr<hw::MemoryLayout> Machine::LayoutFor(const MachineConfig& config)
           ? hw::MemoryLayout::Uniform(config.ram, config.nodes, config.page_size, config.hole)
           : hw::MemoryLayout::FromRanges(config.ranges, config.page_size);
   if (absl::Status s = layout.Validate(); !s.ok()) return s;
+  if (absl::Status s = config.pci.Validate(); !s.ok()) return s;
   if (!layout.IsRam(config.cold_boot_image_base, config.kernel_image_size)) {
     return absl::InvalidArgumentError(
         absl::StrCat("the cold-boot kernel image at ", config.cold_boot_image_base.ToString(), " (",
@@ -68,6 +71,8 @@ Machine::Machine(MachineConfig config)
 Machine::Machine(MachineConfig config, std::unique_ptr<hw::PhysicalMemory> memory)
     : config_(std::move(config)),
       memory_(std::move(memory)),
+      // LayoutFor validated the topology: Create cannot fail here.
+      pci_(*hw::PciHardware::Create(config_.pci)),
       rng_(config_.seed),
       faults_([this] { return rng_(); }) {}
 
@@ -122,8 +127,8 @@ void Machine::StartKernel(BootParams params, const KernelBuild& build) {
   KernelConfig config = KernelConfigFor(image_base);
   config.build = build;
   for (const KernelModule* module : modules_.Resolve(build)) config.modules.push_back(*module);
-  kernel_ = std::make_unique<Kernel>(*this, *memory_, next_generation_++, std::move(params),
-                                     std::move(config));
+  kernel_ = std::make_unique<Kernel>(*this, *memory_, pci_.get(), next_generation_++,
+                                     std::move(params), std::move(config));
   SetCurrentKernelContext(&kernel_->ctx());
   kernel_->Boot();  // a KernelPanic leaves the dead kernel for inspection
 }
@@ -134,6 +139,7 @@ void Machine::Boot() {
     kernel_.reset();
   }
   memory_->ResetAccess();
+  pci_->PowerOn();
   trace_.Record(next_generation_, "machine", "cold_boot", {});
   StartKernel(
       BootParams{config_.cmdline, {}, config_.cold_boot_image_base, config_.kernel_image_size},
@@ -181,6 +187,7 @@ absl::Status Machine::Kexec(KexecOptions options) {
     trace_.Record(a.generation(), "kexec", "cancelled", {{"ret", absl::StrCat(hooks)}});
     return KernelErrorToStatus(hooks, "reboot hooks cancelled the kexec");
   }
+  a.ShutdownDevices(RebootInfo{.preserve_context = options.preserve_context});
   step = Clock::now();
   const abi::KhoData handover = loaded_handover_;
   const PhysAddr image_base = loaded_image_base_;

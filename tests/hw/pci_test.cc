@@ -3,6 +3,7 @@
 #include "khosim/hw/pci.h"
 
 #include <memory>
+#include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -178,7 +179,7 @@ TEST(PciHardwareTest, OnlyPowerOnResetsEverything) {
 }
 
 TEST(PciTopologyTest, RejectsWhatHardwareCannotBe) {
-  const auto invalid = [](PciTopology t) { return t.Validate().message(); };
+  const auto invalid = [](PciTopology t) { return std::string(t.Validate().message()); };
   EXPECT_THAT(invalid({.segments = {{.functions = {PciEndpoint("a"), PciEndpoint("a", 1)}}}}),
               HasSubstr("named twice"));
   EXPECT_THAT(invalid({.segments = {{.functions = {PciEndpoint("a"), PciEndpoint("b")}}}}),

@@ -150,8 +150,10 @@ class Vfs {
   Process* FindProcess(int pid);
 
   // misc_register: "/dev/<name>" opens a new file on the device's inode
-  // with |fops|, then calls fops->open. -EEXIST for a taken name.
-  int RegisterMiscDevice(absl::string_view name, const struct file_operations* fops);
+  // with |fops| and private_data |data|, then calls fops->open. -EEXIST for
+  // a taken name.
+  int RegisterMiscDevice(absl::string_view name, const struct file_operations* fops,
+                         void* data = nullptr);
   void DeregisterMiscDevice(absl::string_view name);
   bool HasDevice(absl::string_view name) const;
 
@@ -183,6 +185,7 @@ class Vfs {
   struct Device {
     const struct file_operations* fops;
     struct inode* inode;
+    void* data;
   };
   std::map<std::string, Device, std::less<>> devices_ ABSL_GUARDED_BY(mu_);
 };

@@ -9,6 +9,8 @@ namespace khosim {
 inline constexpr char kMemfdModule[] = "memfd";               // "memfd-v2"
 inline constexpr char kMemfdSparseModule[] = "memfd-sparse";  // "memfd-sparse-v1"
 inline constexpr char kHugetlbModule[] = "hugetlb";           // "hugemfd-v1", FLB "hugetlb-v1"
+inline constexpr char kPciPassthroughModule[] =
+    "pci-passthrough";  // "pci-passthrough-v1", FLB "pci"
 
 }  // namespace khosim
 

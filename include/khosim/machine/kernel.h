@@ -15,8 +15,9 @@
 //   initcalls       registered initcalls by level (early, core, ..., late):
 //                   the kernel's own first (kho_init is the first fs
 //                   initcall; LUO reads the previous kernel's state early
-//                   and sets up its own late), then the built-in modules'
-//                   (khosim/machine/kernel_module.h)
+//                   and sets up its own late; on a machine with PCI
+//                   hardware, pci_subsys_init enumerates it), then the
+//                   built-in modules' (khosim/machine/kernel_module.h)
 //   running
 //
 // Reboot hooks registered by the layers (LUO's liveupdate_reboot) and the
@@ -33,7 +34,9 @@
 
 #include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
+#include "khosim/drivers/pci.h"
 #include "khosim/fs/vfs.h"
+#include "khosim/hw/pci.h"
 #include "khosim/hw/physical_memory.h"
 #include "khosim/kho/kho.h"
 #include "khosim/luo/luo.h"
@@ -61,8 +64,9 @@ struct BootStepTime {
 
 class Kernel {
  public:
-  Kernel(KernelEnv& env, hw::PhysicalMemory& memory, uint64_t generation, BootParams params,
-         KernelConfig config);
+  // |pci|: the machine's PCI hardware, or nullptr for none.
+  Kernel(KernelEnv& env, hw::PhysicalMemory& memory, hw::PciHardware* pci, uint64_t generation,
+         BootParams params, KernelConfig config);
   ~Kernel();
   Kernel(const Kernel&) = delete;
   Kernel& operator=(const Kernel&) = delete;
@@ -76,6 +80,10 @@ class Kernel {
   // sequence and is returned by RunRebootHooks.
   void RegisterRebootHook(std::string name, std::function<int(const RebootInfo&)> fn);
   int RunRebootHooks(const RebootInfo& info);
+  // The point of no return of a kexec, after every reboot hook agreed:
+  // device_shutdown (pci_device_shutdown for every PCI device). A
+  // preserve-context image suspends devices instead, so nothing runs.
+  void ShutdownDevices(const RebootInfo& info);
 
   // The record handed to the next kernel, built when the next image is
   // loaded (KHO installs the provider; without it the record is empty).
@@ -93,6 +101,8 @@ class Kernel {
   fs::Vfs& vfs() { return *vfs_; }
   // Exists from the same point; enabled only with liveupdate=on and KHO.
   luo::Luo& luo() { return *luo_; }
+  // The PCI core; nullptr on a machine without PCI functions.
+  drivers::PciCore* pci() { return pci_.get(); }
   // What this kernel was built with.
   const KernelBuild& build() const { return build_; }
   const std::vector<KernelModule>& modules() const { return modules_; }
@@ -128,6 +138,7 @@ class Kernel {
   KernelBuild build_;
   std::vector<KernelModule> modules_;
   std::unique_ptr<luo::Luo> luo_;
+  std::unique_ptr<drivers::PciCore> pci_;
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;
   std::function<int(abi::KhoData*)> handover_provider_;

@@ -5,8 +5,9 @@
 // The kexec boundary: Kexec() first loads the next image as kexec_file_load
 // does (once per kernel: A produces the handover record and places the
 // image), then runs A's reboot hooks (an error cancels the kexec and A keeps
-// running, the image still loaded), destroys A, writes B's image into
-// memory, and boots B from BootParams alone. Nothing else crosses: B learns
+// running, the image still loaded), shuts A's devices down, destroys A,
+// writes B's image into memory, and boots B from BootParams alone. Nothing
+// else crosses but the hardware's own state (PCI config spaces): B learns
 // everything else by reading physical memory, and every page B's allocator
 // treats as free is scrubbed before B can read it.
 //
@@ -32,6 +33,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
+#include "khosim/hw/pci.h"
+#include "khosim/hw/pci_topology.h"
 #include "khosim/hw/physical_memory.h"
 #include "khosim/machine/event_trace.h"
 #include "khosim/machine/fault_injector.h"
@@ -64,6 +67,9 @@ struct MachineConfig {
   // name another build); unset: the registry's default modules (memfd)
   // plus every module added with Machine::AddModule.
   std::optional<KernelBuild> build;
+  // The PCI hardware (khosim/hw/pci_topology.h); empty: none. Its config
+  // spaces keep their values across a kexec; a cold boot resets them.
+  hw::PciTopology pci;
   // Allocations of at least this many bytes appear in the trace.
   uint64_t trace_alloc_threshold = 1 * kMiB;
 };
@@ -135,6 +141,8 @@ class Machine : public KernelEnv {
   void Activate();
 
   hw::PhysicalMemory& memory() { return *memory_; }
+  // The PCI hardware (empty when the configuration describes none).
+  hw::PciHardware& pci() { return *pci_; }
   const MachineConfig& config() const { return config_; }
   FaultInjector& faults() { return faults_; }
   EventTrace& trace() { return trace_; }
@@ -161,6 +169,7 @@ class Machine : public KernelEnv {
 
   MachineConfig config_;
   std::unique_ptr<hw::PhysicalMemory> memory_;
+  std::unique_ptr<hw::PciHardware> pci_;
   std::mt19937_64 rng_;
   FaultInjector faults_;
   EventTrace trace_;

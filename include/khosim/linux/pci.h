@@ -1,0 +1,159 @@
+// Kernel-face PCI core API (<linux/pci.h>): the device and bus objects the
+// running kernel's PCI core enumerated, config-space accessors, and the
+// driver model. Calls resolve to the running kernel's PCI core
+// (khosim/drivers/pci.h).
+//
+// One deliberate difference from the kernel: struct pci_dev's `class` is
+// spelled `class_`, since `class` is a C++ keyword.
+//
+// Lifetime: the core creates every pci_dev at enumeration and frees them
+// with the kernel; this simulation has no hot removal, so a pointer stays
+// valid for the boot. pci_dev_get/pci_dev_put count references, and a
+// reference left at the end of the boot is reported as a leak.
+// Context: process context; config accessors may be called from any
+// callback, including LUO's and the shutdown path.
+#ifndef KHOSIM_LINUX_PCI_H_
+#define KHOSIM_LINUX_PCI_H_
+
+#include "khosim/linux/pci_regs.h"
+#include "khosim/linux/types.h"
+
+#define PCI_ANY_ID (~0u)
+
+// Config accessor results (PCIBIOS_*): a failed access also reads as
+// all-ones, as PCI_POSSIBLE_ERROR expects.
+#define PCIBIOS_SUCCESSFUL 0x00
+#define PCIBIOS_DEVICE_NOT_FOUND 0x86
+#define PCIBIOS_BAD_REGISTER_NUMBER 0x87
+
+struct pci_dev;
+struct pci_driver;
+struct pci_dev_ser;
+
+struct pci_bus {
+  struct pci_bus* parent;  // NULL for a root bus
+  struct pci_dev* self;    // the bridge leading to this bus; NULL for a root bus
+  int domain_nr;
+  unsigned char number;        // this bus
+  unsigned char primary;       // the bus of |self|
+  unsigned char busn_res_end;  // the subordinate bus: the last number below
+};
+
+// A device's live update state (CONFIG_PCI_LIVEUPDATE).
+struct pci_liveupdate {
+  struct pci_dev_ser* outgoing;  // this kernel's entry, while preserved
+  struct pci_dev_ser* incoming;  // the previous kernel's, until finished
+  bool was_incoming;             // preserved by the previous kernel, for the whole boot
+  bool frozen;                   // shut down for kexec: no preserve/unpreserve
+};
+
+struct pci_dev {
+  struct pci_bus* bus;          // the bus this device sits on
+  struct pci_bus* subordinate;  // bridges: the bus behind, once numbered
+  unsigned int devfn;
+  unsigned short vendor;
+  unsigned short device;
+  unsigned int class_;  // class << 8 | prog-if, upstream's `class`
+  u8 revision;
+  u8 hdr_type;
+  u8 pcie_cap;  // 0: not PCI Express
+  u8 msi_cap;
+  u8 msix_cap;
+  u16 pcie_flags_reg;
+  u16 acs_cap;
+  u16 sriov_cap;  // PFs
+  u16 ari_cap;
+  unsigned int is_virtfn : 1;
+  unsigned int is_physfn : 1;
+  unsigned int ari_enabled : 1;  // bridges: ARI Forwarding Enable set
+  unsigned int is_busmaster : 1;
+  struct pci_dev* physfn;  // VFs
+  struct pci_driver* driver;
+  // sysfs driver_override: only the driver of this name may bind.
+  const char* driver_override;
+  void* driver_data;
+  char name[16];  // "dddd:bb:dd.f", what pci_name() returns
+  int refcnt;
+  struct pci_liveupdate liveupdate;
+};
+
+struct pci_device_id {
+  u32 vendor, device;
+  u32 subvendor, subdevice;
+  u32 class_, class_mask;
+  unsigned long driver_data;
+};
+
+#define PCI_DEVICE(vend, dev) \
+  .vendor = (vend), .device = (dev), .subvendor = PCI_ANY_ID, .subdevice = PCI_ANY_ID
+
+struct pci_driver {
+  const char* name;
+  const struct pci_device_id* id_table;  // terminated by an all-zero entry; may be NULL
+  // 0 binds the device; an errno leaves it unbound (logged).
+  int (*probe)(struct pci_dev* dev, const struct pci_device_id* id);
+  void (*remove)(struct pci_dev* dev);
+  // At kexec, from pci_device_shutdown, after the device's live update
+  // state is frozen.
+  void (*shutdown)(struct pci_dev* dev);
+};
+
+static inline int pci_domain_nr(const struct pci_bus* bus) { return bus->domain_nr; }
+static inline u16 pci_dev_id(const struct pci_dev* dev) {
+  return (u16)((dev->bus->number << 8) | dev->devfn);
+}
+static inline const char* pci_name(const struct pci_dev* dev) { return dev->name; }
+static inline bool pci_is_bridge(const struct pci_dev* dev) {
+  return (dev->hdr_type & PCI_HEADER_TYPE_MASK) == PCI_HEADER_TYPE_BRIDGE;
+}
+static inline bool pci_is_pcie(const struct pci_dev* dev) { return dev->pcie_cap != 0; }
+static inline int pci_pcie_type(const struct pci_dev* dev) {
+  return (dev->pcie_flags_reg & PCI_EXP_FLAGS_TYPE) >> 4;
+}
+static inline struct pci_dev* pci_upstream_bridge(struct pci_dev* dev) {
+  if (dev->is_virtfn) dev = dev->physfn;
+  return dev->bus->self;
+}
+static inline void* pci_get_drvdata(struct pci_dev* dev) { return dev->driver_data; }
+static inline void pci_set_drvdata(struct pci_dev* dev, void* data) { dev->driver_data = data; }
+
+// Config space. 0 (PCIBIOS_SUCCESSFUL) or PCIBIOS_DEVICE_NOT_FOUND when the
+// access fails (fault points "pci_config_read" / "pci_config_write"; a
+// device nothing answers for reads as all-ones and reports success, as
+// real host bridges do).
+int pci_read_config_byte(const struct pci_dev* dev, int where, u8* val);
+int pci_read_config_word(const struct pci_dev* dev, int where, u16* val);
+int pci_read_config_dword(const struct pci_dev* dev, int where, u32* val);
+int pci_write_config_byte(const struct pci_dev* dev, int where, u8 val);
+int pci_write_config_word(const struct pci_dev* dev, int where, u16 val);
+int pci_write_config_dword(const struct pci_dev* dev, int where, u32 val);
+
+// Capability offsets, 0 if absent.
+u8 pci_find_capability(struct pci_dev* dev, int cap);
+u16 pci_find_ext_capability(struct pci_dev* dev, int cap);
+
+// Enables memory decoding on |dev| and memory decoding plus bus mastering
+// on every bridge above it (pci_enable_bridge), so that its DMA can reach
+// memory once the device itself masters. 0, or -EIO when a config access
+// fails.
+int pci_enable_device(struct pci_dev* dev);
+// Bus mastering (Command register bit 2) and dev->is_busmaster.
+void pci_set_master(struct pci_dev* dev);
+void pci_clear_master(struct pci_dev* dev);
+
+// Function Level Reset: 0, or -ENOTTY for a function without FLR.
+int pcie_flr(struct pci_dev* dev);
+
+// The device at |domain|:|bus|:|devfn| with a reference, or NULL.
+struct pci_dev* pci_get_domain_bus_and_slot(int domain, unsigned int bus, unsigned int devfn);
+struct pci_dev* pci_dev_get(struct pci_dev* dev);
+void pci_dev_put(struct pci_dev* dev);
+
+// Registers |drv| and probes every unbound device it matches: a device
+// whose driver_override names it, or, without an override, one its
+// id_table matches. 0, -EINVAL (no name or probe), -EEXIST (name taken).
+int pci_register_driver(struct pci_driver* drv);
+// Removes |drv| from every device it is bound to (remove()), then forgets it.
+void pci_unregister_driver(struct pci_driver* drv);
+
+#endif  // KHOSIM_LINUX_PCI_H_

@@ -1,0 +1,221 @@
+// The pci-passthrough driver and its LUO file handler (see
+// khosim/handlers/pci_passthrough.h).
+//
+// Lifecycle of one device:
+//   kernel A  probe -> /dev node; the VMM opens it, sets bus mastering,
+//             preserves the fd: pci_liveupdate_preserve(dev) + a record.
+//             At kexec the PCI core freezes the device and, because it is
+//             preserved, leaves bus mastering on.
+//   kernel B  enumeration marks the device incoming; probe publishes the
+//             node but keeps it for LUO; RETRIEVE_FD opens it; FINISH calls
+//             pci_liveupdate_finish and frees the record.
+#include "khosim/handlers/pci_passthrough.h"
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdio>
+
+#include "khosim/linux/bug.h"
+#include "khosim/linux/err.h"
+#include "khosim/linux/fs.h"
+#include "khosim/linux/kexec_handover.h"
+#include "khosim/linux/kho/abi/pci_passthrough.h"
+#include "khosim/linux/liveupdate.h"
+#include "khosim/linux/miscdevice.h"
+#include "khosim/linux/mm.h"
+#include "khosim/linux/pci.h"
+#include "khosim/linux/pci_liveupdate.h"
+#include "khosim/linux/slab.h"
+
+namespace {
+
+struct ppt_device {
+  struct miscdevice misc;  // first: the misc open hands us its address
+  struct pci_dev* pdev;
+  char node[48];   // "pci-passthrough/0000:03:00.0"
+  bool opened;     // one file at a time
+  bool luo_owned;  // came in preserved: only RETRIEVE_FD opens it
+};
+
+int ppt_open(struct inode* /*inode*/, struct file* file) {
+  auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
+  if (ppt->luo_owned || ppt->opened) return -EBUSY;
+  ppt->opened = true;
+  return 0;
+}
+
+int ppt_release(struct inode* /*inode*/, struct file* file) {
+  auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
+  ppt->opened = false;
+  return 0;
+}
+
+long ppt_ioctl(struct file* file, unsigned int cmd, unsigned long arg) {
+  auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
+  if (cmd != PCI_PASSTHROUGH_SET_MASTER) return -ENOTTY;
+  if (arg > 1) return -EINVAL;
+  if (arg != 0) {
+    pci_set_master(ppt->pdev);
+  } else {
+    pci_clear_master(ppt->pdev);
+  }
+  return 0;
+}
+
+const struct file_operations ppt_fops = {
+    .owner = nullptr,
+    .open = ppt_open,
+    .release = ppt_release,
+    .unlocked_ioctl = ppt_ioctl,
+};
+
+// ---- The driver ------------------------------------------------------------
+
+int ppt_probe(struct pci_dev* pdev, const struct pci_device_id* /*id*/) {
+  auto* ppt = static_cast<struct ppt_device*>(kzalloc(sizeof(struct ppt_device), GFP_KERNEL));
+  if (ppt == nullptr) return -ENOMEM;
+  ppt->pdev = pdev;
+  std::snprintf(ppt->node, sizeof(ppt->node), "%s/%s", PCI_PASSTHROUGH_DRIVER_NAME, pci_name(pdev));
+  ppt->misc = {.minor = MISC_DYNAMIC_MINOR, .name = ppt->node, .fops = &ppt_fops};
+  // The device must not be released between probe and finish: LUO hands
+  // it out (this is the probe-vs-retrieve split drivers must make).
+  ppt->luo_owned = pci_liveupdate_is_incoming(pdev);
+  int err = pci_enable_device(pdev);
+  if (err == 0) err = misc_register(&ppt->misc);
+  if (err != 0) {
+    kfree(ppt);
+    return err;
+  }
+  pci_set_drvdata(pdev, ppt);
+  return 0;
+}
+
+void ppt_remove(struct pci_dev* pdev) {
+  auto* ppt = static_cast<struct ppt_device*>(pci_get_drvdata(pdev));
+  misc_deregister(&ppt->misc);
+  kfree(ppt);
+}
+
+struct pci_driver ppt_driver = {
+    .name = PCI_PASSTHROUGH_DRIVER_NAME,
+    .id_table = nullptr,  // driver_override only
+    .probe = ppt_probe,
+    .remove = ppt_remove,
+    .shutdown = nullptr,
+};
+
+// ---- The file handler ------------------------------------------------------
+
+bool ppt_can_preserve(struct liveupdate_file_handler* /*handler*/, struct file* file) {
+  return file->f_op == &ppt_fops;
+}
+
+int ppt_preserve(struct liveupdate_file_op_args* args) {
+  auto* ppt = reinterpret_cast<struct ppt_device*>(args->file->private_data);
+  auto* ser = static_cast<struct pci_passthrough_ser*>(
+      kho_alloc_preserve(sizeof(struct pci_passthrough_ser)));
+  if (IS_ERR(ser)) return static_cast<int>(PTR_ERR(ser));
+  if (int err = pci_liveupdate_preserve(ppt->pdev); err != 0) {
+    kho_unpreserve_free(ser);
+    return err;
+  }
+  ser->domain = static_cast<u32>(pci_domain_nr(ppt->pdev->bus));
+  ser->bdf = pci_dev_id(ppt->pdev);
+  args->serialized_data = virt_to_phys(ser);
+  args->private_data = ser;
+  return 0;
+}
+
+void ppt_unpreserve(struct liveupdate_file_op_args* args) {
+  auto* ppt = reinterpret_cast<struct ppt_device*>(args->file->private_data);
+  pci_liveupdate_unpreserve(ppt->pdev);
+  kho_unpreserve_free(args->private_data);
+}
+
+// The record, checked: it must be a page the previous kernel preserved.
+struct pci_passthrough_ser* ppt_record(u64 data) {
+  if (data == 0 || (data & (PAGE_SIZE - 1)) != 0 || !kho_is_preserved(data, 1)) return nullptr;
+  return static_cast<struct pci_passthrough_ser*>(phys_to_virt(data));
+}
+
+// The incoming device a record names, bound to this driver, or NULL.
+struct ppt_device* ppt_lookup(const struct pci_passthrough_ser* ser) {
+  struct pci_dev* pdev =
+      pci_get_domain_bus_and_slot(static_cast<int>(ser->domain), ser->bdf >> 8, ser->bdf & 0xff);
+  if (pdev == nullptr) return nullptr;
+  struct ppt_device* ppt = pdev->driver == &ppt_driver
+                               ? static_cast<struct ppt_device*>(pci_get_drvdata(pdev))
+                               : nullptr;
+  pci_dev_put(pdev);
+  return ppt;
+}
+
+int ppt_retrieve(struct liveupdate_file_op_args* args) {
+  const struct pci_passthrough_ser* ser = ppt_record(args->serialized_data);
+  if (ser == nullptr) return -EINVAL;
+  struct ppt_device* ppt = ppt_lookup(ser);
+  if (ppt == nullptr) return -ENODEV;
+  struct file* file = anon_inode_getfile("[pci-passthrough]", &ppt_fops, ppt, O_RDWR);
+  if (IS_ERR(file)) return static_cast<int>(PTR_ERR(file));
+  ppt->luo_owned = false;
+  ppt->opened = true;
+  args->file = file;
+  return 0;
+}
+
+bool ppt_can_finish(struct liveupdate_file_op_args* args) { return args->retrieve_status > 0; }
+
+void ppt_finish(struct liveupdate_file_op_args* args) {
+  struct pci_passthrough_ser* ser = ppt_record(args->serialized_data);
+  if (WARN_ON(ser == nullptr)) return;
+  if (struct ppt_device* ppt = ppt_lookup(ser)) pci_liveupdate_finish(ppt->pdev);
+  kho_restore_free(ser);
+}
+
+unsigned long ppt_get_id(struct file* file) {
+  return reinterpret_cast<unsigned long>(file->private_data);
+}
+
+const struct liveupdate_file_ops ppt_luo_ops = {
+    .can_preserve = ppt_can_preserve,
+    .preserve = ppt_preserve,
+    .unpreserve = ppt_unpreserve,
+    .freeze = nullptr,
+    .unfreeze = nullptr,
+    .retrieve = ppt_retrieve,
+    .can_finish = ppt_can_finish,
+    .finish = ppt_finish,
+    .get_id = ppt_get_id,
+    .owner = nullptr,
+};
+
+struct liveupdate_file_handler ppt_luo_handler = {
+    .ops = &ppt_luo_ops,
+    .compatible = PCI_PASSTHROUGH_LUO_COMPATIBLE,
+};
+
+}  // namespace
+
+int pci_passthrough_init(void) {
+  int err = liveupdate_register_file_handler(&ppt_luo_handler);
+  if (err == 0) {
+    // Without PCI live update support the handler still works, minus the
+    // device: upstream treats -EOPNOTSUPP as success.
+    err = pci_liveupdate_register_flb(&ppt_luo_handler);
+    if (err == -EOPNOTSUPP) err = 0;
+    if (err != 0) liveupdate_unregister_file_handler(&ppt_luo_handler);
+  } else if (err == -EOPNOTSUPP) {
+    err = 0;
+  }
+  if (err != 0) {
+    pr_err("pci-passthrough: could not register the file handler: %d", err);
+    return err;
+  }
+  return pci_register_driver(&ppt_driver);
+}
+
+void pci_passthrough_exit(void) {
+  pci_unregister_driver(&ppt_driver);
+  pci_liveupdate_unregister_flb(&ppt_luo_handler);
+  liveupdate_unregister_file_handler(&ppt_luo_handler);
+}
