@@ -23,7 +23,7 @@ artifacts="${FUZZ_ARTIFACTS:-$repo/build/fuzz/fuzz-artifacts}"
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
   targets=(kho_fdt_fuzzer kho_radix_walk_fuzzer kho_incoming_fuzzer kho_block_set_fuzzer
-           kho_xarray_fuzzer luo_incoming_fuzzer)
+           kho_xarray_fuzzer luo_incoming_fuzzer pci_incoming_fuzzer)
 fi
 
 # Largest input each target reads (bytes beyond are ignored or truncated).
@@ -35,6 +35,7 @@ max_len_for() {
     kho_block_set_fuzzer) echo 512 ;;     # 6-byte header + up to 32 patch records
     kho_xarray_fuzzer) echo 512 ;;        # 5-byte header + up to 32 patch records
     luo_incoming_fuzzer) echo 2048 ;;     # 4-byte header + patch records
+    pci_incoming_fuzzer) echo 512 ;;      # 1-byte shape + up to 16 patch records
     *) echo 4096 ;;
   esac
 }

@@ -132,12 +132,6 @@ void ppt_unpreserve(struct liveupdate_file_op_args* args) {
   kho_unpreserve_free(args->private_data);
 }
 
-// The record, checked: it must be a page the previous kernel preserved.
-struct pci_passthrough_ser* ppt_record(u64 data) {
-  if (data == 0 || (data & (PAGE_SIZE - 1)) != 0 || !kho_is_preserved(data, 1)) return nullptr;
-  return static_cast<struct pci_passthrough_ser*>(phys_to_virt(data));
-}
-
 // The incoming device a record names, bound to this driver, or NULL.
 struct ppt_device* ppt_lookup(const struct pci_passthrough_ser* ser) {
   struct pci_dev* pdev =
@@ -150,13 +144,22 @@ struct ppt_device* ppt_lookup(const struct pci_passthrough_ser* ser) {
   return ppt;
 }
 
+// Retrieve restores the record (which checks that the previous kernel
+// preserved it) and keeps it until finish; a failed retrieve frees it.
 int ppt_retrieve(struct liveupdate_file_op_args* args) {
-  const struct pci_passthrough_ser* ser = ppt_record(args->serialized_data);
-  if (ser == nullptr) return -EINVAL;
+  struct folio* folio = kho_restore_folio(args->serialized_data);
+  if (folio == nullptr) return -EINVAL;
+  const auto* ser = static_cast<const struct pci_passthrough_ser*>(folio_address(folio));
   struct ppt_device* ppt = ppt_lookup(ser);
-  if (ppt == nullptr) return -ENODEV;
+  if (ppt == nullptr) {
+    folio_put(folio);
+    return -ENODEV;
+  }
   struct file* file = anon_inode_getfile("[pci-passthrough]", &ppt_fops, ppt, O_RDWR);
-  if (IS_ERR(file)) return static_cast<int>(PTR_ERR(file));
+  if (IS_ERR(file)) {
+    folio_put(folio);
+    return static_cast<int>(PTR_ERR(file));
+  }
   ppt->luo_owned = false;
   ppt->opened = true;
   args->file = file;
@@ -165,11 +168,12 @@ int ppt_retrieve(struct liveupdate_file_op_args* args) {
 
 bool ppt_can_finish(struct liveupdate_file_op_args* args) { return args->retrieve_status > 0; }
 
+// Only after a successful retrieve (can_finish), so the record is restored.
 void ppt_finish(struct liveupdate_file_op_args* args) {
-  struct pci_passthrough_ser* ser = ppt_record(args->serialized_data);
-  if (WARN_ON(ser == nullptr)) return;
+  const auto* ser =
+      static_cast<const struct pci_passthrough_ser*>(phys_to_virt(args->serialized_data));
   if (struct ppt_device* ppt = ppt_lookup(ser)) pci_liveupdate_finish(ppt->pdev);
-  kho_restore_free(ser);
+  folio_put(virt_to_folio(ser));
 }
 
 unsigned long ppt_get_id(struct file* file) {

@@ -310,7 +310,9 @@ Luo::FlbInfo Snapshot(const FlbState& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
           s.incoming.retrieved,
           s.incoming.finished,
           s.incoming.retrieve_status,
-          s.users};
+          s.users,
+          s.outgoing.data,
+          s.incoming.data};
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ extern "C" int KhoIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int KhoBlockSetFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int KhoXarrayFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int LuoIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int PciIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -77,6 +78,10 @@ TEST(FuzzRegressionTest, KhoXarrayFuzzer) {
 
 TEST(FuzzRegressionTest, LuoIncomingFuzzer) {
   Replay("luo_incoming_fuzzer", LuoIncomingFuzzerTestOneInput);
+}
+
+TEST(FuzzRegressionTest, PciIncomingFuzzer) {
+  Replay("pci_incoming_fuzzer", PciIncomingFuzzerTestOneInput);
 }
 
 }  // namespace

@@ -133,6 +133,10 @@ class Luo {
     bool incoming_finished = false;
     int incoming_retrieve_status = 0;
     int users = 0;  // handlers linked to it
+    // The serialized handles: what preserve() returned, and what the
+    // previous kernel handed over (0 until loaded).
+    uint64_t outgoing_data = 0;
+    uint64_t incoming_data = 0;
   };
   std::vector<FlbInfo> Flbs() const;
   // Identities in the global preserved-file registry.

@@ -132,11 +132,10 @@ void PciLiveUpdate::FlbUnpreserve(struct liveupdate_flb_op_args* args) {
 
 int PciLiveUpdate::FlbRetrieve(struct liveupdate_flb_op_args* args) {
   // The handle is the previous kernel's word: it must name a page that
-  // kernel preserved before anything reads it.
-  if (args->data == 0 || (args->data & (PAGE_SIZE - 1)) != 0 || !kho_is_preserved(args->data, 1)) {
-    return -EINVAL;
-  }
-  auto* ser = static_cast<struct pci_ser*>(phys_to_virt(args->data));
+  // kernel preserved before anything reads it (restoring checks that).
+  struct folio* folio = kho_restore_folio(args->data);
+  if (folio == nullptr) return -EINVAL;
+  auto* ser = static_cast<struct pci_ser*>(folio_address(folio));
   if (ser->version != PCI_LUO_FLB_VERSION) {
     panic("PCI: liveupdate: Incoming PCI FLB version (v%u) is incompatible with this kernel (v%d)",
           ser->version, PCI_LUO_FLB_VERSION);
@@ -175,7 +174,7 @@ void PciLiveUpdate::FlbFinish(struct liveupdate_flb_op_args* args) {
     panic("PCI: liveupdate: %u preserved device(s) were never finished!", in->ser->nr_devices);
   }
   kho_block_set_destroy(&in->set);
-  kho_restore_free(in->ser);
+  folio_put(virt_to_folio(in->ser));  // restored by retrieve
   incoming_.reset();
 }
 
