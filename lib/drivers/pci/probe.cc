@@ -171,6 +171,9 @@ class PciProbe {
   // pci_scan_bridge_extend.
   unsigned ScanBridge(struct pci_bus* bus, struct pci_dev* dev, unsigned max, int pass,
                       const std::vector<struct pci_dev*>& on_bus) {
+    // Pass 0 scanned it already; reading its numbers again could disagree
+    // (a failed read returns all-ones) and scan the subtree twice.
+    if (pass != 0 && dev->subordinate != nullptr) return max;
     u8 secondary = 0;
     u8 subordinate = 0;
     pci_read_config_byte(dev, PCI_SECONDARY_BUS, &secondary);
