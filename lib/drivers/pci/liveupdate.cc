@@ -36,6 +36,7 @@ struct PciLiveUpdate::Outgoing {
   struct kho_block_set set = {};
   struct kho_block_set_it append = {};  // where the next new slot goes
   u64 used = 0;                         // slots handed out, live or freed
+  u64 freed = 0;                        // of those, refcount 0 (reusable)
 };
 
 struct PciLiveUpdate::Incoming {
@@ -200,14 +201,19 @@ int PciLiveUpdate::PreserveOne(Outgoing& out, struct pci_dev* dev, bool endpoint
            pci_name(dev))) {
     return -EINVAL;
   }
-  // A slot an unpreserve freed is reused before the set grows.
+  // The first slot an unpreserve freed is reused before the set grows.
+  // (Counting the freed slots only spares the walk when there are none;
+  // the slot chosen, and so the bytes handed over, are upstream's.)
   struct pci_dev_ser* slot = nullptr;
-  struct kho_block_set_it it;
-  kho_block_set_it_init(&it, &out.set);
-  while (auto* e = static_cast<struct pci_dev_ser*>(kho_block_set_it_read_entry(&it))) {
-    if (e->refcount == 0) {
-      slot = e;
-      break;
+  if (out.freed != 0) {
+    struct kho_block_set_it it;
+    kho_block_set_it_init(&it, &out.set);
+    while (auto* e = static_cast<struct pci_dev_ser*>(kho_block_set_it_read_entry(&it))) {
+      if (e->refcount == 0) {
+        slot = e;
+        out.freed--;
+        break;
+      }
     }
   }
   if (slot == nullptr) {
@@ -239,6 +245,7 @@ int PciLiveUpdate::UnpreserveOne(Outgoing& out, struct pci_dev* dev) {
   if (--ser->refcount == 0) {
     *ser = {};
     out.ser->nr_devices--;
+    out.freed++;
     dev->liveupdate.outgoing = nullptr;
     DevLog(dev, "", "Device will no longer be preserved across next Live Update");
   }
