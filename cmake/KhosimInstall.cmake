@@ -1,7 +1,7 @@
 # Installs the libraries, headers, the khosim CLI and a CMake package so an
 # out-of-tree project can do
 #
-#   find_package(khosim 0.2 REQUIRED)
+#   find_package(khosim 0.3 REQUIRED)
 #   target_link_libraries(app PRIVATE khosim::khosim)
 #
 # (tests/consumer is that project; .ci/run builds it against an install).
