@@ -16,16 +16,22 @@ constexpr char kDefaultScenario[] =
     R"yaml(# The default: five VMs, each VM's files in one LUO session, across two live
 # updates. Three VMs' guest RAM lives in memfds; vm3's in a hugetlb memfd of
 # 2 MiB pages and vm4's in one 1 GiB page (the kernels are built with the
-# hugetlb handler, and their command lines give the pools). In each update
-# the running VMMs preserve their sessions, the kernel kexecs, and new VMMs
-# retrieve the sessions, verify the bytes, finish them, and (in boot 2)
-# preserve the same memory again for the next update. The next kernel
-# leaves the preserved huge pages out of its pools, so they are not
-# allocated twice. Nothing of an old kernel may be left unclaimed.
+# hugetlb handler, and their command lines give the pools). vm0 has an
+# NVMe-like device and vm2 an accelerator passed through (the example PCI
+# hardware, the pci-passthrough driver): each VMM starts its device and
+# preserves it with the VM's RAM. In each update the running VMMs preserve
+# their sessions, the kernel kexecs, and new VMMs retrieve the sessions,
+# verify the bytes and that each device came back at its address, incoming
+# and still mastering, finish them, and (in boot 2) preserve the same
+# memory and devices again for the next update. The next kernel leaves the
+# preserved huge pages out of its pools, so they are not allocated twice,
+# and keeps the preserved devices' bridges as they were. Nothing of an old
+# kernel may be left unclaimed.
 version: 1
 name: default
-description: five VMs with memfd and hugetlb guest RAM in LUO sessions across two kexecs
-machine: {ram: 6G, nodes: 2, page_size: 4K, seed: 1, scrub: poison, handlers: [memfd, hugetlb]}
+description: five VMs with memfd and hugetlb guest RAM and two passed-through PCI devices in LUO sessions across two kexecs
+machine:
+  {ram: 6G, nodes: 2, page_size: 4K, seed: 1, scrub: poison, handlers: [memfd, hugetlb, pci-passthrough], pci: example}
 files:
   vm0-ram: {kind: memfd, size: 96M, content: {generator: random}}
   vm1-ram: {kind: memfd, size: 96M, content: {generator: random}}
@@ -42,17 +48,19 @@ files:
     page_size: 1G
     size: 1G
     content: {generator: sampled, stride: 2M, extents: [{offset: 0, length: 8M}]}
+  nvme0: {kind: device}         # PCI functions of machine.pci
+  accel0: {kind: device}
 boots:
   - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1
     processes:
       - name: vmm-vm0
-        sessions: [{name: vm0, preserve: [{token: 0x10, file: vm0-ram}]}]
+        sessions: [{name: vm0, preserve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}]}]
       - name: vmm-vm1
         sessions:
           - name: vm1
             preserve: [{token: 0x10, file: vm1-ram}, {token: 0x11, file: vm1-rom}]
       - name: vmm-vm2
-        sessions: [{name: vm2, preserve: [{token: 0x10, file: vm2-ram}]}]
+        sessions: [{name: vm2, preserve: [{token: 0x10, file: vm2-ram}, {token: 0x20, file: accel0}]}]
       - name: vmm-vm3
         sessions: [{name: vm3, preserve: [{token: 0x10, file: vm3-ram}]}]
       - name: vmm-vm4
@@ -62,8 +70,8 @@ boots:
       - name: vmm-vm0
         sessions:
           - name: vm0
-            retrieve: [{token: 0x10, file: vm0-ram}]
-            preserve: [{token: 0x10, file: vm0-ram}]
+            retrieve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}]
+            preserve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}]
       - name: vmm-vm1
         sessions:
           - name: vm1
@@ -72,8 +80,8 @@ boots:
       - name: vmm-vm2
         sessions:
           - name: vm2
-            retrieve: [{token: 0x10, file: vm2-ram, verify: sample}]
-            preserve: [{token: 0x10, file: vm2-ram}]
+            retrieve: [{token: 0x10, file: vm2-ram, verify: sample}, {token: 0x20, file: accel0}]
+            preserve: [{token: 0x10, file: vm2-ram}, {token: 0x20, file: accel0}]
       - name: vmm-vm3
         sessions:
           - name: vm3
@@ -87,13 +95,13 @@ boots:
   - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1
     processes:
       - name: vmm-vm0
-        sessions: [{name: vm0, retrieve: [{token: 0x10, file: vm0-ram}]}]
+        sessions: [{name: vm0, retrieve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}]}]
       - name: vmm-vm1
         sessions:
           - name: vm1
             retrieve: [{token: 0x10, file: vm1-ram}, {token: 0x11, file: vm1-rom}]
       - name: vmm-vm2
-        sessions: [{name: vm2, retrieve: [{token: 0x10, file: vm2-ram}]}]
+        sessions: [{name: vm2, retrieve: [{token: 0x10, file: vm2-ram}, {token: 0x20, file: accel0}]}]
       - name: vmm-vm3
         sessions: [{name: vm3, retrieve: [{token: 0x10, file: vm3-ram}]}]
       - name: vmm-vm4

@@ -33,6 +33,32 @@ std::string HandlersText(const std::vector<HandlerInfo>& handlers) {
 
 std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
 
+std::string Count(int n) { return n == 0 ? "-" : absl::StrCat(n); }
+
+// The PCI functions each boot left in a state worth a line: bound to a
+// driver, mastering, or with an FLB "pci" entry in either kernel.
+void FormatDevices(const RunReport& r, std::string* out) {
+  std::vector<std::string> rows;
+  for (const BootReport& b : r.boots) {
+    for (const DeviceState& d : b.devices) {
+      if (d.driver.empty() && !d.bus_master && d.outgoing_refcount == 0 &&
+          d.incoming_refcount == 0 && !d.was_incoming) {
+        continue;
+      }
+      rows.push_back(absl::StrFormat("  %-4d %-10s %-13s %-16s %-6s %4s %4s  %s\n", b.boot, d.name,
+                                     OrDash(d.bdf), OrDash(d.driver), d.bus_master ? "on" : "off",
+                                     Count(d.outgoing_refcount), Count(d.incoming_refcount),
+                                     d.was_incoming ? "yes" : "no"));
+    }
+  }
+  if (rows.empty()) return;
+  absl::StrAppend(out, "\nPCI devices (at the end of each boot's userspace)\n");
+  absl::StrAppend(
+      out, absl::StrFormat("  %-4s %-10s %-13s %-16s %-6s %4s %4s  %s\n", "boot", "device", "bdf",
+                           "driver", "master", "out", "in", "came in"));
+  for (const std::string& row : rows) absl::StrAppend(out, row);
+}
+
 }  // namespace
 
 std::string FormatTextReport(const RunReport& r) {
@@ -85,6 +111,7 @@ std::string FormatTextReport(const RunReport& r) {
     absl::StrAppend(&out, absl::StrFormat("  WARNs         %d\n", b.warns));
     for (const std::string& note : b.notes) absl::StrAppend(&out, "  note          ", note, "\n");
   }
+  FormatDevices(r, &out);
   bool any_preserved = false;
   for (const BootReport& b : r.boots) any_preserved = any_preserved || !b.preserved_files.empty();
   if (any_preserved) {
@@ -105,11 +132,11 @@ std::string FormatTextReport(const RunReport& r) {
     // handler: the one the previous kernel preserved the file with.
     absl::StrAppend(&out, "\nfiles verified\n");
     absl::StrAppend(
-        &out, absl::StrFormat("  %-4s %-12s %-10s %-6s %10s  %-6s %-16s %-15s %s\n", "boot", "file",
+        &out, absl::StrFormat("  %-4s %-12s %-10s %-6s %10s  %-6s %-16s %-18s %s\n", "boot", "file",
                               "session", "token", "size", "verify", "hash", "handler", "result"));
     for (const FileCheck& f : r.files) {
       absl::StrAppend(
-          &out, absl::StrFormat("  %-4d %-12s %-10s 0x%-4x %10s  %-6s %016x %-15s %s\n", f.boot,
+          &out, absl::StrFormat("  %-4d %-12s %-10s 0x%-4x %10s  %-6s %016x %-18s %s\n", f.boot,
                                 f.file, f.session, f.token, FormatBytes(f.size), f.verify, f.hash,
                                 OrDash(f.handler), f.ok ? "ok" : "DIVERGED"));
     }
@@ -211,6 +238,18 @@ std::string ReportToJson(const RunReport& r) {
                        {"free_huge_pages", p.free_huge_pages}});
     }
     jb["hugetlb_pools"] = std::move(pools);
+    json devices = json::array();
+    for (const DeviceState& d : b.devices) {
+      devices.push_back({{"name", d.name},
+                         {"bdf", d.bdf},
+                         {"driver", d.driver},
+                         {"bridge", d.bridge},
+                         {"bus_master", d.bus_master},
+                         {"outgoing_refcount", d.outgoing_refcount},
+                         {"incoming_refcount", d.incoming_refcount},
+                         {"was_incoming", d.was_incoming}});
+    }
+    jb["devices"] = std::move(devices);
     jb["warns"] = b.warns;
     jb["notes"] = b.notes;
     boots.push_back(std::move(jb));

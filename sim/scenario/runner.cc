@@ -20,6 +20,7 @@ MachineConfig ConfigFor(const Scenario& s) {
   config.page_size = s.machine.page_size;
   config.seed = s.machine.seed;
   config.scrub = s.machine.scrub;
+  config.pci = s.machine.pci;
   config.cmdline = s.boots.front().EffectiveCmdline();
   // The cold boot's build; the runner names every kexec's build itself.
   config.build = s.HandlersOf(0);
@@ -136,9 +137,9 @@ void Runner::Impl::RunProgram() {
       cmdlines.push_back(s_.boots[i].EffectiveCmdline());
     }
     if (p.name == "kho") {
-      result = RunKhoProgram(
-          *m_, s_.kexecs(), p.preserve_per_boot,
-          {.skip_preserve_folio = p.skip_preserve_folio, .kexec_cmdlines = cmdlines});
+      result =
+          RunKhoProgram(*m_, s_.kexecs(), p.preserve_per_boot,
+                        {.skip_preserve_folio = p.skip_preserve_folio, .kexec_cmdlines = cmdlines});
     } else {
       result = RunKexecScrubProgram(*m_, s_.kexecs(), cmdlines);
     }
@@ -263,11 +264,13 @@ void Runner::Impl::RunUserspace(int boot, const BootSpec& spec, BootReport& br) 
   }
   std::vector<RetrievedSession> sessions;
   std::vector<RetrievedFile> files;
+  if (!BindDevices(boot, spec)) return;
   if (!RetrievePhase(boot, spec, br, &sessions, &files)) return;
   if (!VerifyPhase(boot, br, files)) return;
   if (!FinishPhase(boot, br, sessions)) return;
   if (!WritePhase(boot, spec)) return;
   if (!PreservePhase(boot, spec, br)) return;
+  RecordDevices(br);
   CheckLeaks(boot, br);
 }
 

@@ -2,9 +2,10 @@
 // the order of a boot's phases). Its methods are spread by concern:
 // runner.cc (the boots, the kexecs, the outcome), runner_phases.cc (the
 // userspace phases: retrieve, finish, write, preserve), runner_verify.cc
-// (byte checks against the generators), runner_hints.cc (why something
-// failed, for the message), runner_records.cc (the leak check and what a
-// boot preserved).
+// (byte checks against the generators), runner_devices.cc (PCI devices
+// passed through and preserved), runner_hints.cc (why something failed,
+// for the message), runner_records.cc (the leak check and what a boot
+// preserved).
 #ifndef KHOSIM_SIM_SCENARIO_RUNNER_IMPL_H_
 #define KHOSIM_SIM_SCENARIO_RUNNER_IMPL_H_
 
@@ -27,6 +28,7 @@
 #include "absl/strings/strip.h"
 #include "khosim/abi/hugetlb_luo.h"
 #include "khosim/base/panic.h"
+#include "khosim/drivers/pci.h"
 #include "khosim/fs/shmem.h"
 #include "khosim/fs/vfs.h"
 #include "khosim/kho/kho.h"
@@ -174,6 +176,14 @@ class Runner::Impl {
   std::string OpenFailureHint();
   // Why MFD_HUGETLB or RETRIEVE_FD of a hugetlb file failed with -ENODEV.
   std::string NoHstateHint(const FileSpec& file);
+  // Binds every device file this boot retrieves or preserves to the
+  // pci-passthrough driver (the user's job: driver_override + probe).
+  bool BindDevices(int boot, const BootSpec& spec);
+  // Opens a device file's node and turns bus mastering on; the fd, or the
+  // errno.
+  int OpenDeviceFile(fs::Process& p, const FileSpec& file);
+  bool VerifyDevice(int boot, const RetrievedFile& f, FileCheck& check);
+  void RecordDevices(BootReport& br);
   void CheckLeaks(int boot, BootReport& br);
   void RecordOutgoing(BootReport& br);
   void RecordPools(BootReport& br);

@@ -140,6 +140,7 @@ bool Runner::Impl::WritePhase(int boot, const BootSpec& spec) {
         if (held_.count(ref.file) != 0 || !seen.insert(ref.file).second) continue;
         const FileSpec* file = s_.FindFile(ref.file);
         todo.emplace_back(processes_[pi], file);
+        if (file->kind == FileKind::kDevice) continue;
         const Content content(*file, s_.machine.seed);
         for (const Extent& e : content.written()) total += e.length;
       }
@@ -149,6 +150,15 @@ bool Runner::Impl::WritePhase(int boot, const BootSpec& spec) {
   Phase phase(*this, boot, "write", total);
   std::vector<uint8_t> buf(kChunk);
   for (const auto& [p, file] : todo) {
+    if (file->kind == FileKind::kDevice) {
+      const int fd = OpenDeviceFile(*p, *file);
+      if (fd < 0) {
+        return Stop(Outcome::kFailed, absl::StrFormat("boot %d: process %s: open device %s: %s",
+                                                      boot, p->name(), file->name, ErrnoName(fd)));
+      }
+      held_[file->name] = Held{p, fd};
+      continue;
+    }
     const bool huge = file->kind == FileKind::kHugetlb;
     unsigned int flags = MFD_CLOEXEC;
     if (huge) {

@@ -51,6 +51,7 @@ bool Runner::Impl::VerifyFile(int boot, const RetrievedFile& f, Phase& phase, Bo
                  : f.ref->verify == VerifyMode::kSample ? "sample"
                                                         : "none";
   check.handler = f.handler;
+  if (spec.kind == FileKind::kDevice) return VerifyDevice(boot, f, check);
   const std::string where = absl::StrFormat("boot %d: file %s (session \"%s\", token %s)", boot,
                                             spec.name, f.session->name, Token(f.ref->token));
   const loff_t size = p.Lseek(f.fd, 0, SEEK_END);

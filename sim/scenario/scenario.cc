@@ -15,7 +15,15 @@
 namespace khosim::scenario {
 
 absl::string_view FileKindName(FileKind kind) {
-  return kind == FileKind::kMemfd ? "memfd" : "hugetlb";
+  switch (kind) {
+    case FileKind::kMemfd:
+      return "memfd";
+    case FileKind::kHugetlb:
+      return "hugetlb";
+    case FileKind::kDevice:
+      return "device";
+  }
+  return "memfd";
 }
 
 std::vector<uint64_t> HugePageSizes(uint64_t page_size) {

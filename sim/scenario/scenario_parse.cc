@@ -55,10 +55,57 @@ KernelBuild ParseHandlers(const Field& field) {
   return build;
 }
 
+// One PCI function and what sits below it:
+//   {root_port: NAME, slot: N, function: N, below: [...]}
+//   {switch: NAME, below: [...]}        (one downstream port per entry)
+//   {endpoint: NAME, slot: N, function: N, vendor: N, device: N, vfs: N}
+hw::PciFunctionSpec ParsePciFunction(const Field& field) {
+  MapReader r(field, {"root_port", "switch", "endpoint", "slot", "function", "vendor", "device",
+                      "vfs", "below"});
+  int kinds = 0;
+  for (const char* k : {"root_port", "switch", "endpoint"}) kinds += r.Has(k) ? 1 : 0;
+  if (kinds != 1) field.Fail("a PCI function is exactly one of root_port, switch or endpoint");
+  std::vector<hw::PciFunctionSpec> below;
+  if (r.Has("below")) {
+    for (const Field& f : r.Get("below").List()) below.push_back(ParsePciFunction(f));
+  }
+  hw::PciFunctionSpec spec;
+  if (r.Has("root_port")) {
+    spec = hw::PciRootPort(r.Get("root_port").String(), 0, std::move(below));
+  } else if (r.Has("switch")) {
+    spec = hw::PciSwitch(r.Get("switch").String(), std::move(below));
+  } else {
+    if (r.Has("below")) r.Get("below").Fail("an endpoint has nothing below it");
+    spec = hw::PciEndpoint(r.Get("endpoint").String());
+    if (r.Has("vendor")) spec.vendor = static_cast<uint16_t>(r.Get("vendor").Uint());
+    if (r.Has("device")) spec.device = static_cast<uint16_t>(r.Get("device").Uint());
+    if (r.Has("vfs")) spec.total_vfs = static_cast<uint16_t>(r.Get("vfs").Uint());
+  }
+  if (r.Has("slot")) spec.slot = static_cast<uint8_t>(r.Get("slot").Uint());
+  if (r.Has("function")) spec.function = static_cast<uint8_t>(r.Get("function").Uint());
+  r.Done();
+  return spec;
+}
+
+// `pci: example` (hw::PciExampleTopology) or a list of the functions on
+// segment 0's root bus.
+hw::PciTopology ParsePci(const Field& field) {
+  hw::PciTopology t;
+  if (field.node().IsScalar()) {
+    field.Choice({"example"});
+    return hw::PciExampleTopology();
+  }
+  hw::PciSegmentSpec segment;
+  for (const Field& f : field.List()) segment.functions.push_back(ParsePciFunction(f));
+  t.segments.push_back(std::move(segment));
+  if (absl::Status s = t.Validate(); !s.ok()) field.Fail(std::string(s.message()));
+  return t;
+}
+
 MachineSpec ParseMachine(const Field& field) {
   MachineSpec m;
   if (field.IsNull()) return m;
-  MapReader r(field, {"ram", "nodes", "page_size", "seed", "scrub", "handlers"});
+  MapReader r(field, {"ram", "nodes", "page_size", "seed", "scrub", "handlers", "pci"});
   if (r.Has("ram")) {
     const Field f = r.Get("ram");
     m.ram = f.Size();
@@ -85,6 +132,7 @@ MachineSpec ParseMachine(const Field& field) {
                   : mm::FreeMemoryPolicy::kInaccessible;
   }
   if (r.Has("handlers")) m.handlers = ParseHandlers(r.Get("handlers"));
+  if (r.Has("pci")) m.pci = ParsePci(r.Get("pci"));
   r.Done();
   return m;
 }
@@ -162,9 +210,43 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
   FileSpec f;
   f.name = name;
   f.pos = field.Pos();
-  MapReader r(field, {"kind", "size", "page_size", "content"});
+  MapReader r(field, {"kind", "size", "page_size", "content", "device"});
   const Field kind = r.Require("kind");
-  f.kind = kind.Choice({"memfd", "hugetlb"}) == "memfd" ? FileKind::kMemfd : FileKind::kHugetlb;
+  const std::string kind_name = kind.Choice({"memfd", "hugetlb", "device"});
+  if (kind_name == "device") {
+    f.kind = FileKind::kDevice;
+    f.device = r.Has("device") ? r.Get("device").String() : name;
+    const hw::PciTopology& pci = machine.pci;
+    const char* what = nullptr;
+    const hw::PciFunctionSpec* spec = nullptr;
+    std::vector<const std::vector<hw::PciFunctionSpec>*> todo;
+    for (const hw::PciSegmentSpec& seg : pci.segments) todo.push_back(&seg.functions);
+    while (!todo.empty() && spec == nullptr) {
+      const std::vector<hw::PciFunctionSpec>* list = todo.back();
+      todo.pop_back();
+      for (const hw::PciFunctionSpec& fn : *list) {
+        if (fn.name == f.device) spec = &fn;
+        todo.push_back(&fn.children);
+      }
+    }
+    if (spec == nullptr) {
+      what = pci.empty() ? "the machine has no PCI hardware (machine.pci)"
+                         : "no PCI function of that name in machine.pci";
+    } else if (spec->kind != hw::PciKind::kEndpoint) {
+      what = "a bridge cannot be passed through; name an endpoint";
+    }
+    if (what != nullptr) {
+      (r.Has("device") ? r.Get("device") : kind)
+          .Fail(absl::StrCat("device \"", f.device, "\": ", what));
+    }
+    for (const char* key : {"size", "page_size", "content"}) {
+      if (r.Has(key)) r.Get(key).Fail(absl::StrCat(key, " does not apply to a device"));
+    }
+    r.Done();
+    return f;
+  }
+  if (r.Has("device")) r.Get("device").Fail("device applies to kind: device only");
+  f.kind = kind_name == "memfd" ? FileKind::kMemfd : FileKind::kHugetlb;
   const Field size = r.Require("size");
   f.size = size.Size();
   if (f.size == 0) size.Fail("a file of size 0 has nothing to verify; give it a size");

@@ -173,6 +173,11 @@ void ValidateScenario(const Scenario& s, const Field& root) {
               Fail(ref.pos,
                    absl::StrFormat("token 0x%x is preserved twice in this session", ref.token));
             }
+            if (file->kind == FileKind::kDevice && !s.HandlersOf(bi).Has(kPciPassthroughModule)) {
+              Fail(ref.pos, absl::StrCat("file \"", ref.file,
+                                         "\" is a device: this boot's kernel needs the "
+                                         "pci-passthrough module (handlers)"));
+            }
             auto it = holder.find(ref.file);
             if (it != holder.end() && it->second != p.name) {
               Fail(ref.pos, absl::StrCat("file \"", ref.file, "\" is held by process \"",

@@ -17,7 +17,9 @@
 #include "gtest/gtest.h"
 #include "khosim/abi/luo.h"
 #include "khosim/fs/shmem.h"
+#include "khosim/hw/pci.h"
 #include "khosim/linux/mm.h"
+#include "khosim/linux/pci_regs.h"
 #include "khosim/machine/builtin_modules.h"
 #include "khosim/scenario/content.h"
 #include "khosim/scenario/inspect.h"
@@ -580,6 +582,70 @@ TEST(RunnerTest, JsonReportCarriesTheSummary) {
   EXPECT_EQ(doc["boots"][0]["preserved_files"].size(), 2u);
   EXPECT_EQ(doc["boots"][0]["preserved_files"][0]["handler"], "memfd-v2");
   EXPECT_TRUE(doc["files"].empty());  // the retrieve failed: nothing verified
+}
+
+constexpr char kDevice[] = R"(version: 1
+name: device
+machine: {ram: 512M, nodes: 1, seed: 3, handlers: [memfd, pci-passthrough], pci: example}
+files:
+  ram0: {kind: memfd, size: 4M}
+  nvme1: {kind: device}
+boots:
+  - processes:
+      - {name: vmm0, sessions: [{name: vm0, preserve: [{token: 1, file: ram0}, {token: 2, file: nvme1}]}]}
+  - processes:
+      - {name: vmm0, sessions: [{name: vm0, retrieve: [{token: 1, file: ram0}, {token: 2, file: nvme1}]}]}
+)";
+
+const DeviceState* FindDevice(const BootReport& b, const std::string& name) {
+  for (const DeviceState& d : b.devices) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+TEST(RunnerTest, APassedThroughDeviceComesBackIncomingAndMastering) {
+  const Scenario s = Parse(kDevice);
+  Runner runner(s);
+  const RunReport r = runner.Run();
+  ASSERT_EQ(r.outcome, Outcome::kPassed) << r.message;
+  ASSERT_EQ(r.boots.size(), 2u);
+  const DeviceState* a = FindDevice(r.boots[0], "nvme1");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->bdf, "0000:04:00.0");
+  EXPECT_EQ(a->driver, "pci-passthrough");
+  EXPECT_TRUE(a->bus_master);
+  EXPECT_EQ(a->outgoing_refcount, 1);
+  EXPECT_EQ(FindDevice(r.boots[0], "sw0")->outgoing_refcount, 1);
+  EXPECT_EQ(FindDevice(r.boots[0], "nvme0")->outgoing_refcount, 0);
+  const DeviceState* b = FindDevice(r.boots[1], "nvme1");
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(b->was_incoming);
+  EXPECT_EQ(b->incoming_refcount, 0);  // finished
+  EXPECT_TRUE(b->bus_master);
+  EXPECT_FALSE(FindDevice(r.boots[1], "accel0")->was_incoming);
+  ASSERT_EQ(r.files.size(), 2u);
+  EXPECT_EQ(r.files[1].verify, "device");
+  EXPECT_EQ(r.files[1].handler, "pci-passthrough-v1");
+  EXPECT_TRUE(r.files[1].ok);
+  const nlohmann::json doc = nlohmann::json::parse(ReportToJson(r));
+  EXPECT_EQ(doc["boots"][1]["devices"].size(), 8u);
+}
+
+TEST(RunnerTest, ADeviceThatStoppedMasteringIsALoss) {
+  const Scenario s = Parse(kDevice);
+  RunOptions options;
+  options.before_kexec = [](HookContext& hook) {
+    // The device is reset behind everyone's back before the update.
+    hw::PciFunction* f = hook.machine.pci().Find("nvme1");
+    hook.machine.pci().ConfigWrite(0, 4, 0, f->exp_cap() + PCI_EXP_DEVCTL, 2,
+                                   PCI_EXP_DEVCTL_BCR_FLR);
+  };
+  Runner runner(s, options);
+  const RunReport r = runner.Run();
+  EXPECT_EQ(r.outcome, Outcome::kDataLoss);
+  EXPECT_THAT(r.message, HasSubstr("boot 2: device nvme1 (session \"vm0\", token 0x2): "
+                                   "0000:04:00.0 stopped mastering"));
 }
 
 }  // namespace

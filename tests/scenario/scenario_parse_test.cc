@@ -269,9 +269,10 @@ TEST(ScenarioParseTest, HandlerErrorsNameLineAndField) {
   EXPECT_EQ(ParseError("boots: [{}, {handlers: [memfd, memfd-sprase]}]\n").message(),
             "t.yaml:1:32: boots[1].handlers[1]: unknown file handler \"memfd-sprase\" (known: "
             "memfd, memfd-sparse, hugetlb, pci-passthrough)");
-  EXPECT_EQ(ParseError("machine: {handlers: [memfd-sparse-v1]}\nboots: [{}]\n").message(),
-            "t.yaml:1:22: machine.handlers[0]: unknown file handler \"memfd-sparse-v1\" (known: "
-            "memfd, memfd-sparse, hugetlb, pci-passthrough; memfd-sparse-v1 is built by memfd-sparse)");
+  EXPECT_EQ(
+      ParseError("machine: {handlers: [memfd-sparse-v1]}\nboots: [{}]\n").message(),
+      "t.yaml:1:22: machine.handlers[0]: unknown file handler \"memfd-sparse-v1\" (known: "
+      "memfd, memfd-sparse, hugetlb, pci-passthrough; memfd-sparse-v1 is built by memfd-sparse)");
   EXPECT_EQ(ParseError("machine: {handlers: [hugemfd-v1]}\nboots: [{}]\n").message(),
             "t.yaml:1:22: machine.handlers[0]: unknown file handler \"hugemfd-v1\" (known: "
             "memfd, memfd-sparse, hugetlb, pci-passthrough; hugemfd-v1 is built by hugetlb)");
@@ -300,8 +301,9 @@ TEST(ScenarioParseTest, HandlerListForTheCommandLine) {
   EXPECT_TRUE(huge->Has(kMemfdModule) && huge->Has(kHugetlbModule) &&
               !huge->Has(kMemfdSparseModule));
   EXPECT_EQ(ModuleRegistry::Builtin().Format(*huge), "memfd, hugetlb");
-  EXPECT_EQ(registry.ParseBuild("memfd,hugetlbfs").status().message(),
-            "unknown file handler \"hugetlbfs\" (known: memfd, memfd-sparse, hugetlb, pci-passthrough)");
+  EXPECT_EQ(
+      registry.ParseBuild("memfd,hugetlbfs").status().message(),
+      "unknown file handler \"hugetlbfs\" (known: memfd, memfd-sparse, hugetlb, pci-passthrough)");
   EXPECT_EQ(registry.ParseBuild("memfd,memfd").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
@@ -470,6 +472,49 @@ TEST(ScenarioParseTest, FormatBytes) {
   EXPECT_EQ(FormatBytes(4096), "4 KiB");
   EXPECT_EQ(FormatBytes(3 * kMiB / 2), "1.5 MiB");
   EXPECT_EQ(FormatBytes(4 * kGiB), "4 GiB");
+}
+
+TEST(ScenarioParseTest, DevicesNameEndpointsOfThePciHardware) {
+  absl::StatusOr<Scenario> s = ParseScenario(
+      "machine: {handlers: [memfd, pci-passthrough], pci: example}\n"
+      "files: {nvme0: {kind: device}, nic: {kind: device, device: nvme1}}\n"
+      "boots: [{processes: [{name: p, sessions: [{name: s, preserve: [{token: 1, file: "
+      "nic}]}]}]}]\n",
+      "t.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->machine.pci.FunctionCount(), 8u);
+  EXPECT_EQ(s->FindFile("nvme0")->device, "nvme0");
+  EXPECT_EQ(s->FindFile("nic")->device, "nvme1");
+  EXPECT_EQ(s->FindFile("nic")->kind, FileKind::kDevice);
+  EXPECT_THAT(ParseError("files: {d: {kind: device}}\nboots: [{}]\n").message(),
+              HasSubstr("device \"d\": the machine has no PCI hardware"));
+  EXPECT_THAT(
+      ParseError("machine: {pci: example}\nfiles: {sw0: {kind: device}}\nboots: [{}]\n").message(),
+      HasSubstr("a bridge cannot be passed through"));
+  EXPECT_THAT(
+      ParseError("machine: {pci: example}\nfiles: {nvme0: {kind: device, size: 4M}}\nboots: [{}]\n")
+          .message(),
+      HasSubstr("size does not apply to a device"));
+  EXPECT_THAT(ParseError("machine: {pci: example}\nfiles: {nvme0: {kind: device}}\n"
+                         "boots: [{processes: [{name: p, sessions: [{name: s, preserve: "
+                         "[{token: 1, file: nvme0}]}]}]}]\n")
+                  .message(),
+              HasSubstr("needs the pci-passthrough module"));
+  EXPECT_THAT(ParseError("machine: {pci: [{endpoint: a}, {endpoint: a}]}\nboots: [{}]\n").message(),
+              HasSubstr("named twice"));
+  EXPECT_THAT(
+      ParseError("machine: {pci: [{switch: s, below: [{endpoint: e}]}]}\nboots: [{}]\n").message(),
+      HasSubstr("must sit below a root or downstream port"));
+  absl::StatusOr<Scenario> tree = ParseScenario(
+      "machine: {pci: [{root_port: rp, slot: 3, below: [{endpoint: gpu, vendor: 0x10de, vfs: "
+      "2}]}]}\n"
+      "boots: [{}]\n",
+      "t.yaml");
+  ASSERT_TRUE(tree.ok()) << tree.status();
+  const hw::PciFunctionSpec& rp = tree->machine.pci.segments[0].functions[0];
+  EXPECT_EQ(rp.slot, 3);
+  EXPECT_EQ(rp.children[0].vendor, 0x10de);
+  EXPECT_EQ(rp.children[0].total_vfs, 2);
 }
 
 }  // namespace

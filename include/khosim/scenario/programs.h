@@ -24,7 +24,7 @@ struct ProgramResult {
 // |kexec_cmdlines|[i] (when given) is the command line of the kernel kexec
 // i + 1 boots; otherwise MachineConfig::cmdline.
 ProgramResult RunKexecScrubProgram(Machine& m, int kexecs,
-                                     const std::vector<std::string>& kexec_cmdlines = {});
+                                   const std::vector<std::string>& kexec_cmdlines = {});
 
 // "kho": each boot preserves a data set of random-order folios, a vmalloc
 // index of them and a checksummed record in a KHO subtree, plus one folio
@@ -40,7 +40,7 @@ struct KhoProgramOptions {
   std::vector<std::string> kexec_cmdlines;
 };
 ProgramResult RunKhoProgram(Machine& m, int kexecs, uint64_t bytes_per_boot,
-                              KhoProgramOptions options = {});
+                            KhoProgramOptions options = {});
 
 std::vector<std::string> ProgramNames();
 

@@ -112,6 +112,22 @@ struct HugetlbPool {
   uint64_t free_huge_pages = 0;
 };
 
+// One PCI function as a kernel's PCI core sees it at the end of a boot's
+// userspace.
+struct DeviceState {
+  std::string name;    // the hardware function's name in machine.pci
+  std::string bdf;     // "0000:03:00.0"; empty if this kernel did not find it
+  std::string driver;  // bound driver; empty if none
+  bool bridge = false;
+  bool bus_master = false;  // the hardware's Command register
+  // The FLB "pci" entry's refcount in this kernel's outgoing set (0: not
+  // preserved), and in the previous kernel's set as this kernel holds it
+  // (0: not incoming, or finished).
+  int outgoing_refcount = 0;
+  int incoming_refcount = 0;
+  bool was_incoming = false;  // came in preserved, whether finished or not
+};
+
 struct Divergence {
   int boot = 0;
   std::string what;  // a full sentence naming file, session, token, offset
@@ -156,6 +172,8 @@ struct BootReport {
   // The pools with any page requested, left out or allocated, at the end of
   // this boot's userspace.
   std::vector<HugetlbPool> hugetlb_pools;
+  // Every PCI function of the machine (none without PCI hardware).
+  std::vector<DeviceState> devices;
   uint64_t warns = 0;
   std::vector<std::string> notes;
   std::vector<std::string> log;  // the kernel's printk log (not in the JSON report)

@@ -30,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "khosim/hw/pci_topology.h"
 #include "khosim/luo/luo.h"
 #include "khosim/machine/kernel.h"
 #include "khosim/machine/kernel_module.h"
@@ -54,6 +55,8 @@ struct MachineSpec {
   // give its own (`handlers:`); the default is the built-in registry's
   // (memfd-v2 only), as MachineConfig's.
   KernelBuild handlers = ModuleRegistry::Builtin().DefaultBuild();
+  // The PCI hardware (`pci: example`, or a tree of functions); empty: none.
+  hw::PciTopology pci;
 };
 
 // A module a kernel is built with, as reports show it: the name scenarios
@@ -68,8 +71,13 @@ std::vector<HandlerInfo> BuiltHandlers(const KernelBuild& build);
 
 // kMemfd: a shmem memfd of base pages. kHugetlb: an MFD_HUGETLB memfd of one
 // huge page size, written through a shared mapping (hugetlbfs has no
-// write(2)) and preserved by the hugetlb handler ("hugemfd-v1").
-enum class FileKind { kMemfd, kHugetlb };
+// write(2)) and preserved by the hugetlb handler ("hugemfd-v1"). kDevice: a
+// PCI function of the machine passed through by the pci-passthrough driver
+// (its /dev node, bus mastering on), preserved as "pci-passthrough-v1";
+// the next boot binds it to pci-passthrough before retrieving it, and
+// verification checks that it came back incoming, at the same address,
+// still mastering.
+enum class FileKind { kMemfd, kHugetlb, kDevice };
 absl::string_view FileKindName(FileKind kind);
 
 // The huge page sizes a machine of |page_size| base pages has: the PMD and
@@ -109,6 +117,8 @@ struct ContentSpec {
 struct FileSpec {
   std::string name;
   FileKind kind = FileKind::kMemfd;
+  // kDevice: the PCI function (its name in machine.pci); size is 0.
+  std::string device;
   uint64_t size = 0;
   // kMemfd: 0 (the machine's page size). kHugetlb: the huge page size,
   // one of HugePageSizes(); size is a whole number of them.
