@@ -17,6 +17,8 @@
 #include "khosim/abi/luo.h"
 #include "khosim/kho/kho.h"
 #include "khosim/kho/radix_tree.h"
+#include "khosim/linux/kho/abi/pci.h"
+#include "khosim/linux/pci_regs.h"
 #include "khosim/luo/luo.h"
 #include "khosim/scenario/scenario.h"
 
@@ -89,6 +91,34 @@ void ForEachBlock(Machine& m, uint64_t head, Fn fn) {
     fn(n, pa, header, block + sizeof(header));
     pa = header.next;
   }
+}
+
+// The PCI core's FLB record (linux/kho/abi/pci.h) at |pa| and its block
+// chain: every entry, freed slots (refcount 0) included.
+void AppendPciFlb(Machine& m, absl::string_view side, uint64_t pa, std::string* out) {
+  const uint64_t page = m.config().page_size;
+  if (pa == 0 || !m.memory().IsRam(PhysAddr(pa), sizeof(struct pci_ser))) return;
+  struct pci_ser ser;
+  std::memcpy(&ser, m.memory().Virt(PhysAddr(pa)), sizeof(ser));
+  absl::StrAppend(
+      out, absl::StrFormat("    %s pci_ser at 0x%x: version %d, %d device(s), devices 0x%x\n", side,
+                           pa, ser.version, ser.nr_devices, ser.devices));
+  const uint64_t per_block = (page - sizeof(abi::KhoBlockHeader)) / sizeof(struct pci_dev_ser);
+  ForEachBlock(
+      m, ser.devices,
+      [&](uint64_t n, uint64_t bpa, const abi::KhoBlockHeader& h, const uint8_t* entries) {
+        if (n >= kMaxChainBlocksShown) return;
+        absl::StrAppend(out, absl::StrFormat("      block %d at 0x%x: %d entr%s, next 0x%x\n", n,
+                                             bpa, h.count, h.count == 1 ? "y" : "ies", h.next));
+        for (uint64_t i = 0; i < h.count && i < per_block; ++i) {
+          struct pci_dev_ser e;
+          std::memcpy(&e, entries + i * sizeof(e), sizeof(e));
+          absl::StrAppend(
+              out, absl::StrFormat("        %04x:%02x:%02x.%d  refcount %d%s\n", e.domain,
+                                   e.bdf >> 8, PCI_SLOT(e.bdf & 0xff), PCI_FUNC(e.bdf & 0xff),
+                                   e.refcount, e.refcount == 0 ? " (free slot)" : ""));
+        }
+      });
 }
 
 void AppendLuoChains(Machine& m, const abi::LuoSer& ser, std::string* out) {
@@ -254,6 +284,10 @@ std::string InspectText(Machine& m, const abi::KhoData& handover) {
     absl::StrAppend(
         &out, absl::StrFormat("  FLB %s: outgoing %d, incoming %d, %d user(s)\n", f.compatible,
                               f.outgoing_count, f.incoming_count, f.users));
+    if (f.compatible == PCI_LUO_FLB_COMPATIBLE) {
+      AppendPciFlb(m, "outgoing", f.outgoing_data, &out);
+      if (!f.incoming_finished) AppendPciFlb(m, "incoming", f.incoming_data, &out);
+    }
   }
   if (const abi::LuoSer* ser = luo.outgoing_record(); ser != nullptr) {
     absl::StrAppend(&out, "\nLUO block chains (outgoing)\n");
