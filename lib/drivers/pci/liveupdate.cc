@@ -102,7 +102,7 @@ struct liveupdate_flb pci_liveupdate_flb = {
     .compatible = PCI_LUO_FLB_COMPATIBLE,
 };
 
-PciLiveUpdate::PciLiveUpdate(PciCore& core) : core_(core) {}
+PciLiveUpdate::PciLiveUpdate() = default;
 PciLiveUpdate::~PciLiveUpdate() = default;
 
 // ---- FLB callbacks ---------------------------------------------------------

@@ -28,7 +28,7 @@ extern struct liveupdate_flb pci_liveupdate_flb;
 
 class PciLiveUpdate {
  public:
-  explicit PciLiveUpdate(PciCore& core);
+  PciLiveUpdate();
   ~PciLiveUpdate();
   PciLiveUpdate(const PciLiveUpdate&) = delete;
   PciLiveUpdate& operator=(const PciLiveUpdate&) = delete;
@@ -71,7 +71,6 @@ class PciLiveUpdate {
   int UnpreserveOne(Outgoing& out, struct pci_dev* dev) ABSL_EXCLUSIVE_LOCKS_REQUIRED(rwsem_);
   int FinishOne(Incoming& in, struct pci_dev* dev) ABSL_EXCLUSIVE_LOCKS_REQUIRED(rwsem_);
 
-  PciCore& core_;
   // The FLB's objects (args->obj), owned here so that nothing of this
   // kernel outlives it: at most one of each per boot.
   std::unique_ptr<Outgoing> outgoing_;

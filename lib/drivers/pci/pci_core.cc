@@ -32,7 +32,7 @@ PciCore::PciCore(KernelContext& ctx, hw::PciHardware& hw)
     : ctx_(ctx),
       hw_(hw),
       options_(PciOptions::FromCmdline(ctx.cmdline())),
-      liveupdate_(std::make_unique<PciLiveUpdate>(*this)) {
+      liveupdate_(std::make_unique<PciLiveUpdate>()) {
   ctx_.set_slot(KernelSlot::kDrivers, this);
 }
 
