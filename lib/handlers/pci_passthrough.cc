@@ -35,6 +35,7 @@ struct ppt_device {
   char node[48];   // "pci-passthrough/0000:03:00.0"
   bool opened;     // one file at a time
   bool luo_owned;  // came in preserved: only RETRIEVE_FD opens it
+  bool unbound;    // the driver let go while a file was open: the file frees it
 };
 
 int ppt_open(struct inode* /*inode*/, struct file* file) {
@@ -47,12 +48,14 @@ int ppt_open(struct inode* /*inode*/, struct file* file) {
 int ppt_release(struct inode* /*inode*/, struct file* file) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
   ppt->opened = false;
+  if (ppt->unbound) kfree(ppt);
   return 0;
 }
 
 long ppt_ioctl(struct file* file, unsigned int cmd, unsigned long arg) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
   if (cmd != PCI_PASSTHROUGH_SET_MASTER) return -ENOTTY;
+  if (ppt->unbound) return -ENODEV;
   if (arg > 1) return -EINVAL;
   if (arg != 0) {
     pci_set_master(ppt->pdev);
@@ -90,9 +93,15 @@ int ppt_probe(struct pci_dev* pdev, const struct pci_device_id* /*id*/) {
   return 0;
 }
 
+// An open file (a VMM's, or one LUO holds for a preserved device) keeps
+// the state until it is released; the pci_dev itself lives for the boot.
 void ppt_remove(struct pci_dev* pdev) {
   auto* ppt = static_cast<struct ppt_device*>(pci_get_drvdata(pdev));
   misc_deregister(&ppt->misc);
+  if (ppt->opened) {
+    ppt->unbound = true;
+    return;
+  }
   kfree(ppt);
 }
 

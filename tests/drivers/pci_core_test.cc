@@ -94,6 +94,20 @@ TEST_F(PciCoreTest, DriversBindOnlyWhereTheOverrideNamesThem) {
   EXPECT_FALSE(m().kernel().vfs().HasDevice("pci-passthrough/0000:03:00.0"));
 }
 
+// Unbinding while a file is open leaves the file working until its close
+// (ASan checks that nothing is used after it is freed).
+TEST_F(PciCoreTest, UnbindingUnderAnOpenFileKeepsItsStateUntilTheClose) {
+  const int fd = OpenDevice("nvme1");
+  ASSERT_GE(fd, 0);
+  core().Unbind(Dev("nvme1"));
+  EXPECT_EQ(Dev("nvme1")->driver, nullptr);
+  EXPECT_EQ(p().Ioctl(fd, PCI_PASSTHROUGH_SET_MASTER, 0ul), -ENODEV);
+  EXPECT_EQ(p().Close(fd), 0);
+  EXPECT_EQ(BindPassthrough("nvme1"), 0);
+  const int again = p().Open(Node("nvme1"), O_RDWR);
+  EXPECT_GE(again, 0);
+}
+
 TEST_F(PciCoreTest, AFailedConfigReadReportsAndReadsAllOnes) {
   m().faults().FailOnce("pci_config_read");
   u16 vendor = 0;
