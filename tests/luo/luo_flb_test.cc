@@ -164,6 +164,31 @@ TEST_F(LuoFlbTest, IncomingRefcountFinishesOnTheLastPut) {
   EXPECT_EQ(liveupdate_flb_get_incoming(&test_flb, &obj), -ENODATA);
 }
 
+// Upstream keeps an FLB's state in the FLB: the PCI core reads its FLB at
+// enumeration, before any driver links it to a handler.
+TEST_F(LuoFlbTest, AnIncomingGetNeedsNoHandlerLink) {
+  const int s = Create("vm0");
+  ASSERT_EQ(PreserveNew(s, 1), 0);
+  LuoFixture::Kexec();  // kernel B links nothing yet
+  void* obj = nullptr;
+  static struct liveupdate_flb unknown = {test_flb.ops, "unknown-v1"};
+  EXPECT_EQ(liveupdate_flb_get_incoming(&unknown, &obj), -ENOENT);
+  ASSERT_EQ(liveupdate_flb_get_incoming(&test_flb, &obj), 0);
+  EXPECT_NE(obj, nullptr);
+  EXPECT_EQ(Flb().incoming_count, 2);
+  EXPECT_EQ(Flb().users, 0);
+  liveupdate_flb_put_incoming(&test_flb);
+  // Linking it later keeps the incoming state; the file's finish drops
+  // the last reference.
+  ASSERT_EQ(liveupdate_register_flb(&test_file_handler, &test_flb), 0);
+  EXPECT_EQ(Flb().users, 1);
+  EXPECT_EQ(Flb().incoming_count, 1);
+  const int r = Retrieve("vm0");
+  EXPECT_EQ(luo::FinishSession(p(), r), 0);
+  EXPECT_THAT(Callbacks(), ElementsAre("flb_retrieve", "can_finish 1", "finish 1", "flb_finish"));
+  EXPECT_EQ(TestControl().flb_live_objects, 0);
+}
+
 TEST_F(LuoFlbTest, NeverRetrievedFlbIsRetrievedForItsFinish) {
   const int s = Create("vm0");
   ASSERT_EQ(PreserveNew(s, 1), 0);
