@@ -18,6 +18,7 @@
 #include "khosim/drivers/pci.h"
 #include "khosim/handlers/pci_passthrough.h"
 #include "khosim/hw/pci.h"
+#include "khosim/kho/kho.h"
 #include "khosim/linux/kho/abi/pci.h"
 #include "khosim/linux/pci_liveupdate.h"
 #include "khosim/luo/client.h"
@@ -142,6 +143,17 @@ void Invariants(Machine& m, const CountdownRun& run, std::vector<std::string>* o
     }
   });
   if (!kernel_b) return;
+  // Both sessions finished: nothing the previous kernel preserved is left
+  // unclaimed but the root FDT, which KHO keeps for the whole boot.
+  if (finished[0] && finished[1] && m.kernel().luo().IncomingSessions().empty()) {
+    kho::Kho& kho = m.kernel().kho();
+    unsigned order = 0;
+    const uint64_t held =
+        kho.IsPreservedHead(PhysAddr(kho.incoming_handover().fdt_addr), &order) ? 1 : 0;
+    if (kho.UnrestoredBlocks() > held) {
+      out->push_back(absl::StrCat(kho.UnrestoredBlocks() - held, " preserved block(s) leaked"));
+    }
+  }
   for (int i = 0; i < 2; ++i) {
     if (preserved[i] && mastering[i] && !m.pci().Find(kDevices[i])->bus_master()) {
       out->push_back(absl::StrCat(kDevices[i], " was preserved mastering and lost it"));
