@@ -171,13 +171,15 @@ class PciProbe {
   // pci_scan_bridge_extend.
   unsigned ScanBridge(struct pci_bus* bus, struct pci_dev* dev, unsigned max, int pass,
                       const std::vector<struct pci_dev*>& on_bus) {
-    // Pass 0 scanned it already; reading its numbers again could disagree
-    // (a failed read returns all-ones) and scan the subtree twice.
+    // Pass 0 scanned it already (a guard: the numbers read again below
+    // should say so, but a failed read returns all-ones).
     if (pass != 0 && dev->subordinate != nullptr) return max;
-    u8 secondary = 0;
-    u8 subordinate = 0;
-    pci_read_config_byte(dev, PCI_SECONDARY_BUS, &secondary);
-    pci_read_config_byte(dev, PCI_SUBORDINATE_BUS, &subordinate);
+    // One dword, as upstream reads it: primary, secondary, subordinate and
+    // the secondary latency timer fail or succeed together.
+    u32 buses = 0;
+    pci_read_config_dword(dev, PCI_PRIMARY_BUS, &buses);
+    const u8 secondary = static_cast<u8>(buses >> 8);
+    const u8 subordinate = static_cast<u8>(buses >> 16);
     const bool configured = secondary != 0 && subordinate >= secondary && secondary > bus->number;
     const bool keep = !core_.options().assign_busses || lu_.PreserveBusNumbers();
     if (configured && keep) {
