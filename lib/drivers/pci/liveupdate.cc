@@ -167,7 +167,11 @@ int PciLiveUpdate::FlbRetrieve(struct liveupdate_flb_op_args* args) {
 void PciLiveUpdate::FlbFinish(struct liveupdate_flb_op_args* args) {
   auto* in = static_cast<Incoming*>(args->obj);
   if (in->ser->nr_devices != 0) {
-    for (const auto& [key, dev_ser] : in->devices) {
+    // In the order the previous kernel wrote them (the lookup table's
+    // order would differ from run to run).
+    struct kho_block_set_it it;
+    kho_block_set_it_init(&it, &in->set);
+    while (auto* dev_ser = static_cast<struct pci_dev_ser*>(kho_block_set_it_read_entry(&it))) {
       if (dev_ser->refcount != 0) {
         pr_err("PCI: liveupdate: %s was never finished!", NameOf(dev_ser).c_str());
       }
