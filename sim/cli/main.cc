@@ -9,7 +9,9 @@
 //
 // The work is in khosim_scenario (khosim/scenario/*.h); this file parses
 // the command line, prints, and maps outcomes to exit codes.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <string>
@@ -230,13 +232,28 @@ int Run(Args& args) {
                   scenario::FormatBytes(s->machine.page_size), s->machine.seed,
                   ModuleRegistry::Builtin().Format(s->machine.handlers), s->kexecs());
   }
+  // Opened before the run, so that an unwritable path costs nothing and
+  // is a usage error (exit 2) like any other bad option.
+  std::ofstream trace_out;
+  if (!trace_path.empty()) {
+    trace_out.open(trace_path);
+    if (!trace_out) {
+      absl::FPrintF(stderr, "khosim: --trace: cannot open %s for writing: %s\n", trace_path,
+                    std::strerror(errno));
+      return 2;
+    }
+  }
   TerminalProgress progress(stderr);
   scenario::Runner runner(*s, scenario::RunOptions{.progress = quiet ? nullptr : &progress});
   const scenario::RunReport report = runner.Run();
-  if (!trace_path.empty() && runner.machine() != nullptr) {
-    std::ofstream out(trace_path);
-    out << runner.machine()->trace().ToJson() << "\n";
-    if (!out) absl::FPrintF(stderr, "khosim: cannot write the trace to %s\n", trace_path);
+  bool trace_failed = false;
+  if (trace_out.is_open() && runner.machine() != nullptr) {
+    trace_out << runner.machine()->trace().ToJson() << "\n";
+    trace_out.close();
+    if (!trace_out) {
+      absl::FPrintF(stderr, "khosim: cannot write the trace to %s\n", trace_path);
+      trace_failed = true;
+    }
   }
   if (json) {
     absl::PrintF("%s\n", scenario::ReportToJson(report).c_str());
@@ -253,6 +270,9 @@ int Run(Args& args) {
     absl::FPrintF(stderr, "khosim: %s: %s\n", scenario::OutcomeName(report.outcome),
                   report.message);
   }
+  // A trace that could not be written fails a run that passed (exit 2);
+  // a run that failed keeps its own status.
+  if (trace_failed && report.outcome == scenario::Outcome::kPassed) return 2;
   return scenario::ExitCode(report.outcome);
 }
 

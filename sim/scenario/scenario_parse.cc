@@ -6,6 +6,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -561,11 +562,37 @@ absl::StatusOr<Scenario> ParseScenario(absl::string_view text, absl::string_view
 }
 
 absl::StatusOr<Scenario> LoadScenarioFile(const std::string& path) {
+  // Only a regular file of a sane size: a FIFO or /dev/zero would be read
+  // without end, and a directory is no scenario (symbolic links are
+  // followed to what they name).
+  std::error_code ec;
+  const std::filesystem::file_status st = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(st)) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot read the scenario file"));
+  }
+  if (!std::filesystem::is_regular_file(st)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a regular file (",
+                     std::filesystem::is_directory(st) ? "a directory" : "a device, FIFO or socket",
+                     "); a scenario is a YAML file"));
+  }
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat(path, ": cannot read the scenario file"));
+  if (size > kMaxScenarioFileBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %d bytes; a scenario file is at most %d",
+                                                      path, size, kMaxScenarioFileBytes));
+  }
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read the scenario file"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return ParseScenario(text.str(), path);
+  // Read at most the bound, even if the file grew since it was measured.
+  std::string text(kMaxScenarioFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxScenarioFileBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: grew past %d bytes while read", path, kMaxScenarioFileBytes));
+  }
+  return ParseScenario(text, path);
 }
 
 }  // namespace khosim::scenario

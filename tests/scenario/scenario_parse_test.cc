@@ -1,5 +1,10 @@
 // Scenario files: what parses, the defaults, and the precise errors for
 // malformed, invalid and unsupported ones (line, column and field named).
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -515,6 +520,31 @@ TEST(ScenarioParseTest, DevicesNameEndpointsOfThePciHardware) {
   EXPECT_EQ(rp.slot, 3);
   EXPECT_EQ(rp.children[0].vendor, 0x10de);
   EXPECT_EQ(rp.children[0].total_vfs, 2);
+}
+
+// A symlink to /dev/zero or a FIFO would be read without end; a directory
+// is not a scenario; a huge file is refused before it is read.
+TEST(ScenarioParseTest, OnlyRegularFilesOfASaneSizeAreRead) {
+  char tmpl[] = "/tmp/khosim-scenario-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  const std::string zero = dir + "/zero.yaml";
+  const std::string fifo = dir + "/fifo.yaml";
+  const std::string big = dir + "/big.yaml";
+  ASSERT_EQ(symlink("/dev/zero", zero.c_str()), 0);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  {
+    std::ofstream out(big);
+    out << "# " << std::string(kMaxScenarioFileBytes, 'x') << "\n";
+  }
+  for (const std::string& path : {zero, fifo, dir}) {
+    const absl::StatusOr<Scenario> s = LoadScenarioFile(path);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << path;
+    EXPECT_THAT(std::string(s.status().message()), HasSubstr("not a regular file")) << path;
+  }
+  EXPECT_THAT(std::string(LoadScenarioFile(big).status().message()),
+              HasSubstr("a scenario file is at most"));
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -228,7 +228,13 @@ struct Scenario {
 // file) or Unimplemented (valid, but asks for something this build lacks),
 // with messages "<source>:<line>:<col>: <field>: <what>".
 absl::StatusOr<Scenario> ParseScenario(absl::string_view text, absl::string_view source);
-// Reads and parses a file; NotFound if it cannot be read.
+// Scenario files larger than this are refused (the largest example is a
+// few KiB).
+inline constexpr uintmax_t kMaxScenarioFileBytes = 4 << 20;
+// Reads and parses a file: NotFound if it cannot be read; InvalidArgument
+// for anything but a regular file (a directory, FIFO, device: a symlink to
+// /dev/zero would be read without end) or a file above
+// kMaxScenarioFileBytes.
 absl::StatusOr<Scenario> LoadScenarioFile(const std::string& path);
 
 // Built-in scenarios: YAML texts compiled into the program.
