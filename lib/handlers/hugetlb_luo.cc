@@ -259,7 +259,7 @@ int hugemfd_luo_retrieve(struct liveupdate_file_op_args* args) {
   if (ser == nullptr) return -EINVAL;
 
   if (ser->nr_folios != 0) {
-    folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
+    folios_ser = memfd_luo_restore_folio_array(&ser->folios, ser->nr_folios, "hugemfd_luo");
     if (folios_ser == nullptr) {
       // The folios cannot be found any more: they stay reserved.
       err = -EINVAL;
@@ -316,7 +316,8 @@ void hugemfd_luo_finish(struct liveupdate_file_op_args* args) {
   if (args->retrieve_status != 0) return;
   auto* ser = static_cast<struct hugemfd_luo_ser*>(phys_to_virt(args->serialized_data));
   if (ser == nullptr) return;
-  memfd_luo_release_folio_array(&ser->folios, ser->nr_folios, hugemfd_luo_release_folio);
+  memfd_luo_release_folio_array(&ser->folios, ser->nr_folios, hugemfd_luo_release_folio,
+                                "hugemfd_luo finish");
   kho_restore_free(ser);
 }
 

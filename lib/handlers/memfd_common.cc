@@ -158,10 +158,28 @@ void memfd_luo_unpreserve_folio_array(struct kho_vmalloc* kho_vmalloc,
   vfree(folios_ser);
 }
 
-void memfd_luo_release_folio_array(const struct kho_vmalloc* kho_vmalloc, u64 nr,
-                                   void (*release)(phys_addr_t phys)) {
-  if (nr == 0) return;
+struct memfd_luo_folio_ser* memfd_luo_restore_folio_array(const struct kho_vmalloc* kho_vmalloc,
+                                                          u64 nr, const char* who) {
   auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(kho_vmalloc));
+  if (folios_ser == nullptr) return nullptr;
+  // A successful restore maps exactly total_pages pages.
+  const u64 capacity =
+      static_cast<u64>(kho_vmalloc->total_pages) * PAGE_SIZE / sizeof(struct memfd_luo_folio_ser);
+  if (nr > capacity) {
+    vfree(folios_ser);
+    panic(
+        "%s: BUG: unable to handle page fault: folio record %llu past the %llu-record array "
+        "(the record claims %llu folios)",
+        who, static_cast<unsigned long long>(capacity), static_cast<unsigned long long>(capacity),
+        static_cast<unsigned long long>(nr));
+  }
+  return folios_ser;
+}
+
+void memfd_luo_release_folio_array(const struct kho_vmalloc* kho_vmalloc, u64 nr,
+                                   void (*release)(phys_addr_t phys), const char* who) {
+  if (nr == 0) return;
+  struct memfd_luo_folio_ser* folios_ser = memfd_luo_restore_folio_array(kho_vmalloc, nr, who);
   if (folios_ser == nullptr) return;
   for (u64 i = 0; i < nr; i++) {
     if (folios_ser[i].pfn != 0) release(PFN_PHYS(folios_ser[i].pfn));
@@ -198,6 +216,12 @@ struct file* memfd_luo_new_file(u32 seals, u64 pos, u64 size) {
     pr_err("memfd_luo: failed to add seals: %d", err);
     fput(file);
     return static_cast<struct file*>(ERR_PTR(err));
+  }
+  if (size > static_cast<u64>(MAX_LFS_FILESIZE) || pos > static_cast<u64>(MAX_LFS_FILESIZE)) {
+    pr_err("memfd_luo: size %llu or position %llu out of range",
+           static_cast<unsigned long long>(size), static_cast<unsigned long long>(pos));
+    fput(file);
+    return static_cast<struct file*>(ERR_PTR(-EINVAL));
   }
   vfs_setpos(file, static_cast<loff_t>(pos), MAX_LFS_FILESIZE);
   i_size_write(file_inode(file), static_cast<loff_t>(size));

@@ -67,10 +67,20 @@ int memfd_luo_preserve_folio_array(struct file* file, unsigned int max_folios,
 // Undoes it: the array, then every folio's preservation and pin.
 void memfd_luo_unpreserve_folio_array(struct kho_vmalloc* kho_vmalloc,
                                       const struct memfd_luo_folio_ser* folios_ser, u64 nr);
+// Retrieve and finish: restores the folio array of a record claiming
+// |nr| records, or NULL if kho_restore_vmalloc fails. Upstream walks |nr|
+// records whatever the array holds, so a hostile count reads past the
+// vmalloc area and oopses there; the simulator panics at that point
+// instead (KernelPanic "BUG: unable to handle page fault ... folio record
+// N past the M-record array"), naming |who|, never touching host memory
+// beyond the area. docs/hostile-input.md lists this upstream gap.
+struct memfd_luo_folio_ser* memfd_luo_restore_folio_array(const struct kho_vmalloc* kho_vmalloc,
+                                                          u64 nr, const char* who);
+
 // finish of a file never retrieved: restores the array and hands every
 // recorded folio to |release| (which restores and puts it), then frees it.
 void memfd_luo_release_folio_array(const struct kho_vmalloc* kho_vmalloc, u64 nr,
-                                   void (*release)(phys_addr_t phys));
+                                   void (*release)(phys_addr_t phys), const char* who);
 
 // A module init: registers |fh|. 0 also when LUO is disabled (-EOPNOTSUPP
 // is not an error); otherwise the registration error, logged as |who|'s.
@@ -82,7 +92,9 @@ bool memfd_luo_can_preserve_file(struct file* file);
 unsigned long memfd_luo_inode_id(struct file* file);
 
 // Retrieve: a new unnamed memfd that allows sealing, with |seals|
-// re-applied and the position and size restored; ERR_PTR on failure.
+// re-applied and the position and size restored; ERR_PTR on failure:
+// -EINVAL for a size or position above MAX_LFS_FILESIZE (upstream writes
+// them unchecked, a negative i_size: docs/hostile-input.md).
 struct file* memfd_luo_new_file(u32 seals, u64 pos, u64 size);
 
 // Retrieve: moves one restored |folio| (one reference) into |file|'s page

@@ -98,7 +98,8 @@ void memfd_luo_finish(struct liveupdate_file_op_args* args) {
   if (args->retrieve_status != 0) return;
   auto* ser = static_cast<struct memfd_luo_ser*>(phys_to_virt(args->serialized_data));
   if (ser == nullptr) return;
-  memfd_luo_release_folio_array(&ser->folios, ser->nr_folios, memfd_luo_discard_folio);
+  memfd_luo_release_folio_array(&ser->folios, ser->nr_folios, memfd_luo_discard_folio,
+                                "memfd_luo finish");
   kho_restore_free(ser);
 }
 
@@ -148,7 +149,8 @@ int memfd_luo_retrieve(struct liveupdate_file_op_args* args) {
   }
 
   if (ser->nr_folios != 0) {
-    auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
+    struct memfd_luo_folio_ser* folios_ser =
+        memfd_luo_restore_folio_array(&ser->folios, ser->nr_folios, "memfd_luo retrieve");
     if (folios_ser == nullptr) {
       err = -EINVAL;
       goto put_file;

@@ -13,8 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "handlers/memfd_test_util.h"
+#include "khosim/base/panic.h"
 #include "khosim/fs/shmem.h"
 #include "khosim/linux/hugetlb.h"
 #include "khosim/linux/memfd.h"
@@ -418,6 +420,25 @@ TEST_F(HugetlbLuoTest, EligibilityAndIdentity) {
   ASSERT_EQ(sessions[0].files.size(), 2u);
   EXPECT_EQ(sessions[0].files[0].compatible, "hugemfd-v1");
   EXPECT_EQ(sessions[0].files[1].compatible, "memfd-v2");
+}
+
+// A folio count past the array: the oops upstream would have, as a panic.
+TEST_F(HugetlbLuoTest, AFolioCountPastTheArrayIsTheOops) {
+  const int s = Create("vm0");
+  ASSERT_EQ(luo::PreserveFd(p(), s, NewHugeMemfd(kPmd, 2 * k2M), 1), 0);
+  Kexec();
+  const abi::LuoFileSer* file = IncomingFileSer(luo(), 0, 0);
+  ASSERT_NE(file, nullptr);
+  static_cast<abi::HugemfdLuoSer*>(phys_to_virt(file->data))->nr_folios = uint64_t{1} << 50;
+  const int r = Retrieve("vm0");
+  ASSERT_GE(r, 0);
+  try {
+    luo::RetrieveFd(p(), r, 1);
+    ADD_FAILURE() << "no panic";
+  } catch (const KernelPanic& panic) {
+    EXPECT_THAT(panic.what(), ::testing::HasSubstr("hugemfd_luo: BUG: unable to handle page "
+                                                   "fault: folio record 256 past the 256-record"));
+  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "handlers/memfd_test_util.h"
+#include "khosim/base/panic.h"
 #include "khosim/fs/shmem.h"
 #include "khosim/kho/kho_xarray.h"
 #include "khosim/linux/memfd.h"
@@ -24,6 +26,7 @@ namespace khosim::testing {
 namespace {
 
 using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
 
 constexpr size_t kPage = 4096;
 
@@ -656,6 +659,53 @@ class MemfdWithoutHandlerTest : public MemfdFixture {
 TEST_F(MemfdWithoutHandlerTest, PreserveIsEnoent) {
   const int s = Create("vm0");
   EXPECT_EQ(luo::PreserveFd(p(), s, NewMemfd(kPage, 1), 1), -ENOENT);
+}
+
+// Hostile memfd-v2 records. Upstream walks nr_folios records whatever the
+// folio array holds: a larger count reads past the vmalloc area and oopses
+// there, which the simulator reports as that panic (it used to crash the
+// host). A size beyond MAX_LFS_FILESIZE, which upstream writes unchecked
+// into i_size, is refused.
+std::string PanicOf(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const KernelPanic& panic) {
+    return panic.what();
+  }
+  return "no panic";
+}
+
+TEST_F(MemfdV2Test, RetrieveOfAFolioCountPastTheArrayIsTheOops) {
+  const int s = Create("vm0");
+  ASSERT_EQ(luo::PreserveFd(p(), s, NewMemfd(8 * kPage, 1), 1), 0);
+  Kexec();
+  MemfdRecord(IncomingFileSer(luo(), 0, 0))->nr_folios = uint64_t{1} << 40;
+  const int r = Retrieve("vm0");
+  ASSERT_GE(r, 0);
+  EXPECT_THAT(PanicOf([&] { luo::RetrieveFd(p(), r, 1); }),
+              HasSubstr("memfd_luo retrieve: BUG: unable to handle page fault: folio record 256 "
+                        "past the 256-record array"));
+}
+
+TEST_F(MemfdV2Test, FinishOfAFolioCountPastTheArrayIsTheOops) {
+  const int s = Create("vm0");
+  ASSERT_EQ(luo::PreserveFd(p(), s, NewMemfd(8 * kPage, 1), 1), 0);
+  Kexec();
+  MemfdRecord(IncomingFileSer(luo(), 0, 0))->nr_folios = 257;
+  const int r = Retrieve("vm0");
+  ASSERT_GE(r, 0);
+  EXPECT_THAT(PanicOf([&] { luo::FinishSession(p(), r); }),
+              HasSubstr("memfd_luo finish: BUG: unable to handle page fault: folio record 256"));
+}
+
+TEST_F(MemfdV2Test, ASizeBeyondTheLargestFileIsRefused) {
+  const int s = Create("vm0");
+  ASSERT_EQ(luo::PreserveFd(p(), s, NewMemfd(8 * kPage, 1), 1), 0);
+  Kexec();
+  MemfdRecord(IncomingFileSer(luo(), 0, 0))->size = uint64_t{1} << 63;
+  const int r = Retrieve("vm0");
+  EXPECT_EQ(luo::RetrieveFd(p(), r, 1), -EINVAL);
+  EXPECT_EQ(luo::FinishSession(p(), r), 0);
 }
 
 }  // namespace
