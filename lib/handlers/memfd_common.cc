@@ -158,20 +158,29 @@ void memfd_luo_unpreserve_folio_array(struct kho_vmalloc* kho_vmalloc,
   vfree(folios_ser);
 }
 
+bool memfd_luo_folio_array_fits(const struct kho_vmalloc* kho_vmalloc, u64 nr) {
+  // A successful restore maps exactly total_pages pages.
+  const u64 capacity =
+      static_cast<u64>(kho_vmalloc->total_pages) * PAGE_SIZE / sizeof(struct memfd_luo_folio_ser);
+  return nr <= capacity;
+}
+
+void memfd_luo_folio_oops(const char* who, const struct kho_vmalloc* kho_vmalloc, u64 nr) {
+  const unsigned long long capacity =
+      static_cast<u64>(kho_vmalloc->total_pages) * PAGE_SIZE / sizeof(struct memfd_luo_folio_ser);
+  panic(
+      "%s: BUG: unable to handle page fault: folio record %llu past the %llu-record array "
+      "(the record claims %llu folios)",
+      who, capacity, capacity, static_cast<unsigned long long>(nr));
+}
+
 struct memfd_luo_folio_ser* memfd_luo_restore_folio_array(const struct kho_vmalloc* kho_vmalloc,
                                                           u64 nr, const char* who) {
   auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(kho_vmalloc));
   if (folios_ser == nullptr) return nullptr;
-  // A successful restore maps exactly total_pages pages.
-  const u64 capacity =
-      static_cast<u64>(kho_vmalloc->total_pages) * PAGE_SIZE / sizeof(struct memfd_luo_folio_ser);
-  if (nr > capacity) {
+  if (!memfd_luo_folio_array_fits(kho_vmalloc, nr)) {
     vfree(folios_ser);
-    panic(
-        "%s: BUG: unable to handle page fault: folio record %llu past the %llu-record array "
-        "(the record claims %llu folios)",
-        who, static_cast<unsigned long long>(capacity), static_cast<unsigned long long>(capacity),
-        static_cast<unsigned long long>(nr));
+    memfd_luo_folio_oops(who, kho_vmalloc, nr);
   }
   return folios_ser;
 }

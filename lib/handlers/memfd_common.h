@@ -71,11 +71,20 @@ void memfd_luo_unpreserve_folio_array(struct kho_vmalloc* kho_vmalloc,
 // |nr| records, or NULL if kho_restore_vmalloc fails. Upstream walks |nr|
 // records whatever the array holds, so a hostile count reads past the
 // vmalloc area and oopses there; the simulator panics at that point
-// instead (KernelPanic "BUG: unable to handle page fault ... folio record
-// N past the M-record array"), naming |who|, never touching host memory
-// beyond the area. docs/hostile-input.md lists this upstream gap.
+// instead (memfd_luo_folio_oops), naming |who|, never touching host memory
+// beyond the area. docs/hostile-input.md lists this upstream gap. A caller
+// holding objects a panic would leak checks with
+// memfd_luo_folio_array_fits after kho_restore_vmalloc, releases them,
+// then calls memfd_luo_folio_oops.
 struct memfd_luo_folio_ser* memfd_luo_restore_folio_array(const struct kho_vmalloc* kho_vmalloc,
                                                           u64 nr, const char* who);
+// Whether a restored area of |kho_vmalloc| holds |nr| folio records.
+bool memfd_luo_folio_array_fits(const struct kho_vmalloc* kho_vmalloc, u64 nr);
+// The oops upstream would have reading record |capacity| of the area, as
+// a KernelPanic: "<who>: BUG: unable to handle page fault: folio record N
+// past the N-record array (the record claims M folios)".
+[[noreturn]] void memfd_luo_folio_oops(const char* who, const struct kho_vmalloc* kho_vmalloc,
+                                       u64 nr);
 
 // finish of a file never retrieved: restores the array and hands every
 // recorded folio to |release| (which restores and puts it), then frees it.

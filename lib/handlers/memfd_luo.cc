@@ -149,11 +149,17 @@ int memfd_luo_retrieve(struct liveupdate_file_op_args* args) {
   }
 
   if (ser->nr_folios != 0) {
-    struct memfd_luo_folio_ser* folios_ser =
-        memfd_luo_restore_folio_array(&ser->folios, ser->nr_folios, "memfd_luo retrieve");
+    auto* folios_ser = static_cast<struct memfd_luo_folio_ser*>(kho_restore_vmalloc(&ser->folios));
     if (folios_ser == nullptr) {
       err = -EINVAL;
       goto put_file;
+    }
+    if (!memfd_luo_folio_array_fits(&ser->folios, ser->nr_folios)) {
+      // Where upstream oopses; the new file is let go first, so that the
+      // panic leaves nothing of the host behind.
+      vfree(folios_ser);
+      fput(file);
+      memfd_luo_folio_oops("memfd_luo retrieve", &ser->folios, ser->nr_folios);
     }
     err = memfd_luo_retrieve_folios(file, folios_ser, ser->nr_folios);
     vfree(folios_ser);
