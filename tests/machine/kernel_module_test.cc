@@ -70,9 +70,10 @@ TEST(ModuleRegistryTest, BuildsParseFormatAndNameTheirErrors) {
   ASSERT_TRUE(build.ok()) << build.status();
   EXPECT_EQ(registry.Format(*build), "memfd, hugetlb") << "listed in table order";
   EXPECT_EQ(registry.Format(KernelBuild{}), "none");
-  EXPECT_EQ(registry.ParseBuild("memfd,hugemfd-v1").status().message(),
-            "unknown file handler \"hugemfd-v1\" (known: memfd, memfd-sparse, hugetlb, pci-passthrough; "
-            "hugemfd-v1 is built by hugetlb)");
+  EXPECT_EQ(
+      registry.ParseBuild("memfd,hugemfd-v1").status().message(),
+      "unknown file handler \"hugemfd-v1\" (known: memfd, memfd-sparse, hugetlb, pci-passthrough; "
+      "hugemfd-v1 is built by hugetlb)");
   EXPECT_EQ(registry.ParseBuild("hugetlb,hugetlb").status().message(),
             "file handler hugetlb is listed twice");
 }
