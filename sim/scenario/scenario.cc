@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "khosim/abi/kexec_handover.h"
+#include "khosim/machine/fault_points.h"
 #include "khosim/mm/hugetlb.h"
 
 namespace khosim::scenario {
@@ -84,17 +85,9 @@ uint64_t Scenario::FileBytes() const {
 }
 
 std::vector<std::string> KnownFaultPoints() {
-  return {"alloc_pages",
-          "memblock",
-          "vmalloc",
-          "kmalloc",
-          "kho_alloc_preserve",
-          "alloc_file",
-          "get_unused_fd",
-          "mem_cgroup_charge",
-          "shmem_add_to_page_cache",
-          "shmem_inode_acct_blocks",
-          "try_module_get"};
+  std::vector<std::string> names;
+  for (const FaultPointInfo& point : FaultPoints()) names.push_back(point.name);
+  return names;
 }
 
 std::string FormatBytes(uint64_t bytes) {
