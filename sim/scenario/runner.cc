@@ -8,6 +8,7 @@
 // from the simulated kernel of the new boot.
 #include "khosim/scenario/runner.h"
 
+#include "absl/strings/str_join.h"
 #include "runner_impl.h"
 
 namespace khosim::scenario {
@@ -97,6 +98,37 @@ bool Runner::Impl::Stop(Outcome outcome, std::string message) {
 void Runner::Impl::EndProgress() {
   options_.progress->End();
   progress_open_ = false;
+}
+
+// A run stops at its first failure; the kernel must still be consistent
+// there, an injected failure above all (its error paths are what it
+// exercises). Checks what a boot's end checks, and records the result.
+void Runner::Impl::CheckAfterFailure(int boot, BootReport& br) {
+  if (!m_->has_kernel() || kernel().phase() != BootPhase::kRunning) return;
+  m_->Activate();
+  Kernel& k = kernel();
+  std::vector<std::string> broken;
+  if (absl::Status v = k.mm().memblock().Validate(); !v.ok()) {
+    broken.push_back(absl::StrCat("memblock: ", v.message()));
+  }
+  if (absl::Status v = k.mm().pages().Validate(); !v.ok()) {
+    broken.push_back(absl::StrCat("page allocator: ", v.message()));
+  }
+  if (k.luo().enabled()) {
+    if (absl::Status v = k.luo().Validate(); !v.ok()) {
+      broken.push_back(absl::StrCat("LUO: ", v.message()));
+    }
+  }
+  CheckLeaks(boot, br);
+  if (br.leaked_blocks.has_value() && *br.leaked_blocks != 0) {
+    broken.push_back(absl::StrFormat("%d preserved block(s) leaked", *br.leaked_blocks));
+  }
+  if (broken.empty()) {
+    br.notes.push_back("after the failure: memblock, the page allocator and LUO validate");
+    return;
+  }
+  for (const std::string& b : broken) br.notes.push_back(absl::StrCat("after the failure: ", b));
+  absl::StrAppend(&report_.message, "; after it, ", absl::StrJoin(broken, "; "));
 }
 
 bool Runner::Impl::StopRequested(int boot) const {
@@ -202,7 +234,10 @@ void Runner::Impl::RunBoots() {
     report_.boots.push_back(BootReport{});
     RunUserspace(boot, s_.boots[i], report_.boots.back());
     RecordPools(report_.boots.back());
-    if (failed()) return;
+    if (failed()) {
+      CheckAfterFailure(boot, report_.boots.back());
+      return;
+    }
     if (StopRequested(boot)) {
       if (options_.stop->at_kexec) FreezeForInspect(boot);
       return;

@@ -138,6 +138,7 @@ class Runner::Impl {
   bool Stop(Outcome outcome, std::string message);
   void EndProgress();
   bool StopRequested(int boot) const;
+  void CheckAfterFailure(int boot, BootReport& br);
   void Arm(FaultArm::Kind kind, int index);
   void RunProgram();
   void RunBoots();

@@ -648,5 +648,20 @@ TEST(RunnerTest, ADeviceThatStoppedMasteringIsALoss) {
                                    "0000:04:00.0 stopped mastering"));
 }
 
+// A run stops at its first failure; the kernel's books are still checked
+// there, and the result is in the failing boot's notes.
+TEST(RunnerTest, AnInjectedFailureIsFollowedByTheInvariantChecks) {
+  const Scenario s =
+      Parse(std::string(kSmall) + "faults: [{point: kho_alloc_preserve, once: true, boot: 2}]\n");
+  Runner runner(s);
+  const RunReport r = runner.Run();
+  ASSERT_EQ(r.outcome, Outcome::kFailed) << r.message;
+  ASSERT_EQ(r.boots.size(), 2u);
+  EXPECT_THAT(
+      r.boots[1].notes,
+      ::testing::Contains("after the failure: memblock, the page allocator and LUO validate"));
+  EXPECT_THAT(r.faults_injected, ::testing::ElementsAre("kho_alloc_preserve"));
+}
+
 }  // namespace
 }  // namespace khosim::scenario
