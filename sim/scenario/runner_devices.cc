@@ -103,6 +103,9 @@ void Runner::Impl::RecordDevices(BootReport& br) {
     }
     br.devices.push_back(std::move(d));
   });
+  if (const int64_t refs = core->OutstandingRefs(); refs != 0) {
+    br.notes.push_back(absl::StrFormat("%d pci_dev reference(s) taken and never put", refs));
+  }
 }
 
 }  // namespace khosim::scenario

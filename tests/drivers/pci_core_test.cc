@@ -108,6 +108,16 @@ TEST_F(PciCoreTest, UnbindingUnderAnOpenFileKeepsItsStateUntilTheClose) {
   EXPECT_GE(again, 0);
 }
 
+TEST_F(PciCoreTest, AReferenceNeverPutIsCounted) {
+  EXPECT_EQ(core().OutstandingRefs(), 0);
+  struct pci_dev* dev = pci_get_domain_bus_and_slot(0, 3, PCI_DEVFN(0, 0));
+  ASSERT_EQ(dev, Dev("nvme0"));
+  EXPECT_EQ(core().OutstandingRefs(), 1);
+  pci_dev_put(dev);
+  EXPECT_EQ(core().OutstandingRefs(), 0);
+  EXPECT_EQ(pci_get_domain_bus_and_slot(0, 9, 0), nullptr);
+}
+
 TEST_F(PciCoreTest, AFailedConfigReadReportsAndReadsAllOnes) {
   m().faults().FailOnce("pci_config_read");
   u16 vendor = 0;

@@ -125,6 +125,9 @@ void Invariants(Machine& m, const CountdownRun& run, std::vector<std::string>* o
   m.Activate();
   drivers::PciCore* core = m.kernel().pci();
   const bool kernel_b = m.kexec_count() != 0;
+  if (core->OutstandingRefs() != 0) {
+    out->push_back(absl::StrCat(core->OutstandingRefs(), " pci_dev reference(s) never put"));
+  }
   // Every bridge's count is the number of endpoints below it that hold
   // one: preserved ones in kernel A; in kernel B those A preserved whose
   // session did not finish, found by this kernel or not.

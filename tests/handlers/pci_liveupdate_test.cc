@@ -100,6 +100,7 @@ TEST_F(PciLiveUpdateTest, APreservedDeviceKeepsMasteringAndComesBackIncoming) {
   EXPECT_TRUE(Hw("nvme0").bus_master());
   EXPECT_TRUE(LogHas(m(), "Device is finished participating in Live Update"));
   EXPECT_EQ(m().kernel().WarnCount(), 0u);
+  EXPECT_EQ(core().OutstandingRefs(), 0);  // retrieve and finish looked the device up
 }
 
 class PciSmallPagesTest : public PciLiveUpdateTest {

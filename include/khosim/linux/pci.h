@@ -8,8 +8,9 @@
 //
 // Lifetime: the core creates every pci_dev at enumeration and frees them
 // with the kernel; this simulation has no hot removal, so a pointer stays
-// valid for the boot. pci_dev_get/pci_dev_put count references, and a
-// reference left at the end of the boot is reported as a leak.
+// valid for the boot. pci_dev_get/pci_dev_put count references; one never
+// put shows in PciCore::OutstandingRefs(), which the PCI tests check and
+// `khosim run` reports as a note of the boot.
 // Context: process context; config accessors may be called from any
 // callback, including LUO's and the shutdown path.
 #ifndef KHOSIM_LINUX_PCI_H_
