@@ -9,6 +9,7 @@
 //   kernel B  enumeration marks the device incoming; probe publishes the
 //             node but keeps it for LUO; RETRIEVE_FD opens it; FINISH calls
 //             pci_liveupdate_finish and frees the record.
+// DMA (the device's IOMMU domain and memfd maps) is pci_passthrough_dma.cc.
 #include "khosim/handlers/pci_passthrough.h"
 
 #include <cerrno>
@@ -26,17 +27,9 @@
 #include "khosim/linux/pci.h"
 #include "khosim/linux/pci_liveupdate.h"
 #include "khosim/linux/slab.h"
+#include "pci_passthrough_internal.h"
 
 namespace {
-
-struct ppt_device {
-  struct miscdevice misc;  // first: the misc open hands us its address
-  struct pci_dev* pdev;
-  char node[48];   // "pci-passthrough/0000:03:00.0"
-  bool opened;     // one file at a time
-  bool luo_owned;  // came in preserved: only RETRIEVE_FD opens it
-  bool unbound;    // the driver let go while a file was open: the file frees it
-};
 
 int ppt_open(struct inode* /*inode*/, struct file* file) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
@@ -47,6 +40,7 @@ int ppt_open(struct inode* /*inode*/, struct file* file) {
 
 int ppt_release(struct inode* /*inode*/, struct file* file) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
+  ppt_dma_release(ppt);
   ppt->opened = false;
   if (ppt->unbound) kfree(ppt);
   return 0;
@@ -54,8 +48,9 @@ int ppt_release(struct inode* /*inode*/, struct file* file) {
 
 long ppt_ioctl(struct file* file, unsigned int cmd, unsigned long arg) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
-  if (cmd != PCI_PASSTHROUGH_SET_MASTER) return -ENOTTY;
+  if (cmd != PCI_PASSTHROUGH_SET_MASTER && cmd != PCI_PASSTHROUGH_DMA_MAP_FILE) return -ENOTTY;
   if (ppt->unbound) return -ENODEV;
+  if (cmd == PCI_PASSTHROUGH_DMA_MAP_FILE) return ppt_dma_map_file(ppt, arg);
   if (arg > 1) return -EINVAL;
   if (arg != 0) {
     pci_set_master(ppt->pdev);
@@ -128,6 +123,11 @@ int ppt_preserve(struct liveupdate_file_op_args* args) {
     kho_unpreserve_free(ser);
     return err;
   }
+  if (int err = ppt_dma_preserve(ppt, args->session, ser); err != 0) {
+    pci_liveupdate_unpreserve(ppt->pdev);
+    kho_unpreserve_free(ser);
+    return err;
+  }
   ser->domain = static_cast<u32>(pci_domain_nr(ppt->pdev->bus));
   ser->bdf = pci_dev_id(ppt->pdev);
   args->serialized_data = virt_to_phys(ser);
@@ -137,6 +137,7 @@ int ppt_preserve(struct liveupdate_file_op_args* args) {
 
 void ppt_unpreserve(struct liveupdate_file_op_args* args) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(args->file->private_data);
+  ppt_dma_unpreserve(ppt);
   pci_liveupdate_unpreserve(ppt->pdev);
   kho_unpreserve_free(args->private_data);
 }
@@ -164,8 +165,13 @@ int ppt_retrieve(struct liveupdate_file_op_args* args) {
     folio_put(folio);
     return -ENODEV;
   }
+  if (int err = ppt_dma_retrieve(ppt, args->session, ser); err != 0) {
+    folio_put(folio);
+    return err;
+  }
   struct file* file = anon_inode_getfile("[pci-passthrough]", &ppt_fops, ppt, O_RDWR);
   if (IS_ERR(file)) {
+    ppt_dma_release(ppt);
     folio_put(folio);
     return static_cast<int>(PTR_ERR(file));
   }
@@ -216,6 +222,12 @@ int pci_passthrough_init(void) {
     // device: upstream treats -EOPNOTSUPP as success.
     err = pci_liveupdate_register_flb(&ppt_luo_handler);
     if (err == -EOPNOTSUPP) err = 0;
+    // The same for the IOMMU's FLB: without it, DMA maps cannot be preserved.
+    if (err == 0) {
+      err = iommu_liveupdate_register_flb(&ppt_luo_handler);
+      if (err == -EOPNOTSUPP) err = 0;
+      if (err != 0) pci_liveupdate_unregister_flb(&ppt_luo_handler);
+    }
     if (err != 0) liveupdate_unregister_file_handler(&ppt_luo_handler);
   } else if (err == -EOPNOTSUPP) {
     err = 0;
@@ -229,6 +241,7 @@ int pci_passthrough_init(void) {
 
 void pci_passthrough_exit(void) {
   pci_unregister_driver(&ppt_driver);
+  iommu_liveupdate_unregister_flb(&ppt_luo_handler);
   pci_liveupdate_unregister_flb(&ppt_luo_handler);
   liveupdate_unregister_file_handler(&ppt_luo_handler);
 }

@@ -44,6 +44,9 @@ struct page* Kho::RestorePage(PhysAddr pa, bool is_folio) {
   }
   const uint64_t nr = uint64_t{1} << order;
   page->private_data = 0;
+  // Marked on a folio's head (its tails answer through compound_head), on
+  // every page of a page block; freeing clears it.
+  page->flags |= 1ul << PG_kho_restored;
   if (is_folio) {
     atomic_set(&page->_refcount, 1);
     if (order > 0) {
@@ -55,7 +58,10 @@ struct page* Kho::RestorePage(PhysAddr pa, bool is_folio) {
       }
     }
   } else {
-    for (uint64_t i = 0; i < nr; ++i) atomic_set(&page[i]._refcount, 1);
+    for (uint64_t i = 0; i < nr; ++i) {
+      atomic_set(&page[i]._refcount, 1);
+      page[i].flags |= 1ul << PG_kho_restored;
+    }
   }
   mm_.pages().AdjustManagedPages(static_cast<int64_t>(nr));
   return page;

@@ -169,6 +169,11 @@ PciFunction* PciHardware::Route(uint16_t domain, uint8_t bus, uint8_t devfn) {
   return nullptr;
 }
 
+uint8_t PciHardware::BusOf(const PciFunction& f) const {
+  if (f.parent_ != nullptr) return static_cast<uint8_t>(f.parent_->Peek(PCI_SECONDARY_BUS, 1));
+  return RootBus(f.domain_);
+}
+
 namespace {
 
 bool WellFormed(uint16_t offset, int size) {

@@ -16,15 +16,22 @@
 
 namespace khosim {
 
-Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, hw::PciHardware* pci,
+Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, KernelHardware hardware,
                uint64_t generation, BootParams params, KernelConfig config)
     : ctx_(env, generation, PageGeometry::ForPageSize(memory.page_size()), std::move(params)) {
   mm_ = std::make_unique<mm::Mm>(ctx_, memory, config.mm);
   kho_ = std::make_unique<kho::Kho>(ctx_, *mm_, config.kho);
+  hw::PciHardware* pci = hardware.pci;
   if (pci != nullptr && pci->FunctionCount() > 0) {
     pci_ = std::make_unique<drivers::PciCore>(ctx_, *pci);
     RegisterInitcall(InitcallLevel::kSubsys, "pci_subsys_init",
                      [this] { return pci_->Enumerate(); });
+  }
+  if (hardware.iommu != nullptr && !hardware.iommu->units().empty()) {
+    // Constructed with the kernel's objects; its initcall runs after PCI
+    // enumeration and LUO's early startup (it reads its FLB).
+    iommu_ = std::make_unique<drivers::IommuCore>(ctx_, *mm_, *kho_, *hardware.iommu, pci_.get());
+    RegisterInitcall(InitcallLevel::kFs, "pci_iommu_init", [this] { return iommu_->Init(); });
   }
   RegisterInitcall(InitcallLevel::kCore, "hugetlb_init", [this] {
     mm_->hugetlb().Init();
@@ -69,6 +76,7 @@ Kernel::~Kernel() {
   // Nothing of this kernel runs any more (see linux/fs.h): objects are
   // freed without their release callbacks, upper layers first.
   if (ctx_.phase() != BootPhase::kDead) ctx_.SetPhase(BootPhase::kDead);
+  iommu_.reset();
   pci_.reset();
   luo_.reset();
   vfs_.reset();
@@ -78,13 +86,15 @@ Kernel::~Kernel() {
 
 namespace {
 
-// Times one boot step into |steps|.
+// Times one boot step into |steps|; then simulated time passes (running
+// devices advance), so DMA runs through every step of a boot.
 template <typename Fn>
-void TimedStep(std::vector<BootStepTime>& steps, std::string name, Fn&& fn) {
+void TimedStep(KernelContext& ctx, std::vector<BootStepTime>& steps, std::string name, Fn&& fn) {
   const auto start = std::chrono::steady_clock::now();
   fn();
   const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-  steps.push_back(BootStepTime{std::move(name), took.count()});
+  steps.push_back(BootStepTime{name, took.count()});
+  ctx.env().RunDevices(name);
 }
 
 }  // namespace
@@ -97,20 +107,20 @@ void Kernel::Boot() {
               {"kho_fdt", absl::StrCat(kho_->incoming_handover().fdt_addr)}});
   ctx_.Log(absl::StrCat("Linux version khosim (generation ", ctx_.generation(), ")"));
   ctx_.Log(absl::StrCat("Command line: ", ctx_.cmdline().text()));
-  TimedStep(boot_steps_, "setup_arch", [&] { mm_->SetupArch(); });
-  TimedStep(boot_steps_, "kho_populate", [&] { kho_->Populate(); });
-  TimedStep(boot_steps_, "kho_extend_scratch", [&] { kho_->ExtendScratch(); });
-  TimedStep(boot_steps_, "memmap_init", [&] { mm_->InitMemmap(); });
-  TimedStep(boot_steps_, "kho_memory_init", [&] { kho_->MemoryInit(); });
+  TimedStep(ctx_, boot_steps_, "setup_arch", [&] { mm_->SetupArch(); });
+  TimedStep(ctx_, boot_steps_, "kho_populate", [&] { kho_->Populate(); });
+  TimedStep(ctx_, boot_steps_, "kho_extend_scratch", [&] { kho_->ExtendScratch(); });
+  TimedStep(ctx_, boot_steps_, "memmap_init", [&] { mm_->InitMemmap(); });
+  TimedStep(ctx_, boot_steps_, "kho_memory_init", [&] { kho_->MemoryInit(); });
   for (const KernelModule& module : modules_) {
     for (const KernelModule::EarlyHook& hook : module.early_hooks) {
       if (hook.point == BootHook::kBeforeMemblockFreeAll) {
-        TimedStep(boot_steps_, hook.name, hook.fn);
+        TimedStep(ctx_, boot_steps_, hook.name, hook.fn);
       }
     }
   }
-  TimedStep(boot_steps_, "memblock_free_all", [&] { mm_->FreeAll(); });
-  TimedStep(boot_steps_, "vfs_luo_init", [&] {
+  TimedStep(ctx_, boot_steps_, "memblock_free_all", [&] { mm_->FreeAll(); });
+  TimedStep(ctx_, boot_steps_, "vfs_luo_init", [&] {
     vfs_ = std::make_unique<fs::Vfs>(ctx_);  // vfs_caches_init
     luo_ = std::make_unique<luo::Luo>(ctx_, *kho_, *vfs_, luo_config_);
   });
@@ -119,7 +129,7 @@ void Kernel::Boot() {
                    [](const Initcall& a, const Initcall& b) { return a.level < b.level; });
   for (const Initcall& call : initcalls_) {
     int ret = 0;
-    TimedStep(boot_steps_, absl::StrCat("initcall:", call.name), [&] { ret = call.fn(); });
+    TimedStep(ctx_, boot_steps_, absl::StrCat("initcall:", call.name), [&] { ret = call.fn(); });
     ctx_.Trace("initcall", call.name, {{"ret", absl::StrCat(ret)}});
     if (ret != 0) ctx_.Log(absl::StrCat("initcall ", call.name, " returned ", ret));
   }
@@ -140,8 +150,14 @@ void Kernel::RegisterRebootHook(std::string name, std::function<int(const Reboot
 
 void Kernel::ShutdownDevices(const RebootInfo& info) {
   ScopedKernelContext scope(&ctx_);
-  if (info.preserve_context || pci_ == nullptr) return;
-  pci_->Shutdown();
+  if (info.preserve_context) return;
+  if (pci_ != nullptr) pci_->Shutdown();
+  // The IOMMU's shutdown is a syscore op: after every device's.
+  if (iommu_ != nullptr) iommu_->Shutdown();
+}
+
+hw::DmaMemoryOracle* Kernel::dma_oracle() {
+  return iommu_ == nullptr ? nullptr : iommu_->dma_oracle();
 }
 
 int Kernel::RunRebootHooks(const RebootInfo& info) {

@@ -10,7 +10,11 @@
 //   4. The "hardware" copies B's image into place (the relocation step of
 //      machine_kexec), overwriting whatever was there.
 //   5. B boots from {cmdline, handover record, image location} and the
-//      hardware as A left it (PCI config spaces are never reset here).
+//      hardware as A left it (PCI config spaces, IOMMU registers and DMA
+//      engines are never reset here).
+// DMA engines advance after A's reboot hooks, after A's device shutdown,
+// and after each of B's boot steps: a device left running writes through
+// the whole kexec, checked against whichever kernel runs.
 #include "khosim/machine/machine.h"
 
 #include <chrono>
@@ -74,7 +78,49 @@ Machine::Machine(MachineConfig config, std::unique_ptr<hw::PhysicalMemory> memor
       // LayoutFor validated the topology: Create cannot fail here.
       pci_(*hw::PciHardware::Create(config_.pci)),
       rng_(config_.seed),
-      faults_([this] { return rng_(); }) {}
+      faults_([this] { return rng_(); }) {
+  if (config_.iommu && !config_.pci.empty()) {
+    iommu_ = std::make_unique<hw::IommuHardware>(*memory_, config_.pci);
+  }
+  // Every endpoint designed with an engine gets one (VFs have none).
+  std::vector<const hw::PciFunctionSpec*> specs;
+  std::function<void(const hw::PciFunctionSpec&)> collect = [&](const hw::PciFunctionSpec& f) {
+    if (f.kind == hw::PciKind::kEndpoint && f.dma_engine) specs.push_back(&f);
+    for (const hw::PciFunctionSpec& child : f.children) collect(child);
+  };
+  for (const hw::PciSegmentSpec& segment : config_.pci.segments) {
+    for (const hw::PciFunctionSpec& f : segment.functions) collect(f);
+  }
+  for (const hw::PciFunctionSpec* spec : specs) {
+    hw::PciFunction* f = pci_->Find(spec->name);
+    engines_.push_back(std::make_unique<hw::DmaEngine>(
+        *f, *pci_, iommu_ != nullptr ? iommu_->Unit(f->domain()) : nullptr, *memory_));
+  }
+}
+
+hw::DmaEngine* Machine::dma_engine(absl::string_view function) {
+  for (auto& engine : engines_) {
+    if (engine->function().name() == function) return engine.get();
+  }
+  return nullptr;
+}
+
+void Machine::RunDevices(absl::string_view point) {
+  if (engines_.empty()) return;
+  const bool live = kernel_ != nullptr && kernel_->phase() != BootPhase::kDead;
+  const uint64_t generation = live ? kernel_->generation() : 0;
+  hw::DmaMemoryOracle* oracle = live ? kernel_->dma_oracle() : nullptr;
+  const hw::DmaEventSink sink = [&](const hw::DmaEvent& event) {
+    trace_.Record(generation, "dma", hw::DmaEventKindName(event.kind),
+                  {{"device", event.device},
+                   {"iova", absl::StrCat(absl::Hex(event.iova, absl::kZeroPad16))},
+                   {"pa", event.pa.ToString()},
+                   {"reason", event.reason},
+                   {"point", std::string(point)}});
+    dma_events_.push_back(DmaRecord{event, generation, std::string(point)});
+  };
+  for (auto& engine : engines_) dma_bytes_ += engine->Run(config_.dma_quantum, oracle, sink);
+}
 
 Machine::~Machine() {
   if (CurrentKernelContext() != nullptr && kernel_ != nullptr &&
@@ -127,8 +173,9 @@ void Machine::StartKernel(BootParams params, const KernelBuild& build) {
   KernelConfig config = KernelConfigFor(image_base);
   config.build = build;
   for (const KernelModule* module : modules_.Resolve(build)) config.modules.push_back(*module);
-  kernel_ = std::make_unique<Kernel>(*this, *memory_, pci_.get(), next_generation_++,
-                                     std::move(params), std::move(config));
+  kernel_ = std::make_unique<Kernel>(*this, *memory_,
+                                     KernelHardware{.pci = pci_.get(), .iommu = iommu_.get()},
+                                     next_generation_++, std::move(params), std::move(config));
   SetCurrentKernelContext(&kernel_->ctx());
   kernel_->Boot();  // a KernelPanic leaves the dead kernel for inspection
 }
@@ -140,6 +187,7 @@ void Machine::Boot() {
   }
   memory_->ResetAccess();
   pci_->PowerOn();
+  if (iommu_ != nullptr) iommu_->PowerOn();
   trace_.Record(next_generation_, "machine", "cold_boot", {});
   StartKernel(
       BootParams{config_.cmdline, {}, config_.cold_boot_image_base, config_.kernel_image_size},
@@ -182,12 +230,14 @@ absl::Status Machine::Kexec(KexecOptions options) {
   a.ctx().SetPhase(BootPhase::kRebooting);
   const int hooks = a.RunRebootHooks(RebootInfo{.preserve_context = options.preserve_context});
   times.reboot_hooks_s = seconds_since(step);
+  RunDevices("kexec:reboot_hooks");
   if (hooks != 0) {
     a.ctx().CancelReboot();
     trace_.Record(a.generation(), "kexec", "cancelled", {{"ret", absl::StrCat(hooks)}});
     return KernelErrorToStatus(hooks, "reboot hooks cancelled the kexec");
   }
   a.ShutdownDevices(RebootInfo{.preserve_context = options.preserve_context});
+  RunDevices("kexec:shutdown");
   step = Clock::now();
   const abi::KhoData handover = loaded_handover_;
   const PhysAddr image_base = loaded_image_base_;

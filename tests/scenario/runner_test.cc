@@ -626,7 +626,7 @@ TEST(RunnerTest, APassedThroughDeviceComesBackIncomingAndMastering) {
   EXPECT_FALSE(FindDevice(r.boots[1], "accel0")->was_incoming);
   ASSERT_EQ(r.files.size(), 2u);
   EXPECT_EQ(r.files[1].verify, "device");
-  EXPECT_EQ(r.files[1].handler, "pci-passthrough-v1");
+  EXPECT_EQ(r.files[1].handler, "pci-passthrough-v2");
   EXPECT_TRUE(r.files[1].ok);
   const nlohmann::json doc = nlohmann::json::parse(ReportToJson(r));
   EXPECT_EQ(doc["boots"][1]["devices"].size(), 8u);

@@ -109,11 +109,14 @@ class KernelEnv {
   virtual uint64_t Random() = 0;
   // Minimum allocation size (bytes) worth a trace event.
   virtual uint64_t TraceAllocThreshold() const = 0;
+  // Simulated time passes: every running device (DMA engine) advances by
+  // one quantum. The kernel calls it after each boot step, naming it.
+  virtual void RunDevices(absl::string_view /*point*/) {}
 };
 
 // Slots through which the layers above find their per-boot state without
 // lib/base knowing their types.
-enum class KernelSlot { kMm, kKho, kLuo, kFs, kDrivers, kHandlers, kCount };
+enum class KernelSlot { kMm, kKho, kLuo, kFs, kPci, kIommu, kHandlers, kCount };
 
 class KernelContext {
  public:

@@ -123,6 +123,9 @@ class PciHardware {
                    uint32_t value);
   // The function an access to (domain, bus, devfn) reaches now, or nullptr.
   PciFunction* Route(uint16_t domain, uint8_t bus, uint8_t devfn);
+  // The bus number |f| sits on now (its requester ID's bus): the parent
+  // bridge's secondary bus register, or the segment's root bus.
+  uint8_t BusOf(const PciFunction& f) const;
 
   // Power-on reset of every function: a cold boot. A kexec never calls it.
   void PowerOn();

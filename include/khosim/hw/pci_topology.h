@@ -45,6 +45,9 @@ struct PciFunctionSpec {
   bool flr = true;             // endpoints: Function Level Reset capable
   uint16_t msix_vectors = 16;  // endpoints: MSI-X table size (0: no MSI-X)
   bool msi = true;             // endpoints: an MSI capability
+  // Endpoints: a programmable DMA engine (khosim/hw/dma_engine.h); VFs
+  // have none.
+  bool dma_engine = true;
   // SR-IOV (endpoints): TotalVFs (0: no SR-IOV capability), the VF device
   // id, and the routing-ID offset and stride of VF 1..N from the PF.
   uint16_t total_vfs = 0;

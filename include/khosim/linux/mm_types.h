@@ -28,6 +28,9 @@ enum pageflags {
   PG_pinned,   // simulator: a long-term pin is held (FOLL_LONGTERM)
   PG_vmalloc,  // simulator: page backs a vmalloc area
   PG_hugetlb,  // a hugetlb pool folio (the kernel's PGTY_hugetlb page type)
+  // simulator: restored from the previous kernel's preservation and not
+  // freed since (what the DMA checks accept as a preserved DMA target)
+  PG_kho_restored,
 };
 
 struct page {

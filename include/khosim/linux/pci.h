@@ -16,6 +16,7 @@
 #ifndef KHOSIM_LINUX_PCI_H_
 #define KHOSIM_LINUX_PCI_H_
 
+#include "khosim/linux/device.h"
 #include "khosim/linux/pci_regs.h"
 #include "khosim/linux/types.h"
 
@@ -76,7 +77,10 @@ struct pci_dev {
   char name[16];  // "dddd:bb:dd.f", what pci_name() returns
   int refcnt;
   struct pci_liveupdate liveupdate;
+  struct device dev;  // on pci_bus_type, named as pci_name()
 };
+
+#define to_pci_dev(d) container_of(d, struct pci_dev, dev)
 
 struct pci_device_id {
   u32 vendor, device;

@@ -34,6 +34,7 @@
 
 #include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
+#include "khosim/drivers/iommu.h"
 #include "khosim/drivers/pci.h"
 #include "khosim/fs/vfs.h"
 #include "khosim/hw/pci.h"
@@ -62,10 +63,15 @@ struct BootStepTime {
   double seconds = 0;
 };
 
+// The devices a kernel finds (any may be absent: nullptr).
+struct KernelHardware {
+  hw::PciHardware* pci = nullptr;
+  hw::IommuHardware* iommu = nullptr;
+};
+
 class Kernel {
  public:
-  // |pci|: the machine's PCI hardware, or nullptr for none.
-  Kernel(KernelEnv& env, hw::PhysicalMemory& memory, hw::PciHardware* pci, uint64_t generation,
+  Kernel(KernelEnv& env, hw::PhysicalMemory& memory, KernelHardware hardware, uint64_t generation,
          BootParams params, KernelConfig config);
   ~Kernel();
   Kernel(const Kernel&) = delete;
@@ -103,6 +109,11 @@ class Kernel {
   luo::Luo& luo() { return *luo_; }
   // The PCI core; nullptr on a machine without PCI functions.
   drivers::PciCore* pci() { return pci_.get(); }
+  // The IOMMU core; nullptr without IOMMU hardware.
+  drivers::IommuCore* iommu() { return iommu_.get(); }
+  // What the hardware consults before DMA touches memory (nullptr: nothing
+  // judges, e.g. no IOMMU driver).
+  hw::DmaMemoryOracle* dma_oracle();
   // What this kernel was built with.
   const KernelBuild& build() const { return build_; }
   const std::vector<KernelModule>& modules() const { return modules_; }
@@ -139,6 +150,7 @@ class Kernel {
   std::vector<KernelModule> modules_;
   std::unique_ptr<luo::Luo> luo_;
   std::unique_ptr<drivers::PciCore> pci_;
+  std::unique_ptr<drivers::IommuCore> iommu_;
   std::vector<Initcall> initcalls_;
   std::vector<RebootHook> reboot_hooks_;
   std::function<int(abi::KhoData*)> handover_provider_;

@@ -33,6 +33,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "khosim/base/kernel_context.h"
+#include "khosim/hw/dma_engine.h"
+#include "khosim/hw/iommu.h"
 #include "khosim/hw/pci.h"
 #include "khosim/hw/pci_topology.h"
 #include "khosim/hw/physical_memory.h"
@@ -70,6 +72,11 @@ struct MachineConfig {
   // The PCI hardware (khosim/hw/pci_topology.h); empty: none. Its config
   // spaces keep their values across a kexec; a cold boot resets them.
   hw::PciTopology pci;
+  // IOMMU units (one per PCI segment) in front of the PCI functions; off:
+  // DMA reaches physical memory untranslated and no IOMMU driver runs.
+  bool iommu = true;
+  // Bytes each running DMA engine writes per advance of simulated time.
+  uint64_t dma_quantum = 64 * kKiB;
   // Allocations of at least this many bytes appear in the trace.
   uint64_t trace_alloc_threshold = 1 * kMiB;
 };
@@ -84,6 +91,14 @@ struct KexecOptions {
   // The next kernel's modules (a different kernel build); unset: the
   // machine's build.
   std::optional<KernelBuild> build;
+};
+
+// A DMA event (khosim/hw/dma_engine.h) as the machine saw it: which kernel
+// ran and at which point of simulated time.
+struct DmaRecord {
+  hw::DmaEvent event;
+  uint64_t generation = 0;  // the running kernel; 0 between kernels
+  std::string point;        // "initcall:pci_subsys_init", "kexec:shutdown", ...
 };
 
 // Host time the steps of the last successful Kexec() took (steady clock;
@@ -143,6 +158,22 @@ class Machine : public KernelEnv {
   hw::PhysicalMemory& memory() { return *memory_; }
   // The PCI hardware (empty when the configuration describes none).
   hw::PciHardware& pci() { return *pci_; }
+  // The IOMMU units; nullptr with MachineConfig::iommu off or no PCI.
+  hw::IommuHardware* iommu() { return iommu_.get(); }
+  // The DMA engine of the function named |function|, or nullptr.
+  hw::DmaEngine* dma_engine(absl::string_view function);
+  const std::vector<std::unique_ptr<hw::DmaEngine>>& dma_engines() const { return engines_; }
+  // Simulated time: every running engine advances by one quantum
+  // (MachineConfig::dma_quantum bytes), checked against the running
+  // kernel's view of memory. The machine calls it after each boot step
+  // (through KernelEnv), after the reboot hooks and after device shutdown
+  // of a kexec; scenarios call it after each operation; tests may call it
+  // at will. |point| names the moment in the records.
+  void RunDevices(absl::string_view point) override;
+  // Faults, stray writes and stops of every engine, in order.
+  const std::vector<DmaRecord>& dma_events() const { return dma_events_; }
+  // Bytes every engine wrote, in total.
+  uint64_t dma_bytes() const { return dma_bytes_; }
   const MachineConfig& config() const { return config_; }
   FaultInjector& faults() { return faults_; }
   EventTrace& trace() { return trace_; }
@@ -170,6 +201,10 @@ class Machine : public KernelEnv {
   MachineConfig config_;
   std::unique_ptr<hw::PhysicalMemory> memory_;
   std::unique_ptr<hw::PciHardware> pci_;
+  std::unique_ptr<hw::IommuHardware> iommu_;
+  std::vector<std::unique_ptr<hw::DmaEngine>> engines_;
+  std::vector<DmaRecord> dma_events_;
+  uint64_t dma_bytes_ = 0;
   std::mt19937_64 rng_;
   FaultInjector faults_;
   EventTrace trace_;

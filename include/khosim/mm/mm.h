@@ -74,6 +74,7 @@ class Mm {
   Vmalloc& vmalloc() { return *vmalloc_; }
   Hugetlb& hugetlb() { return *hugetlb_; }
   bool buddy_ready() const { return allocator_ != nullptr && free_all_done_; }
+  bool memmap_ready() const { return memmap_ != nullptr; }
 
   // phys <-> struct page / direct map.
   struct page* PhysToPage(PhysAddr pa) const;

@@ -73,7 +73,7 @@ std::vector<HandlerInfo> BuiltHandlers(const KernelBuild& build);
 // huge page size, written through a shared mapping (hugetlbfs has no
 // write(2)) and preserved by the hugetlb handler ("hugemfd-v1"). kDevice: a
 // PCI function of the machine passed through by the pci-passthrough driver
-// (its /dev node, bus mastering on), preserved as "pci-passthrough-v1";
+// (its /dev node, bus mastering on), preserved as "pci-passthrough-v2";
 // the next boot binds it to pci-passthrough before retrieving it, and
 // verification checks that it came back incoming, at the same address,
 // still mastering.

@@ -31,6 +31,8 @@ int Read(const struct pci_dev* dev, int where, T* val) {
 
 }  // namespace
 
+const struct bus_type pci_bus_type = {.name = "pci"};
+
 int pci_read_config_byte(const struct pci_dev* dev, int where, u8* val) {
   return Read(dev, where, val);
 }

@@ -33,16 +33,16 @@ PciCore::PciCore(KernelContext& ctx, hw::PciHardware& hw)
       hw_(hw),
       options_(PciOptions::FromCmdline(ctx.cmdline())),
       liveupdate_(std::make_unique<PciLiveUpdate>()) {
-  ctx_.set_slot(KernelSlot::kDrivers, this);
+  ctx_.set_slot(KernelSlot::kPci, this);
 }
 
 PciCore::~PciCore() {
-  if (ctx_.slot(KernelSlot::kDrivers) == this) ctx_.set_slot(KernelSlot::kDrivers, nullptr);
+  if (ctx_.slot(KernelSlot::kPci) == this) ctx_.set_slot(KernelSlot::kPci, nullptr);
 }
 
 PciCore* PciCore::CurrentOrNull() {
   KernelContext* ctx = CurrentKernelContext();
-  return ctx == nullptr ? nullptr : static_cast<PciCore*>(ctx->slot(KernelSlot::kDrivers));
+  return ctx == nullptr ? nullptr : static_cast<PciCore*>(ctx->slot(KernelSlot::kPci));
 }
 
 struct pci_bus* PciCore::NewBus(struct pci_bus* parent, struct pci_dev* self, unsigned number) {
@@ -67,6 +67,8 @@ struct pci_dev* PciCore::NewDevice(struct pci_bus* bus, unsigned devfn) {
   const std::string name = absl::StrFormat("%04x:%02x:%02x.%d", bus->domain_nr, bus->number,
                                            PCI_SLOT(devfn), PCI_FUNC(devfn));
   std::snprintf(dev->name, sizeof(dev->name), "%s", name.c_str());
+  dev->dev.bus = &pci_bus_type;
+  dev->dev.init_name = dev->name;
   devices_.push_back(dev.get());
   device_store_.push_back(std::move(dev));
   return devices_.back();
