@@ -67,18 +67,21 @@ bool DmaEngine::Translate(uint64_t iova, bool write, DmaMemoryOracle* oracle,
   } else {
     *t = iommu_->Translate(bus, function_.devfn(), iova, write, oracle);
   }
+  bool unsupported = false;
   if (t->ok && !memory_.IsRam(PhysAddr(t->pa.value() & VTD_PAGE_MASK), VTD_PAGE_SIZE)) {
-    // Nothing answers: the root complex reports an unsupported request.
+    // Nothing answers: the root complex completes it as an unsupported
+    // request, which the engine treats as it treats a fault.
+    unsupported = true;
     t->ok = false;
     t->fault = IommuFault{.bus = bus, .devfn = function_.devfn(), .iova = iova, .write = write,
-                          .reason = IommuFaultReason::kPteNotPresent,
-                          .detail = "translated address is not RAM"};
+                          .table = PhysAddr(t->pa.value() & VTD_PAGE_MASK)};
   }
   if (t->ok) return true;
   ++faults_;
   halted_ = true;
   if (sink) {
-    std::string reason = IommuFaultReasonName(t->fault.reason);
+    std::string reason = unsupported ? "unsupported request: no memory at " + t->fault.table.ToString()
+                                     : IommuFaultReasonName(t->fault.reason);
     if (!t->fault.detail.empty()) reason += ": " + t->fault.detail;
     sink(DmaEvent{.kind = DmaEvent::Kind::kFault, .device = function_.name(), .bus = bus,
                   .devfn = function_.devfn(), .iova = iova, .pa = t->fault.table,

@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -32,8 +33,14 @@ class PciFixture : public ::testing::Test {
     config.pci = hw::PciExampleTopology();
     return config;
   }
+  // Out-of-tree modules (a test's own handler) built into every kernel.
+  virtual std::vector<KernelModule> ExtraModules() { return {}; }
   void SetUp() override {
-    machine_ = std::make_unique<Machine>(Config());
+    MachineConfig config = Config();
+    std::vector<KernelModule> extra = ExtraModules();
+    for (const KernelModule& module : extra) config.build->modules.push_back(module.name);
+    machine_ = std::make_unique<Machine>(std::move(config));
+    for (KernelModule& module : extra) ASSERT_TRUE(machine_->AddModule(std::move(module)).ok());
     machine_->Boot();
     StartUserspace();
   }
