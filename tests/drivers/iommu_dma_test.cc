@@ -22,7 +22,19 @@ using ::testing::IsEmpty;
 
 constexpr uint64_t kGuestSize = 16 * kMiB;
 
-class IommuDmaTest : public DmaFixture {};
+class IommuDmaTest : public DmaFixture {
+ protected:
+  void HeadlineFlow();
+};
+
+class IommuDma16kTest : public IommuDmaTest {
+ protected:
+  MachineConfig Config() override {
+    MachineConfig config = IommuDmaTest::Config();
+    config.page_size = 16 * kKiB;
+    return config;
+  }
+};
 
 TEST_F(IommuDmaTest, TheEngineWritesTheMemfdThroughTheDomain) {
   const int dev = OpenDevice("nvme0");
@@ -106,7 +118,7 @@ TEST_F(IommuDmaTest, MapErrnos) {
 }
 
 // The headline: DMA never stops, nothing is lost or misplaced.
-TEST_F(IommuDmaTest, DmaRunsThroughTheKexecIntoAdoptedTables) {
+void IommuDmaTest::HeadlineFlow() {
   const int dev = OpenDevice("nvme0");
   const int memfd = GuestMemfd(kGuestSize);
   ASSERT_EQ(MapForDma(dev, memfd, 0, kGuestSize, kGuestIova), 0);
@@ -144,6 +156,12 @@ TEST_F(IommuDmaTest, DmaRunsThroughTheKexecIntoAdoptedTables) {
   ASSERT_EQ(p().Close(dev_b), 0);
   EXPECT_TRUE(m().kernel().iommu()->domains().empty());
 }
+
+TEST_F(IommuDmaTest, DmaRunsThroughTheKexecIntoAdoptedTables) { HeadlineFlow(); }
+
+// Kernel pages of 16 KiB under 4 KiB IOMMU tables: each table sits at the
+// start of a kernel page, each memfd folio is four IOMMU pages.
+TEST_F(IommuDma16kTest, DmaRunsThroughTheKexecIntoAdoptedTables) { HeadlineFlow(); }
 
 }  // namespace
 }  // namespace khosim::testing
