@@ -119,7 +119,10 @@ void Machine::RunDevices(absl::string_view point) {
                    {"point", std::string(point)}});
     dma_events_.push_back(DmaRecord{event, generation, std::string(point)});
   };
-  for (auto& engine : engines_) dma_bytes_ += engine->Run(config_.dma_quantum, oracle, sink);
+  uint64_t moved = 0;
+  for (auto& engine : engines_) moved += engine->Run(config_.dma_quantum, oracle, sink);
+  dma_bytes_ += moved;
+  if (moved != 0) dma_progress_.push_back({generation, std::string(point), moved});
 }
 
 Machine::~Machine() {

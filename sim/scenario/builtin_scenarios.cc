@@ -19,7 +19,10 @@ constexpr char kDefaultScenario[] =
 # hugetlb handler, and their command lines give the pools). vm0 has an
 # NVMe-like device and vm2 an accelerator passed through (the example PCI
 # hardware, the pci-passthrough driver): each VMM starts its device and
-# preserves it with the VM's RAM. In each update the running VMMs preserve
+# preserves it with the VM's RAM. vm0's device writes into vm0's RAM by
+# DMA the whole time (mapped at IOVA 4 GiB through its IOMMU domain, a
+# counter streaming into it): through both kexecs, through adopted IOMMU
+# page tables, with every DMA access checked and every value verified. In each update the running VMMs preserve
 # their sessions, the kernel kexecs, and new VMMs retrieve the sessions,
 # verify the bytes and that each device came back at its address, incoming
 # and still mastering, finish them, and (in boot 2) preserve the same
@@ -48,7 +51,7 @@ files:
     page_size: 1G
     size: 1G
     content: {generator: sampled, stride: 2M, extents: [{offset: 0, length: 8M}]}
-  nvme0: {kind: device}         # PCI functions of machine.pci
+  nvme0: {kind: device, dma: {file: vm0-ram, iova: 4G}}  # PCI functions of machine.pci
   accel0: {kind: device}
 boots:
   - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1

@@ -59,6 +59,29 @@ void FormatDevices(const RunReport& r, std::string* out) {
   for (const std::string& row : rows) absl::StrAppend(out, row);
 }
 
+// What the DMA engines did around each boot, for boots where they did
+// anything, and every fault, stray write or stop.
+void FormatDma(const RunReport& r, std::string* out) {
+  std::string rows;
+  for (const BootReport& b : r.boots) {
+    const DmaReport& d = b.dma;
+    if (d.kexec_bytes + d.boot_bytes + d.userspace_bytes + d.faults + d.stray_writes + d.stops ==
+        0) {
+      continue;
+    }
+    absl::StrAppend(&rows, absl::StrFormat("  %-4d %12s %12s %12s %6d %6d %6d\n", b.boot,
+                                           FormatBytes(d.kexec_bytes), FormatBytes(d.boot_bytes),
+                                           FormatBytes(d.userspace_bytes), d.faults,
+                                           d.stray_writes, d.stops));
+    for (const std::string& e : d.events) absl::StrAppend(&rows, "       ", e, "\n");
+  }
+  if (rows.empty()) return;
+  absl::StrAppend(out, "\nDMA (bytes the devices wrote into the kexec, the kernel's boot, userspace)\n");
+  absl::StrAppend(out, absl::StrFormat("  %-4s %12s %12s %12s %6s %6s %6s\n", "boot", "kexec",
+                                       "boot", "userspace", "faults", "stray", "stops"));
+  absl::StrAppend(out, rows);
+}
+
 }  // namespace
 
 std::string FormatTextReport(const RunReport& r) {
@@ -112,6 +135,7 @@ std::string FormatTextReport(const RunReport& r) {
     for (const std::string& note : b.notes) absl::StrAppend(&out, "  note          ", note, "\n");
   }
   FormatDevices(r, &out);
+  FormatDma(r, &out);
   bool any_preserved = false;
   for (const BootReport& b : r.boots) any_preserved = any_preserved || !b.preserved_files.empty();
   if (any_preserved) {
@@ -250,6 +274,13 @@ std::string ReportToJson(const RunReport& r) {
                          {"was_incoming", d.was_incoming}});
     }
     jb["devices"] = std::move(devices);
+    jb["dma"] = {{"kexec_bytes", b.dma.kexec_bytes},
+                 {"boot_bytes", b.dma.boot_bytes},
+                 {"userspace_bytes", b.dma.userspace_bytes},
+                 {"faults", b.dma.faults},
+                 {"stray_writes", b.dma.stray_writes},
+                 {"stops", b.dma.stops},
+                 {"events", b.dma.events}};
     jb["warns"] = b.warns;
     jb["notes"] = b.notes;
     boots.push_back(std::move(jb));

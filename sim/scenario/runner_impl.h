@@ -47,6 +47,8 @@ namespace khosim::scenario {
 using Clock = std::chrono::steady_clock;
 
 constexpr uint64_t kChunk = 1 * kMiB;
+// The first value a device's DMA counter writes.
+constexpr uint64_t kDmaCounterBase = 1;
 constexpr int kSamplePages = 64;
 
 inline double MsSince(Clock::time_point start) {
@@ -85,6 +87,8 @@ class Runner::Impl {
     }
     ~Phase() {
       if (impl_.progress_open_) impl_.EndProgress();
+      // Simulated time passes with every scenario operation.
+      impl_.m_->RunDevices(absl::StrFormat("boot %d: %s", boot_, name_));
       PhaseCost* row = nullptr;
       for (PhaseCost& c : impl_.report_.phases) {
         if (c.boot == boot_ && c.name == name_) row = &c;
@@ -183,6 +187,10 @@ class Runner::Impl {
   // Opens a device file's node and turns bus mastering on; the fd, or the
   // errno.
   int OpenDeviceFile(fs::Process& p, const FileSpec& file);
+  // Maps the device's DMA target and starts its engine's counter.
+  bool StartDma(int boot, const FileSpec& device);
+  bool VerifyDmaRing(int boot, const RetrievedFile& f, FileCheck& check);
+  void RecordDma(BootReport& br);
   bool VerifyDevice(int boot, const RetrievedFile& f, FileCheck& check);
   void RecordDevices(BootReport& br);
   void CheckLeaks(int boot, BootReport& br);

@@ -197,6 +197,9 @@ bool Runner::Impl::WritePhase(int boot, const BootSpec& spec) {
     }
     held_[file->name] = Held{p, fd};
   }
+  for (const auto& [p, file] : todo) {
+    if (file->dma && !StartDma(boot, *file)) return false;
+  }
   return true;
 }
 

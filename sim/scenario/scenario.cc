@@ -78,6 +78,13 @@ const FileSpec* Scenario::FindFile(absl::string_view name) const {
   return nullptr;
 }
 
+const FileSpec* Scenario::DmaDeviceOf(absl::string_view name) const {
+  for (const FileSpec& f : files) {
+    if (f.dma && f.dma->file == name) return &f;
+  }
+  return nullptr;
+}
+
 uint64_t Scenario::FileBytes() const {
   uint64_t total = 0;
   for (const FileSpec& f : files) total += f.size;

@@ -211,7 +211,7 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
   FileSpec f;
   f.name = name;
   f.pos = field.Pos();
-  MapReader r(field, {"kind", "size", "page_size", "content", "device"});
+  MapReader r(field, {"kind", "size", "page_size", "content", "device", "dma"});
   const Field kind = r.Require("kind");
   const std::string kind_name = kind.Choice({"memfd", "hugetlb", "device"});
   if (kind_name == "device") {
@@ -243,10 +243,18 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
     for (const char* key : {"size", "page_size", "content"}) {
       if (r.Has(key)) r.Get(key).Fail(absl::StrCat(key, " does not apply to a device"));
     }
+    if (r.Has("dma")) {
+      const Field dma = r.Get("dma");
+      MapReader d(dma, {"file", "iova"});
+      f.dma = DmaSpec{.file = d.Require("file").String(), .iova = d.Require("iova").Size(),
+                      .pos = dma.Pos()};
+      d.Done();
+    }
     r.Done();
     return f;
   }
   if (r.Has("device")) r.Get("device").Fail("device applies to kind: device only");
+  if (r.Has("dma")) r.Get("dma").Fail("dma applies to kind: device only");
   f.kind = kind_name == "memfd" ? FileKind::kMemfd : FileKind::kHugetlb;
   const Field size = r.Require("size");
   f.size = size.Size();

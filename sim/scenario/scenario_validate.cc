@@ -103,7 +103,28 @@ void CheckHugetlbPools(const Scenario& s, size_t bi, const std::vector<Creation>
 }  // namespace
 
 // Cross-field checks: who holds which file in which boot.
+void ValidateDma(const Scenario& s) {
+  std::set<std::string> targets;
+  for (const FileSpec& f : s.files) {
+    if (!f.dma) continue;
+    const FileSpec* target = s.FindFile(f.dma->file);
+    if (target == nullptr) Fail(f.dma->pos, absl::StrCat("no file \"", f.dma->file, "\" in 'files'"));
+    if (target->kind != FileKind::kMemfd) {
+      Fail(f.dma->pos, absl::StrCat("file \"", f.dma->file,
+                                    "\" is not a memfd: a device maps memfd memory only"));
+    }
+    if (!targets.insert(f.dma->file).second) {
+      Fail(f.dma->pos, absl::StrCat("file \"", f.dma->file, "\" is already another device's DMA target"));
+    }
+    if (f.dma->iova % s.machine.page_size != 0 || f.dma->iova + target->size < f.dma->iova ||
+        f.dma->iova + target->size > (uint64_t{1} << 48)) {
+      Fail(f.dma->pos, "iova must be page aligned and the mapping must end below 256 TiB (48 bits)");
+    }
+  }
+}
+
 void ValidateScenario(const Scenario& s, const Field& root) {
+  ValidateDma(s);
   if (s.program) {
     if (!s.files.empty()) Fail(root.Pos(), "a scenario with 'program' has no 'files'");
     for (const BootSpec& b : s.boots) {

@@ -172,8 +172,14 @@ class Machine : public KernelEnv {
   void RunDevices(absl::string_view point) override;
   // Faults, stray writes and stops of every engine, in order.
   const std::vector<DmaRecord>& dma_events() const { return dma_events_; }
-  // Bytes every engine wrote, in total.
+  // Bytes every engine wrote, in total, and per advance that moved any.
   uint64_t dma_bytes() const { return dma_bytes_; }
+  struct DmaProgress {
+    uint64_t generation = 0;
+    std::string point;
+    uint64_t bytes = 0;
+  };
+  const std::vector<DmaProgress>& dma_progress() const { return dma_progress_; }
   const MachineConfig& config() const { return config_; }
   FaultInjector& faults() { return faults_; }
   EventTrace& trace() { return trace_; }
@@ -205,6 +211,7 @@ class Machine : public KernelEnv {
   std::vector<std::unique_ptr<hw::DmaEngine>> engines_;
   std::vector<DmaRecord> dma_events_;
   uint64_t dma_bytes_ = 0;
+  std::vector<DmaProgress> dma_progress_;
   std::mt19937_64 rng_;
   FaultInjector faults_;
   EventTrace trace_;

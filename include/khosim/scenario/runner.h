@@ -140,6 +140,18 @@ struct Divergence {
   uint64_t pages_differing = 0;
 };
 
+// What the machine's DMA engines did around one boot.
+struct DmaReport {
+  uint64_t kexec_bytes = 0;      // while the previous kernel went down
+  uint64_t boot_bytes = 0;       // during this kernel's boot steps
+  uint64_t userspace_bytes = 0;  // during this boot's scenario operations
+  uint64_t faults = 0;
+  uint64_t stray_writes = 0;
+  uint64_t stops = 0;
+  // One line per event: "<kind> <device> at <point>: <reason>".
+  std::vector<std::string> events;
+};
+
 struct BootReport {
   int boot = 0;
   uint64_t generation = 0;
@@ -174,6 +186,7 @@ struct BootReport {
   std::vector<HugetlbPool> hugetlb_pools;
   // Every PCI function of the machine (none without PCI hardware).
   std::vector<DeviceState> devices;
+  DmaReport dma;
   uint64_t warns = 0;
   std::vector<std::string> notes;
   std::vector<std::string> log;  // the kernel's printk log (not in the JSON report)

@@ -114,11 +114,22 @@ struct ContentSpec {
   uint64_t length = 0;
 };
 
+// A device's DMA: all of memfd |file| mapped at |iova| through the
+// device's IOMMU domain, and the device's engine streaming a sequence
+// counter into it from the moment it is mapped (a ring that wraps).
+struct DmaSpec {
+  std::string file;
+  uint64_t iova = 0;
+  SourcePos pos;
+};
+
 struct FileSpec {
   std::string name;
   FileKind kind = FileKind::kMemfd;
   // kDevice: the PCI function (its name in machine.pci); size is 0.
   std::string device;
+  // kDevice: its DMA, if any.
+  std::optional<DmaSpec> dma;
   uint64_t size = 0;
   // kMemfd: 0 (the machine's page size). kHugetlb: the huge page size,
   // one of HugePageSizes(); size is a whole number of them.
@@ -219,6 +230,8 @@ struct Scenario {
   // The modules built into boot |index|'s kernel (0-based).
   KernelBuild HandlersOf(size_t index) const;
   const FileSpec* FindFile(absl::string_view name) const;
+  // The device whose DMA targets memfd |name|, or nullptr.
+  const FileSpec* DmaDeviceOf(absl::string_view name) const;
   // Bytes of every file's size.
   uint64_t FileBytes() const;
 };

@@ -80,7 +80,7 @@ class IommuLiveUpdate {
     std::vector<struct iommu_device_ser*> devices;
     absl::flat_hash_set<uint64_t> unit_slots, domain_slots;  // physical addresses
     absl::flat_hash_map<uint64_t, IommuDomain*> restored;    // domain slot -> domain
-    absl::flat_hash_set<uint64_t> adopted_units;             // unit slots
+    absl::flat_hash_map<uint64_t, IommuUnitState*> adopted_units;  // unit slot -> unit
   };
 
   Outgoing* GetOutgoing(int* err);
@@ -94,6 +94,9 @@ class IommuLiveUpdate {
   IommuDomain* RestoreDomain(struct iommu_domain_ser* ser);
   void RestoreTables(IommuDomain& d, PhysAddr table, unsigned level);
   void ReleaseUnrestored();
+  // Kernel B gives up on a preserved device: its context entry is cleared
+  // so the unit stops walking tables this kernel will free.
+  void Block(IommuUnitState& unit, uint8_t bus, uint8_t devfn);
 
   IommuCore& core_;
   std::unique_ptr<Outgoing> outgoing_;

@@ -49,7 +49,7 @@ bool IommuLiveUpdate::AdoptUnit(IommuUnitState& unit) {
     if (u->type == IOMMU_INTEL && u->token == unit.hw->mmio_base()) ser = u;
   }
   if (ser == nullptr || in.adopted_units.contains(virt_to_phys(ser))) return false;
-  in.adopted_units.insert(virt_to_phys(ser));
+  in.adopted_units[virt_to_phys(ser)] = &unit;
   unit.root = RestoreTablePage(ser->intel.root_table, "root table");
   core_.unit_tables_.insert(unit.root.value());
   absl::flat_hash_set<uint64_t> contexts;
@@ -149,9 +149,13 @@ void IommuLiveUpdate::RestoreDevice(struct dev_iommu& dev) {
   }
   auto* dser = static_cast<struct iommu_domain_ser*>(phys_to_virt(ser->domain_iommu_ser.domain_phys));
   IommuDomain* d = RestoreDomain(dser);
-  if (d == nullptr) return;
   const uint64_t did = ser->domain_iommu_ser.attachment_id;
-  if (did == 0 || did >= dev.unit->dids.size()) return;
+  if (d == nullptr || did == 0 || did >= dev.unit->dids.size()) {
+    pr_err("iommu: liveupdate: %s: its preserved domain cannot be restored; DMA blocked",
+           pci_name(dev.pdev));
+    Block(*dev.unit, dev.pdev->bus->number, static_cast<uint8_t>(dev.pdev->devfn));
+    return;
+  }
   // Kernel A left the context entry in place; check it names this domain.
   const PhysAddr ctx = dev.unit->context[dev.pdev->bus->number];
   const uint64_t lo = ctx.IsNull() ? 0 : ReadEntry(ctx, dev.pdev->devfn * 2);
@@ -176,7 +180,35 @@ IommuDomain* IommuLiveUpdate::RestoredDomain(uint64_t domain_ser_phys) const {
   return it == incoming_->restored.end() ? nullptr : it->second;
 }
 
+void IommuLiveUpdate::Block(IommuUnitState& unit, uint8_t bus, uint8_t devfn) {
+  const PhysAddr table = unit.context[bus];
+  if (table.IsNull()) return;
+  core_.WriteEntry(table, devfn * 2u, 0);
+  core_.WriteEntry(table, devfn * 2u + 1, 0);
+  core_.FlushContext(unit);
+  core_.FlushIotlb(unit, 0);
+}
+
 void IommuLiveUpdate::ReleaseUnrestored() {
+  // A device whose domain was never restored (not found at probe, or its
+  // record refused) may still have a context entry naming that domain's
+  // top table: block it before the table is freed below, or the unit would
+  // walk freed memory.
+  absl::flat_hash_set<uint64_t> tops;
+  for (struct iommu_domain_ser* d : incoming_->domains) {
+    if (!incoming_->restored.contains(virt_to_phys(d))) tops.insert(d->top_table_phys);
+  }
+  for (auto& [slot, unit] : incoming_->adopted_units) {
+    for (unsigned bus = 0; bus < 256; ++bus) {
+      if (unit->context[bus].IsNull()) continue;
+      for (unsigned devfn = 0; devfn < 256; ++devfn) {
+        const uint64_t lo = ReadEntry(unit->context[bus], devfn * 2);
+        if ((lo & 1) != 0 && tops.contains(lo & VTD_PAGE_MASK)) {
+          Block(*unit, static_cast<uint8_t>(bus), static_cast<uint8_t>(devfn));
+        }
+      }
+    }
+  }
   // Tables of domains no device came back for, and of units this machine
   // does not have, are still preserved memory: free them rather than leak.
   std::vector<PhysAddr> pages;
