@@ -31,16 +31,24 @@
 
 namespace {
 
+// A kernel that dies with the file open runs no release: the host objects
+// the DMA maps hold (memfd file references) go with the struct file.
+void ppt_file_free(struct file* file) {
+  ppt_dma_free_host(reinterpret_cast<struct ppt_device*>(file->private_data));
+}
+
 int ppt_open(struct inode* /*inode*/, struct file* file) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
   if (ppt->luo_owned || ppt->opened) return -EBUSY;
   ppt->opened = true;
+  file->f_free = ppt_file_free;
   return 0;
 }
 
 int ppt_release(struct inode* /*inode*/, struct file* file) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
   ppt_dma_release(ppt);
+  file->f_free = nullptr;  // released: nothing left for it (and ppt may go now)
   ppt->opened = false;
   if (ppt->unbound) kfree(ppt);
   return 0;
@@ -177,6 +185,7 @@ int ppt_retrieve(struct liveupdate_file_op_args* args) {
   }
   ppt->luo_owned = false;
   ppt->opened = true;
+  file->f_free = ppt_file_free;
   args->file = file;
   return 0;
 }

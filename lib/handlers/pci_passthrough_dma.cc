@@ -147,6 +147,16 @@ void ppt_dma_release(struct ppt_device* ppt) {
   ppt->domain = nullptr;
 }
 
+void ppt_dma_free_host(struct ppt_device* ppt) {
+  for (unsigned i = 0; i < ppt->nr_maps; ++i) {
+    kvfree(ppt->maps[i].folios);
+    fput(ppt->maps[i].memfd);
+    ppt->maps[i] = {};
+  }
+  ppt->nr_maps = 0;
+  ppt->domain = nullptr;
+}
+
 int ppt_dma_preserve(struct ppt_device* ppt, struct liveupdate_session* session,
                      struct pci_passthrough_ser* ser) {
   ser->nr_maps = 0;

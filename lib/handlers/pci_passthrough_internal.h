@@ -39,6 +39,9 @@ struct ppt_device {
 long ppt_dma_map_file(struct ppt_device* ppt, unsigned long arg);
 // Undoes every map, detaches and frees the domain, releases ownership.
 void ppt_dma_release(struct ppt_device* ppt);
+// The kernel is gone: drops the maps' host objects only (file references,
+// folio arrays); nothing of the kernel runs. Nothing left after a release.
+void ppt_dma_free_host(struct ppt_device* ppt);
 // Preserve: domain and device through the IOMMU core, maps by memfd token.
 int ppt_dma_preserve(struct ppt_device* ppt, struct liveupdate_session* session,
                      struct pci_passthrough_ser* ser);
