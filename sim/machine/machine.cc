@@ -111,6 +111,10 @@ void Machine::RunDevices(absl::string_view point) {
   const uint64_t generation = live ? kernel_->generation() : 0;
   hw::DmaMemoryOracle* oracle = live ? kernel_->dma_oracle() : nullptr;
   const hw::DmaEventSink sink = [&](const hw::DmaEvent& event) {
+    if (dma_events_.size() >= kMaxDmaEvents) {
+      ++dma_events_dropped_;
+      return;
+    }
     trace_.Record(generation, "dma", hw::DmaEventKindName(event.kind),
                   {{"device", event.device},
                    {"iova", absl::StrCat(absl::Hex(event.iova, absl::kZeroPad16))},

@@ -170,8 +170,12 @@ class Machine : public KernelEnv {
   // of a kexec; scenarios call it after each operation; tests may call it
   // at will. |point| names the moment in the records.
   void RunDevices(absl::string_view point) override;
-  // Faults, stray writes and stops of every engine, in order.
+  // Faults, stray writes and stops of every engine, in order: the first
+  // kMaxDmaEvents; later ones are only counted (a device left writing
+  // stray memory for a long run must not exhaust the host).
   const std::vector<DmaRecord>& dma_events() const { return dma_events_; }
+  uint64_t dma_events_dropped() const { return dma_events_dropped_; }
+  static constexpr size_t kMaxDmaEvents = 10000;
   // Bytes every engine wrote, in total, and per advance that moved any.
   uint64_t dma_bytes() const { return dma_bytes_; }
   struct DmaProgress {
@@ -210,6 +214,7 @@ class Machine : public KernelEnv {
   std::unique_ptr<hw::IommuHardware> iommu_;
   std::vector<std::unique_ptr<hw::DmaEngine>> engines_;
   std::vector<DmaRecord> dma_events_;
+  uint64_t dma_events_dropped_ = 0;
   uint64_t dma_bytes_ = 0;
   std::vector<DmaProgress> dma_progress_;
   std::mt19937_64 rng_;
