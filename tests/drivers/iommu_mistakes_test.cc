@@ -20,6 +20,7 @@
 #include "khosim/linux/liveupdate.h"
 #include "khosim/linux/mm.h"
 #include "khosim/linux/pci_liveupdate.h"
+#include "khosim/luo/luo.h"
 
 namespace khosim::testing {
 namespace {
@@ -51,6 +52,7 @@ int careless_preserve(struct liveupdate_file_op_args* args) {
     err = iommu_preserve_domain(domain);
     if (err == 0) err = iommu_preserve_device(domain, &pdev->dev, (1ULL << 63) | pci_dev_id(pdev));
   }
+  *static_cast<u64*>(record) = (static_cast<u64>(pci_domain_nr(pdev->bus)) << 16) | pci_dev_id(pdev);
   args->serialized_data = virt_to_phys(record);
   return err;
 }
@@ -60,7 +62,19 @@ void careless_unpreserve(struct liveupdate_file_op_args* args) {
 }
 int careless_retrieve(struct liveupdate_file_op_args*) { return -ENODEV; }
 bool careless_can_finish(struct liveupdate_file_op_args*) { return true; }
-void careless_finish(struct liveupdate_file_op_args*) {}
+// It does finish the device at the PCI level (the PCI FLB would panic).
+void careless_finish(struct liveupdate_file_op_args* args) {
+  struct folio* folio = kho_restore_folio(args->serialized_data);
+  if (folio == nullptr) return;
+  const u64 id = *static_cast<const u64*>(folio_address(folio));
+  struct pci_dev* pdev = pci_get_domain_bus_and_slot(static_cast<int>(id >> 16),
+                                                     (id >> 8) & 0xff, id & 0xff);
+  if (pdev != nullptr) {
+    pci_liveupdate_finish(pdev);
+    pci_dev_put(pdev);
+  }
+  folio_put(folio);
+}
 unsigned long careless_get_id(struct file* file) {
   return reinterpret_cast<unsigned long>(file->private_data);
 }
@@ -199,6 +213,41 @@ TEST_F(IommuMistakesTest, ATablePageFreedByKernelB) {
   EXPECT_EQ(events[0],
             "fault nvme0 gen2 initcall:early_cleanup: table page is not a page-table page: free "
             "memory");
+}
+
+// A preserved device kernel B cannot match (its record names another
+// BDF): the unit keeps walking the preserved tables until the IOMMU FLB's
+// finish frees them, and then the device must be blocked first, or the
+// unit would walk freed memory. The session finishes without it.
+TEST_F(IommuMistakesTest, AnUnclaimedDeviceIsBlockedBeforeItsTablesAreFreed) {
+  g_mode = Careless::kNothing;
+  const int dev = OpenDevice("nvme0");
+  memfd_ = GuestMemfd(kGuestSize);
+  ASSERT_EQ(MapForDma(dev, memfd_, 0, kGuestSize, kGuestIova), 0);
+  StartCounter("nvme0", kGuestIova, kGuestSize);
+  const int s = Create("vm0");
+  ASSERT_EQ(luo::PreserveFd(p(), s, memfd_, 2), 0);
+  struct file* file = anon_inode_getfile("[careless]", &careless_fops, Dev("nvme0"), O_RDWR);
+  const int fd = p().ReserveFd(0);
+  p().InstallFd(fd, file);
+  ASSERT_EQ(luo::PreserveFd(p(), s, fd, 1), 0);
+  for (const luo::Luo::FlbInfo& flb : m().kernel().luo().Flbs()) {
+    if (flb.compatible != IOMMU_LUO_FLB_COMPATIBLE) continue;
+    auto* ser = static_cast<struct iommu_flb_ser*>(phys_to_virt(flb.outgoing_data));
+    auto* hdr = static_cast<struct iommu_array_hdr_ser*>(phys_to_virt(ser->device_array_phys));
+    reinterpret_cast<struct iommu_device_ser*>(hdr + 1)->devid = 0xff00;
+  }
+  Kexec();
+  Run(3);
+  // Still translating through the previous kernel's (preserved) tables.
+  ASSERT_THAT(Events(), IsEmpty());
+  EXPECT_EQ(iommu_get_domain_for_dev(&Dev("nvme0")->dev), nullptr);
+  const int in = Retrieve("vm0");
+  ASSERT_GE(luo::RetrieveFd(p(), in, 2), 0);
+  EXPECT_EQ(luo::RetrieveFd(p(), in, 1), -ENODEV);
+  ASSERT_EQ(luo::FinishSession(p(), in), 0);
+  Run(1);
+  EXPECT_THAT(Events(), ElementsAre(HasSubstr("fault nvme0 gen2 test: context entry not present")));
 }
 
 }  // namespace

@@ -24,6 +24,20 @@
 
 namespace khosim::testing {
 
+// The smallest machine a PCI flow fits in (64 MiB, kho=on liveupdate=on,
+// memfd and pci-passthrough, the example hardware): what countdown runs
+// boot thousands of times.
+inline MachineConfig SmallPciMachine(uint64_t seed) {
+  MachineConfig config{.ram = 64 * kMiB, .seed = seed};
+  config.cmdline = "kho=on liveupdate=on";
+  config.kernel_image_size = 512 * kKiB;
+  config.early_alloc_bytes_per_node = 1 * kMiB;
+  config.low_early_alloc_bytes = 1 * kMiB;
+  config.build = KernelBuild{{kMemfdModule, kPciPassthroughModule}};
+  config.pci = hw::PciExampleTopology();
+  return config;
+}
+
 class PciFixture : public ::testing::Test {
  protected:
   virtual MachineConfig Config() {

@@ -79,6 +79,25 @@ class InputReader {
   size_t pos_ = 0;
 };
 
+// The tail of a patch record {u8 target; u16 offset; u8 length; bytes}
+// whose target byte the caller already read and resolved to [base, base +
+// size): offset modulo size, length at most 16 and clamped to the target,
+// the bytes written over it (base nullptr: consumed, nothing written).
+// True iff a byte changed.
+inline bool ApplyPatch(InputReader& in, uint8_t* base, size_t size) {
+  const size_t offset = in.U16() % size;
+  size_t len = in.U8() % 17;
+  if (len > size - offset) len = size - offset;
+  size_t got = 0;
+  const uint8_t* bytes = in.Bytes(len, &got);
+  bool changed = false;
+  for (size_t k = 0; base != nullptr && k < got; ++k) {
+    changed |= base[offset + k] != bytes[k];
+    base[offset + k] = bytes[k];
+  }
+  return changed;
+}
+
 // Host memory whose end is followed by an inaccessible guard page, so that
 // code the sanitizers do not instrument (the system libfdt) still faults on
 // the first byte it reads past a buffer. Place() puts a buffer of `len`

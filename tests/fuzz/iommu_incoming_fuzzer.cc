@@ -126,15 +126,7 @@ int PatchHook(Machine& m) {
     } else if (pages[target - 1] != 0) {
       base = static_cast<uint8_t*>(phys_to_virt(pages[target - 1]));
     }
-    const size_t offset = in.U16() % size;
-    const size_t len = std::min<size_t>(in.U8() % 17, size - offset);
-    size_t got = 0;
-    const uint8_t* bytes = in.Bytes(len, &got);
-    if (base == nullptr) continue;
-    for (size_t k = 0; k < got; ++k) {
-      run.patched |= base[offset + k] != bytes[k];
-      base[offset + k] = bytes[k];
-    }
+    run.patched |= khosim::fuzz::ApplyPatch(in, base, size);
   }
   return 0;
 }

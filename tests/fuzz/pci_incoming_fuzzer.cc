@@ -120,14 +120,7 @@ int PatchHook(Machine& m) {
     uint8_t* base =
         block ? static_cast<uint8_t*>(phys_to_virt(block_pa)) : reinterpret_cast<uint8_t*>(ser);
     const size_t size = block ? PAGE_SIZE : sizeof(struct pci_ser);
-    const size_t offset = in.U16() % size;
-    size_t len = std::min<size_t>(in.U8() % 17, size - offset);
-    size_t got = 0;
-    const uint8_t* bytes = in.Bytes(len, &got);
-    for (size_t k = 0; k < got; ++k) {
-      run.patched |= base[offset + k] != bytes[k];
-      base[offset + k] = bytes[k];
-    }
+    run.patched |= khosim::fuzz::ApplyPatch(in, base, size);
   }
   // The entries as a reader honouring the first block's count sees them
   // (a longer chain is the block set's business, fuzzed on its own).

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "drivers/pci_fixture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "khosim/drivers/pci.h"
@@ -171,13 +172,7 @@ void Invariants(Machine& m, const CountdownRun& run, std::vector<std::string>* o
 class PciCountdownTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(PciCountdownTest, EveryFailureLeavesThePciBooksBalanced) {
-  MachineConfig config{.ram = 64 * kMiB, .seed = 5};
-  config.cmdline = "kho=on liveupdate=on";
-  config.kernel_image_size = 512 * kKiB;
-  config.early_alloc_bytes_per_node = 1 * kMiB;
-  config.low_early_alloc_bytes = 1 * kMiB;
-  config.build = KernelBuild{{kMemfdModule, kPciPassthroughModule}};
-  config.pci = hw::PciExampleTopology();
+  MachineConfig config = SmallPciMachine(5);
   const CountdownResult r = RunCountdown(config, GetParam(), Flow, Invariants, 2000);
   EXPECT_TRUE(r.completed);
   EXPECT_THAT(r.Violations(), IsEmpty());
