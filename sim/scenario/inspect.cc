@@ -17,12 +17,17 @@
 #include "khosim/abi/luo.h"
 #include "khosim/kho/kho.h"
 #include "khosim/kho/radix_tree.h"
+#include "khosim/linux/kho/abi/iommu.h"
 #include "khosim/linux/kho/abi/pci.h"
 #include "khosim/linux/pci_regs.h"
 #include "khosim/luo/luo.h"
 #include "khosim/scenario/scenario.h"
 
 namespace khosim::scenario {
+
+// inspect_iommu.cc
+void AppendIommuFlb(Machine& m, const char* side, uint64_t pa, std::string* out);
+
 namespace {
 
 constexpr int kMaxChainBlocksShown = 16;
@@ -287,6 +292,10 @@ std::string InspectText(Machine& m, const abi::KhoData& handover) {
     if (f.compatible == PCI_LUO_FLB_COMPATIBLE) {
       AppendPciFlb(m, "outgoing", f.outgoing_data, &out);
       if (!f.incoming_finished) AppendPciFlb(m, "incoming", f.incoming_data, &out);
+    }
+    if (f.compatible == IOMMU_LUO_FLB_COMPATIBLE) {
+      AppendIommuFlb(m, "outgoing", f.outgoing_data, &out);
+      if (!f.incoming_finished) AppendIommuFlb(m, "incoming", f.incoming_data, &out);
     }
   }
   if (const abi::LuoSer* ser = luo.outgoing_record(); ser != nullptr) {
