@@ -72,8 +72,8 @@ struct TranslateRig {
       iommu_map(domain, 4 * kGiB + off, base + off, 4096, IOMMU_READ | IOMMU_WRITE, GFP_KERNEL);
     }
     engine = m.dma_engine("nvme0");
-    engine->Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter, .dst = 4 * kGiB, .len = kRegion,
-                                     .repeat = true});
+    engine->Submit(hw::DmaDescriptor{
+        .op = hw::DmaOp::kCounter, .dst = 4 * kGiB, .len = kRegion, .repeat = true});
   }
   static MachineConfig Config() {
     MachineConfig c{.ram = 512 * kMiB, .seed = 3};
@@ -93,14 +93,14 @@ void BM_Translate(benchmark::State& state, int mode) {
   if (mode == 0) {
     // A ring the IOTLB holds (256 of its 512 entries).
     rig.engine->Abort();
-    rig.engine->Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter, .dst = 4 * kGiB,
-                                         .len = kRegion / 4, .repeat = true});
+    rig.engine->Submit(hw::DmaDescriptor{
+        .op = hw::DmaOp::kCounter, .dst = 4 * kGiB, .len = kRegion / 4, .repeat = true});
   }
   if (mode == 2) {
     unit.WriteReg(DMAR_GCMD_REG, 0);  // untranslated: IOVA = PA
     rig.engine->Abort();
-    rig.engine->Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter, .dst = rig.base,
-                                         .len = kRegion, .repeat = true});
+    rig.engine->Submit(hw::DmaDescriptor{
+        .op = hw::DmaOp::kCounter, .dst = rig.base, .len = kRegion, .repeat = true});
   }
   const uint32_t iotlb = ecap_iotlb_offset(unit.ReadReg(DMAR_ECAP_REG)) + DMAR_IOTLB_REG_OFFSET;
   uint8_t* target = rig.m.memory().Virt(PhysAddr(rig.base));
@@ -117,8 +117,8 @@ void BM_Translate(benchmark::State& state, int mode) {
     }
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * kQuantum));
-  state.counters["walks_per_4k"] = benchmark::Counter(
-      static_cast<double>(unit.walks() - walks) / (state.iterations() * (kQuantum / 4096.0)));
+  state.counters["walks_per_4k"] = benchmark::Counter(static_cast<double>(unit.walks() - walks) /
+                                                      (state.iterations() * (kQuantum / 4096.0)));
   // Untranslated writes are stray by the oracle's rules (the kernel mapped
   // the pages at IOVA 4 GiB, not at their physical address): still checked,
   // which is part of the cost measured.
@@ -147,8 +147,8 @@ struct PreserveRig {
     struct pci_dev* other = m.kernel().pci()->FindFunction(*m.pci().Find("nvme1"));
     m.kernel().pci()->SetDriverOverride(other, PCI_PASSTHROUGH_DRIVER_NAME);
     m.kernel().pci()->Bind(other);
-    const int fd = p.Open(absl::StrCat("/dev/" PCI_PASSTHROUGH_DRIVER_NAME "/", pci_name(other)),
-                          O_RDWR);
+    const int fd =
+        p.Open(absl::StrCat("/dev/" PCI_PASSTHROUGH_DRIVER_NAME "/", pci_name(other)), O_RDWR);
     luo::PreserveFd(p, session, fd, 1);
     dev = &pdev->dev;
     iommu_device_claim_dma_owner(dev, this);
@@ -194,9 +194,9 @@ void BM_PreserveDomain(benchmark::State& state, uint64_t gib, uint64_t leaf, boo
     }
   }
   state.counters["table_pages"] = static_cast<double>(rig.tables);
-  state.counters["per_table_page"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * rig.tables),
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["per_table_page"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * rig.tables),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 void BM_Blackout(benchmark::State& state, uint64_t gib) {

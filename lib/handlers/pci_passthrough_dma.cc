@@ -39,9 +39,9 @@ int ppt_pin(struct ppt_dma_map* map, struct file* memfd, u64 offset, u64 length)
   map->folios = static_cast<struct folio**>(kvcalloc(max, sizeof(struct folio*), GFP_KERNEL));
   if (map->folios == nullptr) return -ENOMEM;
   pgoff_t first_offset = 0;
-  const long pinned = memfd_pin_folios(memfd, static_cast<loff_t>(offset),
-                                       static_cast<loff_t>(offset + length - 1), map->folios,
-                                       static_cast<unsigned int>(max), &first_offset);
+  const long pinned =
+      memfd_pin_folios(memfd, static_cast<loff_t>(offset), static_cast<loff_t>(offset + length - 1),
+                       map->folios, static_cast<unsigned int>(max), &first_offset);
   if (pinned < 0) {
     kvfree(map->folios);
     map->folios = nullptr;
@@ -171,8 +171,10 @@ int ppt_dma_preserve(struct ppt_device* ppt, struct liveupdate_session* session,
               pci_name(ppt->pdev));
       return err;
     }
-    ser->maps[i] = {.memfd_token = token, .offset = ppt->maps[i].offset,
-                    .length = ppt->maps[i].length, .iova = ppt->maps[i].iova};
+    ser->maps[i] = {.memfd_token = token,
+                    .offset = ppt->maps[i].offset,
+                    .length = ppt->maps[i].length,
+                    .iova = ppt->maps[i].iova};
   }
   if (int err = iommu_preserve_domain(ppt->domain); err != 0) return err;
   if (int err = iommu_preserve_device(ppt->domain, &ppt->pdev->dev, ppt->owner_token); err != 0) {
@@ -229,8 +231,8 @@ int ppt_dma_retrieve(struct ppt_device* ppt, struct liveupdate_session* session,
     // The restored tables must map exactly the folios the memfd restored.
     for (long i = 0; i < map->nr_folios && err == 0; ++i) {
       if (iommu_iova_to_phys(domain, m->iova + i * PAGE_SIZE) != folio_phys(map->folios[i])) {
-        pr_err("pci-passthrough %s: IOVA %#llx does not map the memfd's folio",
-               pci_name(ppt->pdev), static_cast<unsigned long long>(m->iova + i * PAGE_SIZE));
+        pr_err("pci-passthrough %s: IOVA %#llx does not map the memfd's folio", pci_name(ppt->pdev),
+               static_cast<unsigned long long>(m->iova + i * PAGE_SIZE));
         err = -EINVAL;
       }
     }

@@ -10,16 +10,22 @@ namespace khosim::hw {
 
 const char* DmaEventKindName(DmaEvent::Kind kind) {
   switch (kind) {
-    case DmaEvent::Kind::kFault: return "fault";
-    case DmaEvent::Kind::kStrayWrite: return "stray_write";
-    case DmaEvent::Kind::kStopped: return "stopped";
+    case DmaEvent::Kind::kFault:
+      return "fault";
+    case DmaEvent::Kind::kStrayWrite:
+      return "stray_write";
+    case DmaEvent::Kind::kStopped:
+      return "stopped";
   }
   return "?";
 }
 
 DmaEngine::DmaEngine(PciFunction& function, PciHardware& pci, IommuUnit* iommu,
                      PhysicalMemory& memory)
-    : function_(function), pci_(pci), iommu_(iommu), memory_(memory),
+    : function_(function),
+      pci_(pci),
+      iommu_(iommu),
+      memory_(memory),
       seen_resets_(function.reset_count()) {}
 
 void DmaEngine::Submit(const DmaDescriptor& d) {
@@ -73,18 +79,26 @@ bool DmaEngine::Translate(uint64_t iova, bool write, DmaMemoryOracle* oracle,
     // request, which the engine treats as it treats a fault.
     unsupported = true;
     t->ok = false;
-    t->fault = IommuFault{.bus = bus, .devfn = function_.devfn(), .iova = iova, .write = write,
+    t->fault = IommuFault{.bus = bus,
+                          .devfn = function_.devfn(),
+                          .iova = iova,
+                          .write = write,
                           .table = PhysAddr(t->pa.value() & VTD_PAGE_MASK)};
   }
   if (t->ok) return true;
   ++faults_;
   halted_ = true;
   if (sink) {
-    std::string reason = unsupported ? "unsupported request: no memory at " + t->fault.table.ToString()
-                                     : IommuFaultReasonName(t->fault.reason);
+    std::string reason = unsupported
+                             ? "unsupported request: no memory at " + t->fault.table.ToString()
+                             : IommuFaultReasonName(t->fault.reason);
     if (!t->fault.detail.empty()) reason += ": " + t->fault.detail;
-    sink(DmaEvent{.kind = DmaEvent::Kind::kFault, .device = function_.name(), .bus = bus,
-                  .devfn = function_.devfn(), .iova = iova, .pa = t->fault.table,
+    sink(DmaEvent{.kind = DmaEvent::Kind::kFault,
+                  .device = function_.name(),
+                  .bus = bus,
+                  .devfn = function_.devfn(),
+                  .iova = iova,
+                  .pa = t->fault.table,
                   .reason = std::move(reason)});
   }
   return false;
@@ -98,8 +112,11 @@ void DmaEngine::Write(uint64_t iova, PhysAddr pa, const uint8_t* bytes, uint64_t
   if (check.verdict != DmaVerdict::kOk) {
     ++stray_writes_;
     if (sink) {
-      sink(DmaEvent{.kind = DmaEvent::Kind::kStrayWrite, .device = function_.name(),
-                    .bus = pci_.BusOf(function_), .devfn = function_.devfn(), .iova = iova,
+      sink(DmaEvent{.kind = DmaEvent::Kind::kStrayWrite,
+                    .device = function_.name(),
+                    .bus = pci_.BusOf(function_),
+                    .devfn = function_.devfn(),
+                    .iova = iova,
                     .pa = pa,
                     .reason = check.owner.empty() ? DmaVerdictName(check.verdict) : check.owner});
     }
@@ -112,7 +129,8 @@ bool DmaEngine::Step(Job& job, uint64_t budget, uint64_t* written, DmaMemoryOrac
                      const DmaEventSink& sink) {
   const DmaDescriptor& d = job.d;
   const uint64_t dst = d.dst + job.done;
-  uint64_t chunk = std::min({budget, d.len - job.done, VTD_PAGE_SIZE - (dst & (VTD_PAGE_SIZE - 1))});
+  uint64_t chunk =
+      std::min({budget, d.len - job.done, VTD_PAGE_SIZE - (dst & (VTD_PAGE_SIZE - 1))});
   std::array<uint8_t, VTD_PAGE_SIZE> buf;
   if (d.op == DmaOp::kCopy) {
     const uint64_t src = d.src + job.done;
@@ -151,8 +169,10 @@ uint64_t DmaEngine::Run(uint64_t budget, DmaMemoryOracle* oracle, const DmaEvent
   if (queue_.empty() || halted_) return 0;
   if (!function_.bus_master()) {
     if (!stop_reported_ && sink) {
-      sink(DmaEvent{.kind = DmaEvent::Kind::kStopped, .device = function_.name(),
-                    .bus = pci_.BusOf(function_), .devfn = function_.devfn(),
+      sink(DmaEvent{.kind = DmaEvent::Kind::kStopped,
+                    .device = function_.name(),
+                    .bus = pci_.BusOf(function_),
+                    .devfn = function_.devfn(),
                     .reason = "bus mastering off"});
     }
     stop_reported_ = true;

@@ -23,24 +23,36 @@ unsigned LevelsOf(unsigned aw) { return aw + 2; }  // AGAW_39 -> 3 ... AGAW_57 -
 
 const char* DmaVerdictName(DmaVerdict verdict) {
   switch (verdict) {
-    case DmaVerdict::kOk: return "ok";
-    case DmaVerdict::kNotRam: return "not RAM";
-    case DmaVerdict::kFree: return "free memory";
-    case DmaVerdict::kOtherOwner: return "owned for something else";
+    case DmaVerdict::kOk:
+      return "ok";
+    case DmaVerdict::kNotRam:
+      return "not RAM";
+    case DmaVerdict::kFree:
+      return "free memory";
+    case DmaVerdict::kOtherOwner:
+      return "owned for something else";
   }
   return "?";
 }
 
 const char* IommuFaultReasonName(IommuFaultReason reason) {
   switch (reason) {
-    case IommuFaultReason::kRootNotPresent: return "root entry not present";
-    case IommuFaultReason::kContextNotPresent: return "context entry not present";
-    case IommuFaultReason::kContextInvalid: return "context entry invalid";
-    case IommuFaultReason::kAddressTooWide: return "address beyond the domain's width";
-    case IommuFaultReason::kPteNotPresent: return "no mapping";
-    case IommuFaultReason::kWriteNotAllowed: return "write to a read-only mapping";
-    case IommuFaultReason::kReadNotAllowed: return "read of a write-only mapping";
-    case IommuFaultReason::kTablePageInvalid: return "table page is not a page-table page";
+    case IommuFaultReason::kRootNotPresent:
+      return "root entry not present";
+    case IommuFaultReason::kContextNotPresent:
+      return "context entry not present";
+    case IommuFaultReason::kContextInvalid:
+      return "context entry invalid";
+    case IommuFaultReason::kAddressTooWide:
+      return "address beyond the domain's width";
+    case IommuFaultReason::kPteNotPresent:
+      return "no mapping";
+    case IommuFaultReason::kWriteNotAllowed:
+      return "write to a read-only mapping";
+    case IommuFaultReason::kReadNotAllowed:
+      return "read of a write-only mapping";
+    case IommuFaultReason::kTablePageInvalid:
+      return "table page is not a page-table page";
   }
   return "?";
 }
@@ -61,15 +73,24 @@ void IommuUnit::PowerOn() {
 
 uint64_t IommuUnit::ReadReg(uint32_t offset) const {
   switch (offset) {
-    case DMAR_VER_REG: return 0x10;
-    case DMAR_CAP_REG: return kCap;
-    case DMAR_ECAP_REG: return kEcap;
-    case DMAR_GSTS_REG: return gsts_;
-    case DMAR_RTADDR_REG: return rtaddr_;
-    case DMAR_CCMD_REG: return ccmd_;
-    case DMAR_FSTS_REG: return fsts_;
-    case kIotlbReg: return iotlb_reg_;
-    default: return 0;
+    case DMAR_VER_REG:
+      return 0x10;
+    case DMAR_CAP_REG:
+      return kCap;
+    case DMAR_ECAP_REG:
+      return kEcap;
+    case DMAR_GSTS_REG:
+      return gsts_;
+    case DMAR_RTADDR_REG:
+      return rtaddr_;
+    case DMAR_CCMD_REG:
+      return ccmd_;
+    case DMAR_FSTS_REG:
+      return fsts_;
+    case kIotlbReg:
+      return iotlb_reg_;
+    default:
+      return 0;
   }
 }
 
@@ -172,8 +193,8 @@ bool IommuUnit::LookupContext(uint8_t bus, uint8_t devfn, DmaMemoryOracle* oracl
 Translation IommuUnit::Walk(uint8_t bus, uint8_t devfn, uint64_t iova, bool write,
                             DmaMemoryOracle* oracle) const {
   Translation t;
-  t.fault = IommuFault{.segment = segment_, .bus = bus, .devfn = devfn, .iova = iova,
-                       .write = write};
+  t.fault =
+      IommuFault{.segment = segment_, .bus = bus, .devfn = devfn, .iova = iova, .write = write};
   if (!translation_enabled()) {
     t.ok = true;
     t.pa = PhysAddr(iova);

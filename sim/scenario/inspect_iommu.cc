@@ -65,10 +65,10 @@ void ForEachSlot(Machine& m, uint64_t head, const char* what, std::string* out, 
       absl::StrAppend(out, absl::StrFormat("      %s page 0x%x: not RAM\n", what, pa));
       return;
     }
-    absl::StrAppend(out, absl::StrFormat("      %s page %d at 0x%x: %d object(s)%s, next 0x%x\n",
-                                         what, n, pa, hdr.nr_objects,
-                                         hdr.nr_objects > per_page ? " (more than fit)" : "",
-                                         hdr.next_array_phys));
+    absl::StrAppend(
+        out, absl::StrFormat("      %s page %d at 0x%x: %d object(s)%s, next 0x%x\n", what, n, pa,
+                             hdr.nr_objects, hdr.nr_objects > per_page ? " (more than fit)" : "",
+                             hdr.next_array_phys));
     for (uint64_t i = 0; i < hdr.nr_objects && i < per_page; ++i) {
       const uint64_t slot = pa + sizeof(hdr) + i * sizeof(T);
       T obj;
@@ -83,8 +83,8 @@ void ForEachSlot(Machine& m, uint64_t head, const char* what, std::string* out, 
 void AppendIommuFlb(Machine& m, const char* side, uint64_t pa, std::string* out) {
   struct iommu_flb_ser ser;
   if (!Read(m, pa, &ser)) return;
-  absl::StrAppend(out, absl::StrFormat("    %s iommu_flb_ser at 0x%x: version %d\n", side, pa,
-                                       ser.version));
+  absl::StrAppend(
+      out, absl::StrFormat("    %s iommu_flb_ser at 0x%x: version %d\n", side, pa, ser.version));
   ForEachSlot<struct iommu_hw_ser>(
       m, ser.iommu_array_phys, "unit", out, [&](uint64_t slot, const struct iommu_hw_ser& u) {
         int contexts = 0;
@@ -108,15 +108,16 @@ void AppendIommuFlb(Machine& m, const char* side, uint64_t pa, std::string* out)
                                  d.top_level, d.vasz, tables));
       });
   ForEachSlot<struct iommu_device_ser>(
-      m, ser.device_array_phys, "device", out, [&](uint64_t slot, const struct iommu_device_ser& d) {
+      m, ser.device_array_phys, "device", out,
+      [&](uint64_t slot, const struct iommu_device_ser& d) {
         absl::StrAppend(
-            out, absl::StrFormat("        0x%x: %04x:%02x:%02x.%d, refs %d%s, domain id %d, "
-                                 "domain 0x%x, unit 0x%x, owner token 0x%x\n",
-                                 slot, d.pci_domain_nr, (d.devid >> 8) & 0xff,
-                                 PCI_SLOT(d.devid & 0xff), PCI_FUNC(d.devid & 0xff),
-                                 d.hdr.ref_count, Flags(d.hdr.flags),
-                                 d.domain_iommu_ser.attachment_id, d.domain_iommu_ser.domain_phys,
-                                 d.domain_iommu_ser.iommu_phys, d.dma_owner_token));
+            out,
+            absl::StrFormat("        0x%x: %04x:%02x:%02x.%d, refs %d%s, domain id %d, "
+                            "domain 0x%x, unit 0x%x, owner token 0x%x\n",
+                            slot, d.pci_domain_nr, (d.devid >> 8) & 0xff, PCI_SLOT(d.devid & 0xff),
+                            PCI_FUNC(d.devid & 0xff), d.hdr.ref_count, Flags(d.hdr.flags),
+                            d.domain_iommu_ser.attachment_id, d.domain_iommu_ser.domain_phys,
+                            d.domain_iommu_ser.iommu_phys, d.dma_owner_token));
       });
 }
 

@@ -69,14 +69,15 @@ void FormatDma(const RunReport& r, std::string* out) {
         0) {
       continue;
     }
-    absl::StrAppend(&rows, absl::StrFormat("  %-4d %12s %12s %12s %6d %6d %6d\n", b.boot,
-                                           FormatBytes(d.kexec_bytes), FormatBytes(d.boot_bytes),
-                                           FormatBytes(d.userspace_bytes), d.faults,
-                                           d.stray_writes, d.stops));
+    absl::StrAppend(
+        &rows, absl::StrFormat("  %-4d %12s %12s %12s %6d %6d %6d\n", b.boot,
+                               FormatBytes(d.kexec_bytes), FormatBytes(d.boot_bytes),
+                               FormatBytes(d.userspace_bytes), d.faults, d.stray_writes, d.stops));
     for (const std::string& e : d.events) absl::StrAppend(&rows, "       ", e, "\n");
   }
   if (rows.empty()) return;
-  absl::StrAppend(out, "\nDMA (bytes the devices wrote into the kexec, the kernel's boot, userspace)\n");
+  absl::StrAppend(out,
+                  "\nDMA (bytes the devices wrote into the kexec, the kernel's boot, userspace)\n");
   absl::StrAppend(out, absl::StrFormat("  %-4s %12s %12s %12s %6s %6s %6s\n", "boot", "kexec",
                                        "boot", "userspace", "faults", "stray", "stops"));
   absl::StrAppend(out, rows);

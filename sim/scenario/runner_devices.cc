@@ -7,12 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "khosim/handlers/pci_passthrough.h"
 #include "absl/strings/match.h"
-#include "khosim/scenario/content.h"
+#include "khosim/handlers/pci_passthrough.h"
 #include "khosim/hw/dma_engine.h"
 #include "khosim/linux/kho/abi/pci.h"
 #include "khosim/linux/pci_liveupdate.h"
+#include "khosim/scenario/content.h"
 #include "runner_impl.h"
 
 namespace khosim::scenario {
@@ -65,16 +65,22 @@ bool Runner::Impl::StartDma(int boot, const FileSpec& device) {
                                 boot, device.name, dma.file, dev.process->name()));
   }
   const FileSpec& memfd = *s_.FindFile(dma.file);
-  struct pci_passthrough_dma_map map = {.size = sizeof(map), .fd = target->second.fd,
-                                        .offset = 0, .length = memfd.size, .iova = dma.iova};
+  struct pci_passthrough_dma_map map = {.size = sizeof(map),
+                                        .fd = target->second.fd,
+                                        .offset = 0,
+                                        .length = memfd.size,
+                                        .iova = dma.iova};
   if (const long err = dev.process->Ioctl(dev.fd, PCI_PASSTHROUGH_DMA_MAP_FILE, &map); err != 0) {
     return Stop(Outcome::kFailed,
                 absl::StrFormat("boot %d: device %s: DMA map of %s at IOVA %#x: %s", boot,
                                 device.name, dma.file, dma.iova, ErrnoName(err)));
   }
   hw::DmaEngine* engine = m_->dma_engine(device.device);
-  engine->Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter, .dst = dma.iova, .len = memfd.size,
-                                   .pattern = kDmaCounterBase, .repeat = true});
+  engine->Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter,
+                                   .dst = dma.iova,
+                                   .len = memfd.size,
+                                   .pattern = kDmaCounterBase,
+                                   .repeat = true});
   return true;
 }
 
@@ -140,14 +146,14 @@ bool Runner::Impl::VerifyDmaRing(int boot, const RetrievedFile& f, FileCheck& ch
     }
     for (uint64_t j = 0; j < n; ++j) {
       const uint64_t slot = base + j;
-      const uint64_t expected = written > slot
-                                    ? kDmaCounterBase + slot + slots * ((written - 1 - slot) / slots)
-                                    : original[j];
+      const uint64_t expected =
+          written > slot ? kDmaCounterBase + slot + slots * ((written - 1 - slot) / slots)
+                         : original[j];
       if (chunk[j] != expected) {
-        problem = absl::StrFormat("offset %#x holds %#x, expected %#x (%s)", slot * 8, chunk[j],
-                                  expected,
-                                  written > slot ? "the engine's last value there"
-                                                 : "the VMM's bytes: the engine has not reached it");
+        problem =
+            absl::StrFormat("offset %#x holds %#x, expected %#x (%s)", slot * 8, chunk[j], expected,
+                            written > slot ? "the engine's last value there"
+                                           : "the VMM's bytes: the engine has not reached it");
         break;
       }
     }
@@ -176,9 +182,15 @@ void Runner::Impl::RecordDma(BootReport& br) {
   for (const DmaRecord& r : m_->dma_events()) {
     if (!(r.generation == g || (r.generation + 1 == g && kexec_point(r.point)))) continue;
     switch (r.event.kind) {
-      case hw::DmaEvent::Kind::kFault: ++br.dma.faults; break;
-      case hw::DmaEvent::Kind::kStrayWrite: ++br.dma.stray_writes; break;
-      case hw::DmaEvent::Kind::kStopped: ++br.dma.stops; break;
+      case hw::DmaEvent::Kind::kFault:
+        ++br.dma.faults;
+        break;
+      case hw::DmaEvent::Kind::kStrayWrite:
+        ++br.dma.stray_writes;
+        break;
+      case hw::DmaEvent::Kind::kStopped:
+        ++br.dma.stops;
+        break;
     }
     if (br.dma.events.size() < 20) {
       br.dma.events.push_back(absl::StrFormat("%s %s at %s (generation %d): %s",
@@ -188,8 +200,8 @@ void Runner::Impl::RecordDma(BootReport& br) {
   }
   const uint64_t problems = br.dma.faults + br.dma.stray_writes;
   if (problems != 0) {
-    br.notes.push_back(absl::StrFormat("DMA: %d fault(s), %d stray write(s)", br.dma.faults,
-                                       br.dma.stray_writes));
+    br.notes.push_back(
+        absl::StrFormat("DMA: %d fault(s), %d stray write(s)", br.dma.faults, br.dma.stray_writes));
   }
 }
 

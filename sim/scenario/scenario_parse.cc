@@ -246,8 +246,8 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
     if (r.Has("dma")) {
       const Field dma = r.Get("dma");
       MapReader d(dma, {"file", "iova"});
-      f.dma = DmaSpec{.file = d.Require("file").String(), .iova = d.Require("iova").Size(),
-                      .pos = dma.Pos()};
+      f.dma = DmaSpec{
+          .file = d.Require("file").String(), .iova = d.Require("iova").Size(), .pos = dma.Pos()};
       d.Done();
     }
     r.Done();

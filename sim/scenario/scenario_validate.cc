@@ -108,17 +108,20 @@ void ValidateDma(const Scenario& s) {
   for (const FileSpec& f : s.files) {
     if (!f.dma) continue;
     const FileSpec* target = s.FindFile(f.dma->file);
-    if (target == nullptr) Fail(f.dma->pos, absl::StrCat("no file \"", f.dma->file, "\" in 'files'"));
+    if (target == nullptr)
+      Fail(f.dma->pos, absl::StrCat("no file \"", f.dma->file, "\" in 'files'"));
     if (target->kind != FileKind::kMemfd) {
       Fail(f.dma->pos, absl::StrCat("file \"", f.dma->file,
                                     "\" is not a memfd: a device maps memfd memory only"));
     }
     if (!targets.insert(f.dma->file).second) {
-      Fail(f.dma->pos, absl::StrCat("file \"", f.dma->file, "\" is already another device's DMA target"));
+      Fail(f.dma->pos,
+           absl::StrCat("file \"", f.dma->file, "\" is already another device's DMA target"));
     }
     if (f.dma->iova % s.machine.page_size != 0 || f.dma->iova + target->size < f.dma->iova ||
         f.dma->iova + target->size > (uint64_t{1} << 48)) {
-      Fail(f.dma->pos, "iova must be page aligned and the mapping must end below 256 TiB (48 bits)");
+      Fail(f.dma->pos,
+           "iova must be page aligned and the mapping must end below 256 TiB (48 bits)");
     }
   }
 }

@@ -37,15 +37,18 @@ class DmaFixture : public PciFixture {
     return fd;
   }
   long MapForDma(int dev, int memfd, uint64_t offset, uint64_t length, uint64_t iova) {
-    struct pci_passthrough_dma_map map = {.size = sizeof(map), .fd = memfd, .offset = offset,
-                                          .length = length, .iova = iova};
+    struct pci_passthrough_dma_map map = {
+        .size = sizeof(map), .fd = memfd, .offset = offset, .length = length, .iova = iova};
     return p().Ioctl(dev, PCI_PASSTHROUGH_DMA_MAP_FILE, &map);
   }
   hw::DmaEngine& Engine(const std::string& name) { return *m().dma_engine(name); }
   // The engine streams counter values into [iova, iova + size) forever.
   void StartCounter(const std::string& name, uint64_t iova, uint64_t size) {
-    Engine(name).Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter, .dst = iova, .len = size,
-                                          .pattern = kCounterBase, .repeat = true});
+    Engine(name).Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter,
+                                          .dst = iova,
+                                          .len = size,
+                                          .pattern = kCounterBase,
+                                          .repeat = true});
   }
   void Run(int quanta) {
     for (int i = 0; i < quanta; ++i) m().RunDevices("test");
@@ -66,7 +69,8 @@ class DmaFixture : public PciFixture {
     const uint64_t written = next_value - kCounterBase;
     std::vector<uint64_t> chunk(64 * 1024 / 8);
     for (uint64_t base = 0; base < slots; base += chunk.size()) {
-      const ssize_t n = p().Pread(fd, chunk.data(), chunk.size() * 8, static_cast<loff_t>(base * 8));
+      const ssize_t n =
+          p().Pread(fd, chunk.data(), chunk.size() * 8, static_cast<loff_t>(base * 8));
       if (n != static_cast<ssize_t>(chunk.size() * 8)) return absl::StrCat("pread returned ", n);
       for (uint64_t j = 0; j < chunk.size(); ++j) {
         const uint64_t slot = base + j;

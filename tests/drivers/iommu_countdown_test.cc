@@ -67,7 +67,8 @@ std::string CheckRing(fs::Process& p, int fd, uint64_t next) {
   if (p.Pread(fd, slots.data(), kSize, 0) != static_cast<ssize_t>(kSize)) return "pread";
   const uint64_t written = next - 1;
   for (uint64_t i = 0; i < slots.size(); ++i) {
-    const uint64_t expected = written > i ? 1 + i + slots.size() * ((written - 1 - i) / slots.size()) : 0;
+    const uint64_t expected =
+        written > i ? 1 + i + slots.size() * ((written - 1 - i) / slots.size()) : 0;
     if (slots[i] != expected) return absl::StrCat("slot ", i, " holds ", slots[i]);
   }
   return "";
@@ -79,8 +80,8 @@ void Flow(Machine& m) {
   m.Activate();
   fs::Process& a = m.kernel().vfs().CreateProcess("vmm");
   if (Bind(m) != 0) return;
-  const int dev = a.Open(absl::StrCat("/dev/" PCI_PASSTHROUGH_DRIVER_NAME "/", pci_name(Nvme0(m))),
-                         O_RDWR);
+  const int dev =
+      a.Open(absl::StrCat("/dev/" PCI_PASSTHROUGH_DRIVER_NAME "/", pci_name(Nvme0(m))), O_RDWR);
   Check(dev, "open device", {ENOMEM, EMFILE, ENODEV});
   if (dev < 0) return;
   Check(a.Ioctl(dev, PCI_PASSTHROUGH_SET_MASTER, 1ul), "master", {});
@@ -91,15 +92,15 @@ void Flow(Machine& m) {
   Check(memfd, "memfd", {ENOMEM, EMFILE});
   if (memfd < 0) return;
   Check(a.Ftruncate(memfd, kSize), "ftruncate", {ENOMEM});
-  struct pci_passthrough_dma_map map = {.size = sizeof(map), .fd = memfd, .offset = 0,
-                                        .length = kSize, .iova = kIova};
+  struct pci_passthrough_dma_map map = {
+      .size = sizeof(map), .fd = memfd, .offset = 0, .length = kSize, .iova = kIova};
   const long mapped = a.Ioctl(dev, PCI_PASSTHROUGH_DMA_MAP_FILE, &map);
   // -ENODEV: the IOMMU could not come up (its root table) or never probed
   // the device (a failed config read at enumeration).
   Check(mapped, "dma map", {ENOMEM, EFAULT, ENOSPC, ENODEV});
   if (mapped != 0) return;
-  m.dma_engine("nvme0")->Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter, .dst = kIova,
-                                                  .len = kSize, .pattern = 1, .repeat = true});
+  m.dma_engine("nvme0")->Submit(hw::DmaDescriptor{
+      .op = hw::DmaOp::kCounter, .dst = kIova, .len = kSize, .pattern = 1, .repeat = true});
   state.dma_started = true;
   m.RunDevices("a");
   if (!liveupdate_enabled()) return;  // LUO's own start failed
@@ -157,8 +158,7 @@ void Invariants(Machine& m, const CountdownRun& run, std::vector<std::string>* o
   if (state.finished && m.has_kernel() && m.kernel().phase() == BootPhase::kRunning &&
       m.kernel().luo().IncomingSessions().empty()) {
     kho::Kho& kho = m.kernel().kho();
-    const uint64_t held =
-        kho.IsPreservedHead(PhysAddr(kho.incoming_handover().fdt_addr)) ? 1 : 0;
+    const uint64_t held = kho.IsPreservedHead(PhysAddr(kho.incoming_handover().fdt_addr)) ? 1 : 0;
     if (kho.UnrestoredBlocks() > held) {
       out->push_back(absl::StrCat(kho.UnrestoredBlocks() - held, " preserved block(s) leaked"));
     }

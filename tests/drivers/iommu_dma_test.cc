@@ -53,8 +53,8 @@ TEST_F(IommuDmaTest, AnUnmappedIovaFaultsAndHaltsTheEngine) {
   const int dev = OpenDevice("nvme0");
   const int memfd = GuestMemfd(kGuestSize);
   ASSERT_EQ(MapForDma(dev, memfd, 0, kGuestSize, kGuestIova), 0);
-  Engine("nvme0").Submit(hw::DmaDescriptor{.op = hw::DmaOp::kFill, .dst = kGuestIova + kGuestSize,
-                                           .len = 4096, .pattern = 0x42});
+  Engine("nvme0").Submit(hw::DmaDescriptor{
+      .op = hw::DmaOp::kFill, .dst = kGuestIova + kGuestSize, .len = 4096, .pattern = 0x42});
   Run(2);
   EXPECT_THAT(Events(), ElementsAre(HasSubstr("fault nvme0 gen1 test: no mapping")));
   EXPECT_EQ(Engine("nvme0").state(), hw::DmaEngine::State::kHalted);
@@ -110,7 +110,7 @@ TEST_F(IommuDmaTest, MapErrnos) {
   EXPECT_EQ(MapForDma(dev, memfd, 1, 4096, kGuestIova), -EINVAL);
   EXPECT_EQ(MapForDma(dev, memfd, 0, 4096, kGuestIova + 1), -EINVAL);
   EXPECT_EQ(MapForDma(dev, 999, 0, 4096, kGuestIova), -EBADF);
-  EXPECT_EQ(MapForDma(dev, dev, 0, 4096, kGuestIova), -EINVAL);  // not a memfd
+  EXPECT_EQ(MapForDma(dev, dev, 0, 4096, kGuestIova), -EINVAL);             // not a memfd
   EXPECT_EQ(MapForDma(dev, memfd, kGuestSize, 4096, kGuestIova), -EINVAL);  // past EOF
   ASSERT_EQ(MapForDma(dev, memfd, 0, 8192, kGuestIova), 0);
   EXPECT_EQ(MapForDma(dev, memfd, 4096, 8192, kGuestIova + 4096), -EEXIST);

@@ -9,7 +9,6 @@
 #include <string>
 
 #include "absl/strings/match.h"
-
 #include "drivers/dma_fixture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -193,7 +192,8 @@ TEST_F(IommuLiveUpdateTest, AnArrayGrowsByPagesWhenFull) {
     iommu_unpreserve_domain(d);
   }
   const struct iommu_flb_ser* ser = OutgoingSer();
-  auto* first = static_cast<struct iommu_array_hdr_ser*>(phys_to_virt(ser->iommu_domain_array_phys));
+  auto* first =
+      static_cast<struct iommu_array_hdr_ser*>(phys_to_virt(ser->iommu_domain_array_phys));
   EXPECT_EQ(first->nr_objects, per_page);
   ASSERT_NE(first->next_array_phys, 0u);
   EXPECT_EQ(Objects(first->next_array_phys), 1u);
@@ -263,8 +263,7 @@ TEST_F(IommuIncomingTest, AChainThatLoopsBackPanicsInsteadOfSpinning) {
 }
 
 TEST_F(IommuIncomingTest, AnObjectCountBeyondThePagePanicsNamingIt) {
-  static_cast<struct iommu_array_hdr_ser*>(phys_to_virt(ser_->iommu_array_phys))->nr_objects =
-      1000;
+  static_cast<struct iommu_array_hdr_ser*>(phys_to_virt(ser_->iommu_array_phys))->nr_objects = 1000;
   EXPECT_THAT(KexecPanics(), HasSubstr("unit array page"));
 }
 
@@ -277,7 +276,8 @@ TEST_F(IommuIncomingTest, ADeviceNamingNoDomainSlotIsNotRestored) {
 
 TEST_F(IommuIncomingTest, ATopTableThatWasNotPreservedPanics) {
   auto* dev = Slot<struct iommu_device_ser>(ser_->device_array_phys, 0);
-  auto* domain = static_cast<struct iommu_domain_ser*>(phys_to_virt(dev->domain_iommu_ser.domain_phys));
+  auto* domain =
+      static_cast<struct iommu_domain_ser*>(phys_to_virt(dev->domain_iommu_ser.domain_phys));
   domain->top_table_phys = 0x100000;
   EXPECT_THAT(KexecPanics(), HasSubstr("cannot restore top page table page 0x100000"));
 }

@@ -52,7 +52,8 @@ int careless_preserve(struct liveupdate_file_op_args* args) {
     err = iommu_preserve_domain(domain);
     if (err == 0) err = iommu_preserve_device(domain, &pdev->dev, (1ULL << 63) | pci_dev_id(pdev));
   }
-  *static_cast<u64*>(record) = (static_cast<u64>(pci_domain_nr(pdev->bus)) << 16) | pci_dev_id(pdev);
+  *static_cast<u64*>(record) =
+      (static_cast<u64>(pci_domain_nr(pdev->bus)) << 16) | pci_dev_id(pdev);
   args->serialized_data = virt_to_phys(record);
   return err;
 }
@@ -67,8 +68,8 @@ void careless_finish(struct liveupdate_file_op_args* args) {
   struct folio* folio = kho_restore_folio(args->serialized_data);
   if (folio == nullptr) return;
   const u64 id = *static_cast<const u64*>(folio_address(folio));
-  struct pci_dev* pdev = pci_get_domain_bus_and_slot(static_cast<int>(id >> 16),
-                                                     (id >> 8) & 0xff, id & 0xff);
+  struct pci_dev* pdev =
+      pci_get_domain_bus_and_slot(static_cast<int>(id >> 16), (id >> 8) & 0xff, id & 0xff);
   if (pdev != nullptr) {
     pci_liveupdate_finish(pdev);
     pci_dev_put(pdev);
@@ -192,7 +193,8 @@ TEST_F(IommuMistakesTest, ATablePageFreedByKernelB) {
   // The IOTLB would hide the freed table for pages it already knows.
   ASSERT_TRUE(m().AddModule({.name = "early-cleanup",
                              .kind = KernelModule::Kind::kDriver,
-                             .initcalls = {{InitcallLevel::kCore, "early_cleanup", [] {
+                             .initcalls = {{InitcallLevel::kCore, "early_cleanup",
+                                            [] {
                                               struct page* page = kho_restore_pages(victim, 1);
                                               if (page == nullptr) return -EINVAL;
                                               __free_pages(page, 0);

@@ -183,22 +183,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     KHOSIM_FUZZ_CHECK(s >= 0 && fd >= 0 && memfd >= 0);
     KHOSIM_FUZZ_CHECK(a.Ftruncate(memfd, kSize) == 0);
     KHOSIM_FUZZ_CHECK(a.Ioctl(fd, PCI_PASSTHROUGH_SET_MASTER, 1ul) == 0);
-    struct pci_passthrough_dma_map map = {.size = sizeof(map), .fd = memfd, .offset = 0,
-                                          .length = kSize, .iova = kIova[i]};
+    struct pci_passthrough_dma_map map = {
+        .size = sizeof(map), .fd = memfd, .offset = 0, .length = kSize, .iova = kIova[i]};
     KHOSIM_FUZZ_CHECK(a.Ioctl(fd, PCI_PASSTHROUGH_DMA_MAP_FILE, &map) == 0);
     KHOSIM_FUZZ_CHECK(khosim::luo::PreserveFd(a, s, memfd, 2) == 0);
     KHOSIM_FUZZ_CHECK(khosim::luo::PreserveFd(a, s, fd, 1) == 0);
     preserved.push_back(i);
   }
   if ((shape & 1) != 0) {
-    const khosim::drivers::IommuDomain& d = *khosim::drivers::IommuCore::FromFace(
-        iommu_get_domain_for_dev(&DevOf(m, "nvme0")->dev));
+    const khosim::drivers::IommuDomain& d =
+        *khosim::drivers::IommuCore::FromFace(iommu_get_domain_for_dev(&DevOf(m, "nvme0")->dev));
     run.top = d.top.value();
     run.leaf = LeafTable(d, kIova[0]);
     if ((shape & 4) != 0) {
-      m.dma_engine("nvme0")->Submit(khosim::hw::DmaDescriptor{
-          .op = khosim::hw::DmaOp::kCounter, .dst = kIova[0], .len = kSize, .pattern = 1,
-          .repeat = true});
+      m.dma_engine("nvme0")->Submit(khosim::hw::DmaDescriptor{.op = khosim::hw::DmaOp::kCounter,
+                                                              .dst = kIova[0],
+                                                              .len = kSize,
+                                                              .pattern = 1,
+                                                              .repeat = true});
     }
   }
 

@@ -2,6 +2,8 @@
 // of hand-built tables in physical memory, the IOTLB that keeps stale
 // entries until invalidated, every fault reason, the oracle's veto on
 // table pages, and each descriptor type of the engine with what stops it.
+#include "khosim/hw/iommu.h"
+
 #include <cstring>
 #include <memory>
 #include <string>
@@ -10,7 +12,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "khosim/hw/dma_engine.h"
-#include "khosim/hw/iommu.h"
 #include "khosim/hw/pci.h"
 #include "khosim/linux/intel_iommu_regs.h"
 #include "khosim/linux/pci_regs.h"
@@ -66,7 +67,8 @@ class IommuUnitTest : public ::testing::Test {
       }
       table = pte & DMA_PTE_ADDR_MASK;
     }
-    Put(table, (iova >> (12 + 9 * (leaf - 1))) & 511, pa | perms | (leaf > 1 ? DMA_PTE_LARGE_PAGE : 0));
+    Put(table, (iova >> (12 + 9 * (leaf - 1))) & 511,
+        pa | perms | (leaf > 1 ? DMA_PTE_LARGE_PAGE : 0));
   }
   Translation Go(uint64_t iova, bool write, DmaMemoryOracle* oracle = nullptr) {
     return unit_->Translate(kBus, kDevfn, iova, write, oracle);
@@ -160,8 +162,7 @@ class VetoingOracle : public DmaMemoryOracle {
   }
   DmaCheck CheckAccess(const PciFunction&, uint64_t, PhysAddr page, bool write) override {
     writes.push_back(page.value());
-    return page.value() == stray ? DmaCheck{DmaVerdict::kOtherOwner, "kernel memory"}
-                                 : DmaCheck{};
+    return page.value() == stray ? DmaCheck{DmaVerdict::kOtherOwner, "kernel memory"} : DmaCheck{};
   }
   uint64_t veto = 0;
   uint64_t stray = 0;

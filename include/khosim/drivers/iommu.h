@@ -64,7 +64,7 @@ struct IommuDomain {
   // of devices attached there.
   absl::flat_hash_map<IommuUnitState*, std::pair<uint16_t, int>> dids;
   uint64_t mapped_bytes = 0;
-  bool restored = false;  // adopted from the previous kernel's tables
+  bool restored = false;       // adopted from the previous kernel's tables
   uint64_t restored_from = 0;  // kernel B: the iommu_domain_ser it came from
 };
 

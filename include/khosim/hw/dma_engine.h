@@ -56,9 +56,9 @@ struct DmaDescriptor {
 // machine, which adds the kernel and the phase.
 struct DmaEvent {
   enum class Kind {
-    kFault,        // the IOMMU refused a translation; the engine halted
-    kStrayWrite,   // a write landed in memory the kernel owns otherwise
-    kStopped,      // bus mastering went off with work pending
+    kFault,       // the IOMMU refused a translation; the engine halted
+    kStrayWrite,  // a write landed in memory the kernel owns otherwise
+    kStopped,     // bus mastering went off with work pending
   };
   Kind kind = Kind::kFault;
   std::string device;  // the function's name

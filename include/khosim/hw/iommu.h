@@ -35,8 +35,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "khosim/base/types.h"
-#include "khosim/hw/physical_memory.h"
 #include "khosim/hw/pci_topology.h"
+#include "khosim/hw/physical_memory.h"
 
 namespace khosim::hw {
 
@@ -80,12 +80,12 @@ class DmaMemoryOracle {
 enum class IommuFaultReason {
   kRootNotPresent,
   kContextNotPresent,
-  kContextInvalid,     // reserved translation type or unsupported width
-  kAddressTooWide,     // IOVA beyond the context's address width
-  kPteNotPresent,      // no mapping
-  kWriteNotAllowed,    // mapped without DMA_PTE_WRITE
-  kReadNotAllowed,     // mapped without DMA_PTE_READ
-  kTablePageInvalid,   // a table page the kernel does not hold as one
+  kContextInvalid,    // reserved translation type or unsupported width
+  kAddressTooWide,    // IOVA beyond the context's address width
+  kPteNotPresent,     // no mapping
+  kWriteNotAllowed,   // mapped without DMA_PTE_WRITE
+  kReadNotAllowed,    // mapped without DMA_PTE_READ
+  kTablePageInvalid,  // a table page the kernel does not hold as one
 };
 const char* IommuFaultReasonName(IommuFaultReason reason);
 

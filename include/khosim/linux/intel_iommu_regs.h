@@ -31,19 +31,19 @@
 #define DMA_CCMD_ICC (1ULL << 63)
 #define DMA_CCMD_GLOBAL_INVL (1ULL << 61)
 #define DMA_CCMD_DOMAIN_INVL (2ULL << 61)
-#define DMA_CCMD_DID(d) ((u64)((d) & 0xffff))
+#define DMA_CCMD_DID(d) ((u64)((d)&0xffff))
 
 // IOTLB invalidate register.
 #define DMA_TLB_IVT (1ULL << 63)
 #define DMA_TLB_GLOBAL_FLUSH (1ULL << 60)
 #define DMA_TLB_DSI_FLUSH (2ULL << 60)
-#define DMA_TLB_DID(id) ((u64)((id) & 0xffff) << 32)
+#define DMA_TLB_DID(id) ((u64)((id)&0xffff) << 32)
 
 // Fault status: primary pending fault.
 #define DMA_FSTS_PPF (1U << 1)
 
 // Capability fields.
-#define cap_ndoms(c) (1UL << (4 + 2 * ((c) & 0x7)))
+#define cap_ndoms(c) (1UL << (4 + 2 * ((c)&0x7)))
 #define cap_sagaw(c) (((c) >> 8) & 0x1f)
 #define cap_mgaw(c) ((((c) >> 16) & 0x3f) + 1)
 #define cap_super_page_val(c) (((c) >> 34) & 0xf)

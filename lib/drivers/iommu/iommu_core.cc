@@ -1,11 +1,10 @@
 // The IOMMU core: bring-up, device probe, domains, attach and DMA
 // ownership (see khosim/drivers/iommu.h). VT-d programming is in vtd.cc,
 // live update in liveupdate.cc, the DMA checks in dma_oracle.cc.
-#include "khosim/drivers/iommu.h"
-
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "khosim/drivers/iommu.h"
 #include "khosim/linux/err.h"
 #include "khosim/linux/intel_iommu_regs.h"
 #include "liveupdate.h"
@@ -16,7 +15,11 @@ std::unique_ptr<hw::DmaMemoryOracle> MakeDmaOracle(IommuCore& core, mm::Mm& mm, 
 
 IommuCore::IommuCore(KernelContext& ctx, mm::Mm& mm, kho::Kho& kho, hw::IommuHardware& hw,
                      PciCore* pci)
-    : ctx_(ctx), mm_(mm), kho_(kho), hw_(hw), pci_(pci),
+    : ctx_(ctx),
+      mm_(mm),
+      kho_(kho),
+      hw_(hw),
+      pci_(pci),
       liveupdate_(std::make_unique<IommuLiveUpdate>(*this)) {
   oracle_ = MakeDmaOracle(*this, mm_, kho_);
   ctx_.set_slot(KernelSlot::kIommu, this);
@@ -71,9 +74,10 @@ int IommuCore::Init() {
   if (pci_ != nullptr) {
     for (struct pci_dev* pdev : pci_->devices()) Probe(pdev);
   }
-  ctx_.Trace("iommu", "init", {{"units", absl::StrCat(units_.size())},
-                               {"devices", absl::StrCat(devices_.size())},
-                               {"incoming", liveupdate_->has_incoming() ? "1" : "0"}});
+  ctx_.Trace("iommu", "init",
+             {{"units", absl::StrCat(units_.size())},
+              {"devices", absl::StrCat(devices_.size())},
+              {"incoming", liveupdate_->has_incoming() ? "1" : "0"}});
   return err;
 }
 

@@ -128,15 +128,18 @@ void IommuLiveUpdate::RestoreChain(uint64_t head, size_t size, const char* what,
     struct folio* folio = kho_restore_folio(pa);
     // Upstream BUG_ONs; a chain that loops back reaches a page already
     // restored, which fails here too.
-    if (folio == nullptr) panic("BUG: iommu: liveupdate: cannot restore %s array page %#llx", what,
-                                static_cast<unsigned long long>(pa));
+    if (folio == nullptr)
+      panic("BUG: iommu: liveupdate: cannot restore %s array page %#llx", what,
+            static_cast<unsigned long long>(pa));
     auto* hdr = static_cast<struct iommu_array_hdr_ser*>(folio_address(folio));
     incoming_->pages.push_back(hdr);
     if (hdr->nr_objects > PerPage(size)) {
-      panic("iommu: liveupdate: %s array page %#llx claims %llu objects, room for %llu "
-            "(upstream reads past the page)", what, static_cast<unsigned long long>(pa),
-            static_cast<unsigned long long>(hdr->nr_objects),
-            static_cast<unsigned long long>(PerPage(size)));
+      panic(
+          "iommu: liveupdate: %s array page %#llx claims %llu objects, room for %llu "
+          "(upstream reads past the page)",
+          what, static_cast<unsigned long long>(pa),
+          static_cast<unsigned long long>(hdr->nr_objects),
+          static_cast<unsigned long long>(PerPage(size)));
     }
     auto* first = reinterpret_cast<char*>(hdr + 1);
     for (uint64_t i = 0; i < hdr->nr_objects; ++i) objects->push_back(first + i * size);
@@ -183,9 +186,11 @@ int IommuLiveUpdate::FlbRetrieve(struct liveupdate_flb_op_args* args) {
     if (!live(dev->hdr)) continue;
     const struct iommu_dev_map_ser& map = dev->domain_iommu_ser;
     if (!in.domain_slots.contains(map.domain_phys) || !in.unit_slots.contains(map.iommu_phys)) {
-      pr_err("iommu: liveupdate: device %04x:%02x:%02x.%d names no preserved domain or unit; "
-             "not restored", dev->pci_domain_nr, (dev->devid >> 8) & 0xff,
-             PCI_SLOT(dev->devid & 0xff), PCI_FUNC(dev->devid & 0xff));
+      pr_err(
+          "iommu: liveupdate: device %04x:%02x:%02x.%d names no preserved domain or unit; "
+          "not restored",
+          dev->pci_domain_nr, (dev->devid >> 8) & 0xff, PCI_SLOT(dev->devid & 0xff),
+          PCI_FUNC(dev->devid & 0xff));
       continue;
     }
     in.devices.push_back(dev);
@@ -290,8 +295,7 @@ void IommuLiveUpdate::UnpreserveDomain(IommuDomain& d) {
   d.face.preserved_state = nullptr;
 }
 
-struct iommu_hw_ser* IommuLiveUpdate::PreserveUnit(Outgoing& out, IommuUnitState& unit,
-                                                   int* err) {
+struct iommu_hw_ser* IommuLiveUpdate::PreserveUnit(Outgoing& out, IommuUnitState& unit, int* err) {
   struct iommu_hw_ser* ser;
   if (auto it = out.unit_sers.find(&unit); it != out.unit_sers.end()) {
     ser = it->second;

@@ -78,8 +78,8 @@ class IommuLiveUpdate {
     std::vector<struct iommu_hw_ser*> units;
     std::vector<struct iommu_domain_ser*> domains;
     std::vector<struct iommu_device_ser*> devices;
-    absl::flat_hash_set<uint64_t> unit_slots, domain_slots;  // physical addresses
-    absl::flat_hash_map<uint64_t, IommuDomain*> restored;    // domain slot -> domain
+    absl::flat_hash_set<uint64_t> unit_slots, domain_slots;        // physical addresses
+    absl::flat_hash_map<uint64_t, IommuDomain*> restored;          // domain slot -> domain
     absl::flat_hash_map<uint64_t, IommuUnitState*> adopted_units;  // unit slot -> unit
   };
 

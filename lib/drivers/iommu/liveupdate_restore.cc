@@ -71,8 +71,8 @@ bool IommuLiveUpdate::AdoptUnit(IommuUnitState& unit) {
   for (unsigned bus = 0; bus < 256; ++bus) {
     const uint64_t root_lo = ReadEntry(unit.root, bus * 2);
     if ((root_lo & 1) != 0 && !contexts.contains(root_lo & VTD_PAGE_MASK)) {
-      WARN(true, "iommu: dmar%d: root entry of bus %u names an unpreserved context table",
-           unit.seq, bus);
+      WARN(true, "iommu: dmar%d: root entry of bus %u names an unpreserved context table", unit.seq,
+           bus);
       core_.WriteEntry(unit.root, bus * 2, 0);
       unit.context[bus] = PhysAddr();
     }
@@ -147,7 +147,8 @@ void IommuLiveUpdate::RestoreDevice(struct dev_iommu& dev) {
            pci_name(dev.pdev));
     return;
   }
-  auto* dser = static_cast<struct iommu_domain_ser*>(phys_to_virt(ser->domain_iommu_ser.domain_phys));
+  auto* dser =
+      static_cast<struct iommu_domain_ser*>(phys_to_virt(ser->domain_iommu_ser.domain_phys));
   IommuDomain* d = RestoreDomain(dser);
   const uint64_t did = ser->domain_iommu_ser.attachment_id;
   if (d == nullptr || did == 0 || did >= dev.unit->dids.size()) {

@@ -13,8 +13,8 @@
 #include "khosim/drivers/iommu.h"
 #include "khosim/linux/atomic.h"
 #include "khosim/linux/gfp.h"
-#include "khosim/linux/mm_types.h"
 #include "khosim/linux/intel_iommu_regs.h"
+#include "khosim/linux/mm_types.h"
 
 namespace khosim::drivers {
 namespace {
@@ -98,8 +98,8 @@ int IommuCore::EnsureContextTable(IommuUnitState& unit, uint8_t bus) {
   return 0;
 }
 
-void IommuCore::WriteContext(IommuUnitState& unit, const struct pci_dev* pdev,
-                             IommuDomain* domain, uint16_t did) {
+void IommuCore::WriteContext(IommuUnitState& unit, const struct pci_dev* pdev, IommuDomain* domain,
+                             uint16_t did) {
   const PhysAddr table = unit.context[pdev->bus->number];
   if (table.IsNull()) return;
   const unsigned slot = pdev->devfn * 2u;
@@ -146,8 +146,8 @@ int IommuCore::Map(struct iommu_domain* face, uint64_t iova, uint64_t paddr, uin
       end - 1 > face->geometry.aperture_end) {
     return -EINVAL;
   }
-  const uint64_t leaf_bits = ((prot & IOMMU_READ) ? DMA_PTE_READ : 0) |
-                             ((prot & IOMMU_WRITE) ? DMA_PTE_WRITE : 0);
+  const uint64_t leaf_bits =
+      ((prot & IOMMU_READ) ? DMA_PTE_READ : 0) | ((prot & IOMMU_WRITE) ? DMA_PTE_WRITE : 0);
   uint64_t done = 0;
   int err = 0;
   while (done < size && err == 0) {

@@ -29,9 +29,9 @@ struct pci_passthrough_dma_ser {
 struct pci_passthrough_ser {
   u32 domain;
   u16 bdf;
-  u16 nr_maps;        // entries of maps[] in use (0: no DMA)
-  u64 iommu_domain;   // physical address of the domain's iommu_domain_ser; 0: none
-  u64 owner_token;    // the device's dma_owner_token
+  u16 nr_maps;       // entries of maps[] in use (0: no DMA)
+  u64 iommu_domain;  // physical address of the domain's iommu_domain_ser; 0: none
+  u64 owner_token;   // the device's dma_owner_token
   struct pci_passthrough_dma_ser maps[PCI_PASSTHROUGH_MAX_DMA_MAPS];
 } __packed;
 
