@@ -124,13 +124,18 @@ class IommuMistakesTest : public DmaFixture {
     if (preserve_memfd) {
       ASSERT_EQ(luo::PreserveFd(p(), s, memfd_, 2), 0);
     }
-    struct file* file = anon_inode_getfile("[careless]", &careless_fops, Dev("nvme0"), O_RDWR);
-    const int fd = p().ReserveFd(0);
-    p().InstallFd(fd, file);
-    ASSERT_EQ(luo::PreserveFd(p(), s, fd, 1), 0);
+    ASSERT_EQ(PreserveCareless(s), 0);
     Run(5);
     ASSERT_THAT(Events(), IsEmpty());
     Kexec();
+  }
+  // A careless file for nvme0, installed in the VMM and preserved in
+  // session |s| at token 1: 0 or the errno.
+  int PreserveCareless(int s) {
+    struct file* file = anon_inode_getfile("[careless]", &careless_fops, Dev("nvme0"), O_RDWR);
+    const int fd = p().ReserveFd(0);
+    p().InstallFd(fd, file);
+    return luo::PreserveFd(p(), s, fd, 1);
   }
   int memfd_ = -1;
 };
@@ -186,10 +191,7 @@ TEST_F(IommuMistakesTest, ATablePageFreedByKernelB) {
   StartCounter("nvme0", kGuestIova, kGuestSize);
   const int s = Create("vm0");
   ASSERT_EQ(luo::PreserveFd(p(), s, memfd_, 2), 0);
-  struct file* file = anon_inode_getfile("[careless]", &careless_fops, Dev("nvme0"), O_RDWR);
-  const int fd = p().ReserveFd(0);
-  p().InstallFd(fd, file);
-  ASSERT_EQ(luo::PreserveFd(p(), s, fd, 1), 0);
+  ASSERT_EQ(PreserveCareless(s), 0);
   // The IOTLB would hide the freed table for pages it already knows.
   ASSERT_TRUE(m().AddModule({.name = "early-cleanup",
                              .kind = KernelModule::Kind::kDriver,
@@ -229,10 +231,7 @@ TEST_F(IommuMistakesTest, AnUnclaimedDeviceIsBlockedBeforeItsTablesAreFreed) {
   StartCounter("nvme0", kGuestIova, kGuestSize);
   const int s = Create("vm0");
   ASSERT_EQ(luo::PreserveFd(p(), s, memfd_, 2), 0);
-  struct file* file = anon_inode_getfile("[careless]", &careless_fops, Dev("nvme0"), O_RDWR);
-  const int fd = p().ReserveFd(0);
-  p().InstallFd(fd, file);
-  ASSERT_EQ(luo::PreserveFd(p(), s, fd, 1), 0);
+  ASSERT_EQ(PreserveCareless(s), 0);
   for (const luo::Luo::FlbInfo& flb : m().kernel().luo().Flbs()) {
     if (flb.compatible != IOMMU_LUO_FLB_COMPATIBLE) continue;
     auto* ser = static_cast<struct iommu_flb_ser*>(phys_to_virt(flb.outgoing_data));
