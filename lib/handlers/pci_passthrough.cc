@@ -47,6 +47,7 @@ int ppt_open(struct inode* /*inode*/, struct file* file) {
 
 int ppt_release(struct inode* /*inode*/, struct file* file) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
+  ppt_iommufd_release(ppt);
   ppt_dma_release(ppt);
   file->f_free = nullptr;  // released: nothing left for it (and ppt may go now)
   ppt->opened = false;
@@ -56,9 +57,15 @@ int ppt_release(struct inode* /*inode*/, struct file* file) {
 
 long ppt_ioctl(struct file* file, unsigned int cmd, unsigned long arg) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
+  if (cmd == PCI_PASSTHROUGH_BIND_IOMMUFD || cmd == PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT ||
+      cmd == PCI_PASSTHROUGH_DETACH_IOMMUFD_PT) {
+    return ppt->unbound ? -ENODEV : ppt_iommufd_ioctl(ppt, cmd, arg);
+  }
   if (cmd != PCI_PASSTHROUGH_SET_MASTER && cmd != PCI_PASSTHROUGH_DMA_MAP_FILE) return -ENOTTY;
   if (ppt->unbound) return -ENODEV;
-  if (cmd == PCI_PASSTHROUGH_DMA_MAP_FILE) return ppt_dma_map_file(ppt, arg);
+  if (cmd == PCI_PASSTHROUGH_DMA_MAP_FILE) {
+    return ppt->idev != nullptr ? -EBUSY : ppt_dma_map_file(ppt, arg);
+  }
   if (arg > 1) return -EINVAL;
   if (arg != 0) {
     pci_set_master(ppt->pdev);
@@ -136,6 +143,12 @@ int ppt_preserve(struct liveupdate_file_op_args* args) {
     kho_unpreserve_free(ser);
     return err;
   }
+  if (int err = ppt_iommufd_preserve(ppt, args->session); err != 0) {
+    ppt_dma_unpreserve(ppt);
+    pci_liveupdate_unpreserve(ppt->pdev);
+    kho_unpreserve_free(ser);
+    return err;
+  }
   ser->domain = static_cast<u32>(pci_domain_nr(ppt->pdev->bus));
   ser->bdf = pci_dev_id(ppt->pdev);
   args->serialized_data = virt_to_phys(ser);
@@ -145,6 +158,7 @@ int ppt_preserve(struct liveupdate_file_op_args* args) {
 
 void ppt_unpreserve(struct liveupdate_file_op_args* args) {
   auto* ppt = reinterpret_cast<struct ppt_device*>(args->file->private_data);
+  ppt_iommufd_unpreserve(ppt);
   ppt_dma_unpreserve(ppt);
   pci_liveupdate_unpreserve(ppt->pdev);
   kho_unpreserve_free(args->private_data);
@@ -190,7 +204,13 @@ int ppt_retrieve(struct liveupdate_file_op_args* args) {
   return 0;
 }
 
-bool ppt_can_finish(struct liveupdate_file_op_args* args) { return args->retrieve_status > 0; }
+// Retrieved, and a device that came in through an iommufd taken over by
+// the retrieved iommufd (as VFIO: finish before binding fails).
+bool ppt_can_finish(struct liveupdate_file_op_args* args) {
+  if (args->retrieve_status <= 0) return false;
+  auto* ppt = reinterpret_cast<struct ppt_device*>(args->file->private_data);
+  return !iommufd_device_awaits_bind(&ppt->pdev->dev);
+}
 
 // Only after a successful retrieve (can_finish), so the record is restored.
 void ppt_finish(struct liveupdate_file_op_args* args) {

@@ -5,6 +5,7 @@
 
 #include "khosim/linux/fs.h"
 #include "khosim/linux/iommu.h"
+#include "khosim/linux/iommufd.h"
 #include "khosim/linux/kho/abi/pci_passthrough.h"
 #include "khosim/linux/liveupdate.h"
 #include "khosim/linux/miscdevice.h"
@@ -33,6 +34,9 @@ struct ppt_device {
   u64 owner_token;
   struct ppt_dma_map maps[PCI_PASSTHROUGH_MAX_DMA_MAPS];
   unsigned nr_maps;
+  // Or DMA through an iommufd (the VFIO cdev way): the binding, NULL when
+  // unbound.
+  struct iommufd_device* idev;
 };
 
 // PCI_PASSTHROUGH_DMA_MAP_FILE (see khosim/handlers/pci_passthrough.h).
@@ -49,5 +53,12 @@ void ppt_dma_unpreserve(struct ppt_device* ppt);
 // Retrieve: takes over the restored domain and re-pins the memfds.
 int ppt_dma_retrieve(struct ppt_device* ppt, struct liveupdate_session* session,
                      const struct pci_passthrough_ser* ser);
+
+// The iommufd half (pci_passthrough_iommufd.cc): the BIND / ATTACH /
+// DETACH ioctls; unbinding at release; preserving the binding.
+long ppt_iommufd_ioctl(struct ppt_device* ppt, unsigned int cmd, unsigned long arg);
+void ppt_iommufd_release(struct ppt_device* ppt);
+int ppt_iommufd_preserve(struct ppt_device* ppt, struct liveupdate_session* session);
+void ppt_iommufd_unpreserve(struct ppt_device* ppt);
 
 #endif  // KHOSIM_LIB_HANDLERS_PCI_PASSTHROUGH_INTERNAL_H_

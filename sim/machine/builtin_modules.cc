@@ -8,9 +8,11 @@
 
 #include "khosim/abi/hugetlb_luo.h"
 #include "khosim/abi/memfd_luo.h"
+#include "khosim/drivers/iommufd.h"
 #include "khosim/handlers/hugetlb_luo.h"
 #include "khosim/handlers/memfd_luo.h"
 #include "khosim/handlers/pci_passthrough.h"
+#include "khosim/linux/kho/abi/iommufd.h"
 #include "khosim/linux/kho/abi/pci.h"
 #include "khosim/linux/kho/abi/pci_passthrough.h"
 #include "khosim/machine/kernel_module.h"
@@ -54,6 +56,13 @@ ModuleRegistry MakeBuiltin() {
           .compatibles = {PCI_PASSTHROUGH_LUO_COMPATIBLE},
           .flbs = {PCI_LUO_FLB_COMPATIBLE},
           .initcalls = {{InitcallLevel::kDevice, "pci_passthrough_init", pci_passthrough_init}},
+      },
+      {
+          .name = kIommufdModule,
+          .kind = KernelModule::Kind::kDriver,
+          .description = "/dev/iommu and its file handler (docs/iommu.md, iommufd)",
+          .compatibles = {IOMMUFD_LUO_COMPATIBLE},
+          .initcalls = {{InitcallLevel::kDevice, "iommufd_init", iommufd_init}},
       },
   };
   ModuleRegistry registry;

@@ -273,19 +273,21 @@ boots:
 TEST(ScenarioParseTest, HandlerErrorsNameLineAndField) {
   EXPECT_EQ(ParseError("boots: [{}, {handlers: [memfd, memfd-sprase]}]\n").message(),
             "t.yaml:1:32: boots[1].handlers[1]: unknown file handler \"memfd-sprase\" (known: "
-            "memfd, memfd-sparse, hugetlb, pci-passthrough)");
+            "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd)");
+  EXPECT_EQ(ParseError("machine: {handlers: [memfd-sparse-v1]}\nboots: [{}]\n").message(),
+            "t.yaml:1:22: machine.handlers[0]: unknown file handler \"memfd-sparse-v1\" (known: "
+            "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd; memfd-sparse-v1 is built by "
+            "memfd-sparse)");
   EXPECT_EQ(
-      ParseError("machine: {handlers: [memfd-sparse-v1]}\nboots: [{}]\n").message(),
-      "t.yaml:1:22: machine.handlers[0]: unknown file handler \"memfd-sparse-v1\" (known: "
-      "memfd, memfd-sparse, hugetlb, pci-passthrough; memfd-sparse-v1 is built by memfd-sparse)");
-  EXPECT_EQ(ParseError("machine: {handlers: [hugemfd-v1]}\nboots: [{}]\n").message(),
-            "t.yaml:1:22: machine.handlers[0]: unknown file handler \"hugemfd-v1\" (known: "
-            "memfd, memfd-sparse, hugetlb, pci-passthrough; hugemfd-v1 is built by hugetlb)");
+      ParseError("machine: {handlers: [hugemfd-v1]}\nboots: [{}]\n").message(),
+      "t.yaml:1:22: machine.handlers[0]: unknown file handler \"hugemfd-v1\" (known: "
+      "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd; hugemfd-v1 is built by hugetlb)");
   EXPECT_EQ(ParseError("boots: [{handlers: [memfd, memfd]}]\n").message(),
             "t.yaml:1:28: boots[0].handlers[1]: file handler memfd is listed twice");
   EXPECT_EQ(ParseError("boots: [{handlers: memfd}]\n").message(),
             "t.yaml:1:20: boots[0].handlers: expected a list of file handlers (e.g. [memfd, "
-            "memfd-sparse]; known: memfd, memfd-sparse, hugetlb, pci-passthrough), got \"memfd\"");
+            "memfd-sparse]; known: memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd), got "
+            "\"memfd\"");
   EXPECT_THAT(ParseError("machine: {ram: 1G}\nboots: [{cmdline: kho=on}, {cmdline: kho=on, "
                          "handlers: [memfd]}]\nprogram: {name: kho}\n")
                   .message(),
@@ -306,9 +308,9 @@ TEST(ScenarioParseTest, HandlerListForTheCommandLine) {
   EXPECT_TRUE(huge->Has(kMemfdModule) && huge->Has(kHugetlbModule) &&
               !huge->Has(kMemfdSparseModule));
   EXPECT_EQ(ModuleRegistry::Builtin().Format(*huge), "memfd, hugetlb");
-  EXPECT_EQ(
-      registry.ParseBuild("memfd,hugetlbfs").status().message(),
-      "unknown file handler \"hugetlbfs\" (known: memfd, memfd-sparse, hugetlb, pci-passthrough)");
+  EXPECT_EQ(registry.ParseBuild("memfd,hugetlbfs").status().message(),
+            "unknown file handler \"hugetlbfs\" (known: memfd, memfd-sparse, hugetlb, "
+            "pci-passthrough, iommufd)");
   EXPECT_EQ(registry.ParseBuild("memfd,memfd").status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -90,6 +90,7 @@ struct dev_iommu {
   bool singleton = true;
   struct iommu_device_ser* preserved = nullptr;  // kernel A: this device's record
   bool restored = false;                         // kernel B: came in preserved
+  bool restored_claimed = false;  // kernel B: claimed with the preserved owner token since
 };
 
 namespace khosim::drivers {

@@ -12,11 +12,19 @@
 //     it its own IOMMU domain and attaches it; the memfd's folios are
 //     pinned and mapped (a stand-in for VFIO + iommufd's IOAS_MAP_FILE);
 //     closing the file unmaps, unpins and lets the device go;
+//   - PCI_PASSTHROUGH_BIND_IOMMUFD / _ATTACH_IOMMUFD_PT / _DETACH_IOMMUFD_PT
+//     are the VFIO device cdev's VFIO_DEVICE_BIND_IOMMUFD and
+//     VFIO_DEVICE_[AT|DE]TACH_IOMMUFD_PT: the device's DMA then belongs to
+//     an iommufd (linux/iommufd.h) instead of DMA_MAP_FILE's own domain;
+//     the two are exclusive (-EBUSY);
 //   - preserving the file preserves the device (pci_liveupdate_preserve,
 //     its errnos) and, with DMA maps, the domain and the device through the
 //     IOMMU core (iommu_preserve_domain / iommu_preserve_device, their
 //     errnos); every mapped memfd must be preserved in the same session
-//     first (-ENOENT); the record is linux/kho/abi/pci_passthrough.h;
+//     first (-ENOENT); a device bound to an iommufd is preserved through
+//     it (iommufd_device_preserve: the iommufd must be preserved in the
+//     same session first, -ENOENT, with the device's HWPT marked, -EINVAL);
+//     the record is linux/kho/abi/pci_passthrough.h;
 //   - in the next kernel the device is probed again, but its node refuses
 //     open (-EBUSY) until the file is retrieved from LUO; retrieve finds
 //     the device by domain and BDF (-ENODEV if it is gone or bound to
@@ -24,7 +32,8 @@
 //     (-ENOENT if it did not) after checking each IOVA still maps the
 //     memfd's folio (-EINVAL), retrieving the memfds through their tokens;
 //     finish calls pci_liveupdate_finish and needs the file retrieved
-//     first (can_finish).
+//     first, and a device that came in attached through an iommufd bound
+//     to the retrieved iommufd (can_finish).
 // A kernel built with module "pci-passthrough" (off by default) registers
 // driver and handler from a device initcall.
 #ifndef KHOSIM_HANDLERS_PCI_PASSTHROUGH_H_
@@ -40,6 +49,18 @@
 // IOMMU translates the device); -EEXIST (IOVA overlap); -EBUSY (the
 // device's domain is preserved); -ENOMEM.
 #define PCI_PASSTHROUGH_DMA_MAP_FILE 0x5002
+// ioctl(fd, PCI_PASSTHROUGH_BIND_IOMMUFD, &struct pci_passthrough_bind_iommufd):
+// 0; -EFAULT; -EINVAL (size field); -EBADF; -EBADFD (not an iommufd);
+// -EBUSY (bound already, or DMA_MAP_FILE maps exist); the errnos of
+// iommufd_device_bind (-EPERM: a device that came in preserved and an
+// iommufd other than the retrieved one).
+#define PCI_PASSTHROUGH_BIND_IOMMUFD 0x5003
+// ioctl(fd, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &struct pci_passthrough_attach_pt):
+// 0 (pt_id: the HWPT attached); -EFAULT; -EINVAL (size field, not bound);
+// the errnos of iommufd_device_attach.
+#define PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT 0x5004
+// ioctl(fd, PCI_PASSTHROUGH_DETACH_IOMMUFD_PT, 0): 0; -EINVAL (not bound).
+#define PCI_PASSTHROUGH_DETACH_IOMMUFD_PT 0x5005
 
 #include "khosim/linux/types.h"
 
@@ -49,6 +70,17 @@ struct pci_passthrough_dma_map {
   u64 offset;
   u64 length;
   u64 iova;
+};
+
+struct pci_passthrough_bind_iommufd {
+  u32 size;  // sizeof(struct pci_passthrough_bind_iommufd)
+  s32 iommufd;
+  u32 out_devid;
+};
+
+struct pci_passthrough_attach_pt {
+  u32 size;   // sizeof(struct pci_passthrough_attach_pt)
+  u32 pt_id;  // an IOAS or HWPT id; out: the HWPT
 };
 
 // Registers the driver, the file handler and links the PCI FLB to it. 0,

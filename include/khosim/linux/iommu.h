@@ -110,4 +110,20 @@ void iommu_unpreserve_device(struct iommu_domain* domain, struct device* dev);
 // a file's record names), or NULL if that record was not restored.
 struct iommu_domain* iommu_get_restored_domain(phys_addr_t domain_ser_phys);
 
+// What a device that came in preserved was restored with: the address of
+// its domain's iommu_domain_ser, the preserved dma_owner_token (the
+// device's group is owned by it), and whether a driver has claimed DMA
+// ownership with that token since (proving it took the device over).
+struct iommu_restored_device {
+  phys_addr_t domain_ser;
+  u64 dma_owner_token;
+  bool claimed;
+};
+// 0; -ENOENT (|dev| did not come in preserved, or its domain could not be
+// restored).
+int iommu_get_restored_device(struct device* dev, struct iommu_restored_device* out);
+// The number of devices attached to |domain| (a restored domain counts the
+// devices the IOMMU core attached at probe).
+unsigned int iommu_domain_nr_devices(struct iommu_domain* domain);
+
 #endif  // KHOSIM_LINUX_IOMMU_H_

@@ -10,7 +10,8 @@ inline constexpr char kMemfdModule[] = "memfd";               // "memfd-v2"
 inline constexpr char kMemfdSparseModule[] = "memfd-sparse";  // "memfd-sparse-v1"
 inline constexpr char kHugetlbModule[] = "hugetlb";           // "hugemfd-v1", FLB "hugetlb-v1"
 inline constexpr char kPciPassthroughModule[] =
-    "pci-passthrough";  // "pci-passthrough-v2", FLB "pci"
+    "pci-passthrough";                               // "pci-passthrough-v2", FLB "pci"
+inline constexpr char kIommufdModule[] = "iommufd";  // "iommufd-v1"
 
 }  // namespace khosim
 

@@ -173,6 +173,7 @@ void IommuCore::DomainFree(struct iommu_domain* face) {
     }
   }
   if (face->preserved_state != nullptr) liveupdate_->UnpreserveDomain(*d);
+  if (d->restored) liveupdate_->ForgetRestored(*d);
   FreeTables(*d, d->top, d->levels);
   std::erase_if(domains_, [d](const auto& p) { return p.get() == d; });
 }
@@ -235,6 +236,7 @@ int IommuCore::ClaimDmaOwner(struct device* device, void* owner) {
   struct dev_iommu* dev = StateOf(device);
   if (dev == nullptr) return -ENODEV;
   if (dev->owner_cnt != 0 && dev->owner != owner) return -EPERM;
+  if (dev->restored && dev->owner_cnt != 0) dev->restored_claimed = true;
   dev->owner = owner;
   ++dev->owner_cnt;
   return 0;

@@ -106,3 +106,23 @@ struct iommu_domain* iommu_get_restored_domain(phys_addr_t domain_ser_phys) {
   khosim::drivers::IommuDomain* d = core->liveupdate().RestoredDomain(domain_ser_phys);
   return d == nullptr ? nullptr : &d->face;
 }
+
+int iommu_get_restored_device(struct device* dev, struct iommu_restored_device* out) {
+  IommuCore* core = Core();
+  struct dev_iommu* state = core == nullptr || dev == nullptr ? nullptr : dev->iommu;
+  if (state == nullptr || !state->restored || state->domain == nullptr ||
+      !state->domain->restored) {
+    return -ENOENT;
+  }
+  *out = {.domain_ser = state->domain->restored_from,
+          .dma_owner_token = static_cast<u64>(reinterpret_cast<uintptr_t>(state->owner)),
+          .claimed = state->restored_claimed};
+  return 0;
+}
+
+unsigned int iommu_domain_nr_devices(struct iommu_domain* domain) {
+  if (Core() == nullptr || domain == nullptr) return 0;
+  unsigned int n = 0;
+  for (const auto& [unit, did] : IommuCore::FromFace(domain)->dids) n += did.second;
+  return n;
+}

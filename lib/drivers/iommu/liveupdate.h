@@ -60,7 +60,12 @@ class IommuLiveUpdate {
   // Attaches |dev| to its restored domain if the previous kernel preserved
   // it (restoring the domain's tables the first time).
   void RestoreDevice(struct dev_iommu& dev);
+  // NULL once the restored domain was freed.
   IommuDomain* RestoredDomain(uint64_t domain_ser_phys) const;
+  // A restored domain is being freed: its record stays counted as restored
+  // (its tables are freed by the domain, not by finish) but no longer
+  // names the domain.
+  void ForgetRestored(const IommuDomain& d);
   bool has_incoming() const { return incoming_ != nullptr; }
 
  private:

@@ -181,6 +181,13 @@ IommuDomain* IommuLiveUpdate::RestoredDomain(uint64_t domain_ser_phys) const {
   return it == incoming_->restored.end() ? nullptr : it->second;
 }
 
+void IommuLiveUpdate::ForgetRestored(const IommuDomain& d) {
+  if (incoming_ == nullptr) return;
+  if (auto it = incoming_->restored.find(d.restored_from); it != incoming_->restored.end()) {
+    it->second = nullptr;
+  }
+}
+
 void IommuLiveUpdate::Block(IommuUnitState& unit, uint8_t bus, uint8_t devfn) {
   const PhysAddr table = unit.context[bus];
   if (table.IsNull()) return;
