@@ -20,9 +20,11 @@ constexpr char kDefaultScenario[] =
 # NVMe-like device and vm2 an accelerator passed through (the example PCI
 # hardware, the pci-passthrough driver): each VMM starts its device and
 # preserves it with the VM's RAM. vm0's device writes into vm0's RAM by
-# DMA the whole time (mapped at IOVA 4 GiB through its IOMMU domain, a
-# counter streaming into it): through both kexecs, through adopted IOMMU
-# page tables, with every DMA access checked and every value verified. In each update the running VMMs preserve
+# DMA the whole time (a counter streaming into it at IOVA 4 GiB, mapped
+# through an iommufd HWPT that is marked for live update): through both
+# kexecs, through adopted IOMMU page tables; each next VMM binds nvme0 to
+# the retrieved iommufd, restores the HWPT and moves the device to a fresh
+# one, with every DMA access checked and every value verified. In each update the running VMMs preserve
 # their sessions, the kernel kexecs, and new VMMs retrieve the sessions,
 # verify the bytes and that each device came back at its address, incoming
 # and still mastering, finish them, and (in boot 2) preserve the same
@@ -34,7 +36,7 @@ version: 1
 name: default
 description: five VMs with memfd and hugetlb guest RAM and two passed-through PCI devices in LUO sessions across two kexecs
 machine:
-  {ram: 6G, nodes: 2, page_size: 4K, seed: 1, scrub: poison, handlers: [memfd, hugetlb, pci-passthrough], pci: example}
+  {ram: 6G, nodes: 2, page_size: 4K, seed: 1, scrub: poison, handlers: [memfd, hugetlb, pci-passthrough, iommufd], pci: example}
 files:
   vm0-ram: {kind: memfd, size: 96M, content: {generator: random}}
   vm1-ram: {kind: memfd, size: 96M, content: {generator: random}}
@@ -51,13 +53,16 @@ files:
     page_size: 1G
     size: 1G
     content: {generator: sampled, stride: 2M, extents: [{offset: 0, length: 8M}]}
-  nvme0: {kind: device, dma: {file: vm0-ram, iova: 4G}}  # PCI functions of machine.pci
+  vm0-iommufd: {kind: iommufd}  # /dev/iommu: nvme0's DMA goes through it
+  nvme0: {kind: device, dma: {file: vm0-ram, iova: 4G, iommufd: vm0-iommufd}}  # PCI functions of machine.pci
   accel0: {kind: device}
 boots:
   - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1
     processes:
       - name: vmm-vm0
-        sessions: [{name: vm0, preserve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}]}]
+        sessions:
+          - name: vm0
+            preserve: [{token: 0x10, file: vm0-ram}, {token: 0x30, file: vm0-iommufd}, {token: 0x20, file: nvme0}]
       - name: vmm-vm1
         sessions:
           - name: vm1
@@ -73,8 +78,8 @@ boots:
       - name: vmm-vm0
         sessions:
           - name: vm0
-            retrieve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}]
-            preserve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}]
+            retrieve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}, {token: 0x30, file: vm0-iommufd}]
+            preserve: [{token: 0x10, file: vm0-ram}, {token: 0x30, file: vm0-iommufd}, {token: 0x20, file: nvme0}]
       - name: vmm-vm1
         sessions:
           - name: vm1
@@ -98,7 +103,9 @@ boots:
   - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1
     processes:
       - name: vmm-vm0
-        sessions: [{name: vm0, retrieve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}]}]
+        sessions:
+          - name: vm0
+            retrieve: [{token: 0x10, file: vm0-ram}, {token: 0x20, file: nvme0}, {token: 0x30, file: vm0-iommufd}]
       - name: vmm-vm1
         sessions:
           - name: vm1

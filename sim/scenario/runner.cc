@@ -301,6 +301,7 @@ void Runner::Impl::RunUserspace(int boot, const BootSpec& spec, BootReport& br) 
   std::vector<RetrievedFile> files;
   if (!BindDevices(boot, spec)) return;
   if (!RetrievePhase(boot, spec, br, &sessions, &files)) return;
+  if (!ReclaimPhase(boot, files)) return;
   if (!VerifyPhase(boot, br, files)) return;
   if (!FinishPhase(boot, br, sessions)) return;
   if (!WritePhase(boot, spec)) return;

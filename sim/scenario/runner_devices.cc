@@ -64,23 +64,31 @@ bool Runner::Impl::StartDma(int boot, const FileSpec& device) {
                                 "hold in this boot",
                                 boot, device.name, dma.file, dev.process->name()));
   }
+  if (!dma.iommufd.empty()) {
+    if (!MapThroughIommufd(boot, device)) return false;
+  } else if (!MapForDma(boot, device, target->second)) {
+    return false;
+  }
+  hw::DmaEngine* engine = m_->dma_engine(device.device);
+  engine->Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter,
+                                   .dst = dma.iova,
+                                   .len = s_.FindFile(dma.file)->size,
+                                   .pattern = kDmaCounterBase,
+                                   .repeat = true});
+  return true;
+}
+
+bool Runner::Impl::MapForDma(int boot, const FileSpec& device, const Held& target) {
+  const DmaSpec& dma = *device.dma;
+  const Held& dev = held_.at(device.name);
   const FileSpec& memfd = *s_.FindFile(dma.file);
-  struct pci_passthrough_dma_map map = {.size = sizeof(map),
-                                        .fd = target->second.fd,
-                                        .offset = 0,
-                                        .length = memfd.size,
-                                        .iova = dma.iova};
+  struct pci_passthrough_dma_map map = {
+      .size = sizeof(map), .fd = target.fd, .offset = 0, .length = memfd.size, .iova = dma.iova};
   if (const long err = dev.process->Ioctl(dev.fd, PCI_PASSTHROUGH_DMA_MAP_FILE, &map); err != 0) {
     return Stop(Outcome::kFailed,
                 absl::StrFormat("boot %d: device %s: DMA map of %s at IOVA %#x: %s", boot,
                                 device.name, dma.file, dma.iova, ErrnoName(err)));
   }
-  hw::DmaEngine* engine = m_->dma_engine(device.device);
-  engine->Submit(hw::DmaDescriptor{.op = hw::DmaOp::kCounter,
-                                   .dst = dma.iova,
-                                   .len = memfd.size,
-                                   .pattern = kDmaCounterBase,
-                                   .repeat = true});
   return true;
 }
 

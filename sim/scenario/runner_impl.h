@@ -189,6 +189,12 @@ class Runner::Impl {
   int OpenDeviceFile(fs::Process& p, const FileSpec& file);
   // Maps the device's DMA target and starts its engine's counter.
   bool StartDma(int boot, const FileSpec& device);
+  bool MapForDma(int boot, const FileSpec& device, const Held& target);
+  // runner_iommufd.cc: a device's DMA through an iommufd, and in the next
+  // kernel the VMM's reclaim (bind to the retrieved iommufd, restore the
+  // HWPT, move to a fresh one marked for the next kexec).
+  bool MapThroughIommufd(int boot, const FileSpec& device);
+  bool ReclaimPhase(int boot, const std::vector<RetrievedFile>& files);
   bool VerifyDmaRing(int boot, const RetrievedFile& f, FileCheck& check);
   void RecordDma(BootReport& br);
   bool VerifyDevice(int boot, const RetrievedFile& f, FileCheck& check);

@@ -140,7 +140,7 @@ bool Runner::Impl::WritePhase(int boot, const BootSpec& spec) {
         if (held_.count(ref.file) != 0 || !seen.insert(ref.file).second) continue;
         const FileSpec* file = s_.FindFile(ref.file);
         todo.emplace_back(processes_[pi], file);
-        if (file->kind == FileKind::kDevice) continue;
+        if (file->kind == FileKind::kDevice || file->kind == FileKind::kIommufd) continue;
         const Content content(*file, s_.machine.seed);
         for (const Extent& e : content.written()) total += e.length;
       }
@@ -159,8 +159,25 @@ bool Runner::Impl::WritePhase(int boot, const BootSpec& spec) {
       held_[file->name] = Held{p, fd};
       continue;
     }
+    if (file->kind == FileKind::kIommufd) {
+      const int fd = p->Open("/dev/iommu", O_RDWR);
+      if (fd < 0) {
+        return Stop(Outcome::kFailed,
+                    absl::StrFormat("boot %d: process %s: open /dev/iommu: %s%s", boot, p->name(),
+                                    ErrnoName(fd),
+                                    fd == -ENOENT && !kernel().HasModule(kIommufdModule)
+                                        ? " (this kernel is built without the iommufd module; "
+                                          "add it to the boot's handlers)"
+                                        : ""));
+      }
+      held_[file->name] = Held{p, fd};
+      continue;
+    }
     const bool huge = file->kind == FileKind::kHugetlb;
-    unsigned int flags = MFD_CLOEXEC;
+    // Guest memory mapped through an iommufd is sealed, as live update
+    // requires of it (after it is written: F_SEAL_GROW allows writes inside).
+    const bool seal = s_.SealedForIommufd(file->name);
+    unsigned int flags = MFD_CLOEXEC | (seal ? MFD_ALLOW_SEALING : 0);
     if (huge) {
       flags |= MFD_HUGETLB |
                (static_cast<unsigned int>(__builtin_ctzll(file->page_size)) << MFD_HUGE_SHIFT);
@@ -193,6 +210,13 @@ bool Runner::Impl::WritePhase(int boot, const BootSpec& spec) {
                                       w < 0 ? ErrnoName(w) : absl::StrCat("short write ", w)));
         }
         phase.Advance(n);
+      }
+    }
+    if (seal) {
+      if (const long err = p->Fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK);
+          err != 0) {
+        return Stop(Outcome::kFailed, absl::StrFormat("boot %d: F_ADD_SEALS on %s: %s", boot,
+                                                      file->name, ErrnoName(err)));
       }
     }
     held_[file->name] = Held{p, fd};

@@ -23,6 +23,8 @@ absl::string_view FileKindName(FileKind kind) {
       return "hugetlb";
     case FileKind::kDevice:
       return "device";
+    case FileKind::kIommufd:
+      return "iommufd";
   }
   return "memfd";
 }
@@ -83,6 +85,20 @@ const FileSpec* Scenario::DmaDeviceOf(absl::string_view name) const {
     if (f.dma && f.dma->file == name) return &f;
   }
   return nullptr;
+}
+
+bool Scenario::SealedForIommufd(absl::string_view name) const {
+  const FileSpec* device = DmaDeviceOf(name);
+  return device != nullptr && !device->dma->iommufd.empty();
+}
+
+uint64_t Scenario::HwptToken(const FileSpec& device) const {
+  uint64_t index = 0;
+  for (const FileSpec& f : files) {
+    if (&f == &device) break;
+    if (f.dma && f.dma->iommufd == device.dma->iommufd) ++index;
+  }
+  return index + 1;
 }
 
 uint64_t Scenario::FileBytes() const {

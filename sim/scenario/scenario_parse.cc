@@ -213,7 +213,15 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
   f.pos = field.Pos();
   MapReader r(field, {"kind", "size", "page_size", "content", "device", "dma"});
   const Field kind = r.Require("kind");
-  const std::string kind_name = kind.Choice({"memfd", "hugetlb", "device"});
+  const std::string kind_name = kind.Choice({"memfd", "hugetlb", "device", "iommufd"});
+  if (kind_name == "iommufd") {
+    f.kind = FileKind::kIommufd;
+    for (const char* key : {"size", "page_size", "content", "device", "dma"}) {
+      if (r.Has(key)) r.Get(key).Fail(absl::StrCat(key, " does not apply to an iommufd"));
+    }
+    r.Done();
+    return f;
+  }
   if (kind_name == "device") {
     f.kind = FileKind::kDevice;
     f.device = r.Has("device") ? r.Get("device").String() : name;
@@ -245,9 +253,11 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
     }
     if (r.Has("dma")) {
       const Field dma = r.Get("dma");
-      MapReader d(dma, {"file", "iova"});
-      f.dma = DmaSpec{
-          .file = d.Require("file").String(), .iova = d.Require("iova").Size(), .pos = dma.Pos()};
+      MapReader d(dma, {"file", "iova", "iommufd"});
+      f.dma = DmaSpec{.file = d.Require("file").String(),
+                      .iova = d.Require("iova").Size(),
+                      .iommufd = d.Has("iommufd") ? d.Get("iommufd").String() : "",
+                      .pos = dma.Pos()};
       d.Done();
     }
     r.Done();

@@ -123,6 +123,13 @@ void ValidateDma(const Scenario& s) {
       Fail(f.dma->pos,
            "iova must be page aligned and the mapping must end below 256 TiB (48 bits)");
     }
+    if (!f.dma->iommufd.empty()) {
+      const FileSpec* fd = s.FindFile(f.dma->iommufd);
+      if (fd == nullptr || fd->kind != FileKind::kIommufd) {
+        Fail(f.dma->pos, absl::StrCat("iommufd \"", f.dma->iommufd,
+                                      "\" is not a file of kind: iommufd in 'files'"));
+      }
+    }
   }
 }
 
@@ -201,6 +208,11 @@ void ValidateScenario(const Scenario& s, const Field& root) {
               Fail(ref.pos, absl::StrCat("file \"", ref.file,
                                          "\" is a device: this boot's kernel needs the "
                                          "pci-passthrough module (handlers)"));
+            }
+            if (file->kind == FileKind::kIommufd && !s.HandlersOf(bi).Has(kIommufdModule)) {
+              Fail(ref.pos, absl::StrCat("file \"", ref.file,
+                                         "\" is an iommufd: this boot's kernel needs the "
+                                         "iommufd module (handlers)"));
             }
             auto it = holder.find(ref.file);
             if (it != holder.end() && it->second != p.name) {

@@ -77,7 +77,7 @@ std::vector<HandlerInfo> BuiltHandlers(const KernelBuild& build);
 // the next boot binds it to pci-passthrough before retrieving it, and
 // verification checks that it came back incoming, at the same address,
 // still mastering.
-enum class FileKind { kMemfd, kHugetlb, kDevice };
+enum class FileKind { kMemfd, kHugetlb, kDevice, kIommufd };
 absl::string_view FileKindName(FileKind kind);
 
 // The huge page sizes a machine of |page_size| base pages has: the PMD and
@@ -120,6 +120,11 @@ struct ContentSpec {
 struct DmaSpec {
   std::string file;
   uint64_t iova = 0;
+  // The iommufd file (kind: iommufd) the device's DMA goes through: the
+  // VMM maps the memfd (sealed F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK)
+  // into an IOAS, binds the device and attaches it to a HWPT marked for
+  // live update. Empty: pci-passthrough's own DMA_MAP_FILE.
+  std::string iommufd;
   SourcePos pos;
 };
 
@@ -232,6 +237,11 @@ struct Scenario {
   const FileSpec* FindFile(absl::string_view name) const;
   // The device whose DMA targets memfd |name|, or nullptr.
   const FileSpec* DmaDeviceOf(absl::string_view name) const;
+  // Whether memfd |name| is mapped through an iommufd (the VMM seals it).
+  bool SealedForIommufd(absl::string_view name) const;
+  // The hwpt_token of |device|'s HWPT in its iommufd: 1 + its index among
+  // the devices mapped through that iommufd, in 'files' order.
+  uint64_t HwptToken(const FileSpec& device) const;
   // Bytes of every file's size.
   uint64_t FileBytes() const;
 };

@@ -98,7 +98,7 @@ long iommufd_hwpt_alloc(struct iommufd_ctx* ictx, void* arg) {
 
 struct iommufd_device* iommufd_device_bind(struct iommufd_ctx* ictx, struct device* dev, u32* id) {
   if (ShouldFailAlloc()) return static_cast<struct iommufd_device*>(ERR_PTR(-ENOMEM));
-  void* owner = ictx;
+  void* owner = TokenOwner(ictx->owner_token);
   struct iommu_restored_device restored;
   const bool came_preserved = iommu_get_restored_device(dev, &restored) == 0 && !restored.claimed;
   if (came_preserved) {

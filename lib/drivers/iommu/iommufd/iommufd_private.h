@@ -92,6 +92,11 @@ struct iommufd_incoming_hwpt {
 
 struct iommufd_ctx {
   struct file* file = nullptr;
+  // The DMA owner its devices are claimed for, and what the IOMMU FLB
+  // records as their dma_owner_token: upstream uses the context's kernel
+  // address; here a kernel-looking address from the machine's seeded
+  // generator, so preserved bytes are the same run after run.
+  u64 owner_token = 0;
   u32 next_id = 1;
   std::map<u32, std::unique_ptr<iommufd_object>> objects;
   // Kernel B, a file retrieved from LUO: its record (restored, freed at

@@ -3,8 +3,8 @@
 // IOMMU_HWPT_LIVEUPDATE_RESTORE (the rules are in khosim/drivers/iommufd.h).
 //
 // Kernel B treats the record as hostile: nr_hwpts must fit the folio the
-// record was preserved in, tokens must be unique and reclaimed 0, or the
-// retrieve fails with -EINVAL. A domain_data naming no domain the IOMMU
+// record was preserved in, tokens and domains must be unique and reclaimed
+// 0, or the retrieve fails with -EINVAL. A domain_data naming no domain the IOMMU
 // core restored only makes that HWPT's restore fail (-ENOENT): the core
 // validated the FLB, this record only points into it.
 #include "khosim/linux/liveupdate.h"
@@ -129,7 +129,12 @@ struct iommufd_ser* RestoreRecord(u64 phys, int* err) {
   bool ok = ser->nr_hwpts <= room;
   for (u64 i = 0; ok && i < ser->nr_hwpts; ++i) {
     ok = ser->hwpt_array[i].reclaimed == 0;
-    for (u64 j = 0; ok && j < i; ++j) ok = ser->hwpt_array[j].token != ser->hwpt_array[i].token;
+    // Kernel A preserves a domain once: two entries naming one would give
+    // two HWPT objects one domain to free.
+    for (u64 j = 0; ok && j < i; ++j) {
+      ok = ser->hwpt_array[j].token != ser->hwpt_array[i].token &&
+           ser->hwpt_array[j].domain_data != ser->hwpt_array[i].domain_data;
+    }
   }
   if (!ok) {
     pr_err("iommufd: liveupdate: the preserved record at %#llx is corrupt",

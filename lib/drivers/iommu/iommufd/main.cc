@@ -164,7 +164,11 @@ struct miscdevice iommu_misc_dev = {
 
 struct iommufd_ctx* iommufd_new_ctx(void) {
   if (ShouldFailAlloc()) return nullptr;
-  return new iommufd_ctx();
+  auto* ictx = new iommufd_ctx();
+  khosim::KernelContext* ctx = khosim::CurrentKernelContext();
+  const u64 random = ctx != nullptr ? ctx->env().Random() : reinterpret_cast<uintptr_t>(ictx);
+  ictx->owner_token = 0xffff888000000000ULL | (random & 0x7ffffffff0ULL);
+  return ictx;
 }
 
 struct file* iommufd_new_file(struct iommufd_ctx* ictx, const char* name) {
