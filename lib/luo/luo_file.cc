@@ -326,7 +326,8 @@ int FileSet::TokenOf(struct file* file, uint64_t* token) const {
 std::vector<Luo::FileInfo> FileSet::Info() const {
   std::vector<Luo::FileInfo> out;
   for (const LuoFile& f : files_) {
-    out.push_back({f.token, f.fh->compatible, f.retrieve_status, f.file != nullptr});
+    out.push_back(
+        {f.token, f.fh->compatible, f.retrieve_status, f.file != nullptr, f.serialized_data});
   }
   return out;
 }

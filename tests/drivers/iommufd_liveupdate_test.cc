@@ -181,7 +181,7 @@ void IommufdLiveupdateTest::TakeOver(uint64_t size) {
 TEST_F(IommufdLiveupdateTest, TheDeviceNeverStopsAndKernelBTakesItOver) { TakeOver(kSize); }
 
 // Kernel B's own HWPT goes through the next kexec the same way; kernel C
-// keeps the restored HWPT as the device's domain and finishes.
+// moves the device to an automatic HWPT of a new IOAS.
 TEST_F(IommufdLiveupdateTest, ASecondLiveUpdateFromKernelBsHwpt) {
   TakeOver(kSize);
   ASSERT_EQ(MarkPreserve(vmm_.iommufd, vmm_.hwpt, kHwptToken), 0);
@@ -197,14 +197,22 @@ TEST_F(IommufdLiveupdateTest, ASecondLiveUpdateFromKernelBsHwpt) {
   const int dev = luo::RetrieveFd(p(), in, kDeviceToken);
   const int iommufd = luo::RetrieveFd(p(), in, kIommufdToken);
   ASSERT_GE(iommufd, 0);
-  ASSERT_GT(Bind(dev, iommufd), 0);
-  ASSERT_GT(RestoreHwpt(iommufd, kHwptToken), 0);
+  const long dev_id = Bind(dev, iommufd);
+  ASSERT_GT(dev_id, 0);
+  const long restored = RestoreHwpt(iommufd, kHwptToken);
+  ASSERT_GT(restored, 0);
+  // The restored HWPT pins nothing: finish waits until it is gone.
+  EXPECT_EQ(luo::FinishSession(p(), in), -EBUSY);
+  const auto ioas = static_cast<uint32_t>(IoasAlloc(iommufd));
+  ASSERT_EQ(MapFile(iommufd, ioas, memfd, 0, kSize, kGuestIova), 0);
+  ASSERT_GT(Attach(dev, ioas), 0);  // an automatic HWPT of the new IOAS
+  ASSERT_EQ(Destroy(iommufd, static_cast<uint32_t>(restored)), 0);
   ASSERT_EQ(luo::FinishSession(p(), in), 0);
   Run(10);
   EXPECT_THAT(Events(), IsEmpty());
   EXPECT_EQ(CheckRing(memfd, kSize, Next()), "");
   ASSERT_EQ(m().kernel().iommu()->domains().size(), 1u);
-  EXPECT_TRUE(m().kernel().iommu()->domains()[0]->restored);
+  EXPECT_FALSE(m().kernel().iommu()->domains()[0]->restored);
 }
 
 TEST_F(IommufdLiveupdateTest, OneGibibyteOfGuestMemory) { TakeOver(1 * kGiB); }
@@ -269,7 +277,16 @@ TEST_F(IommufdLiveupdateTest, TwoDevicesOnOneHwptMustBothBeBound) {
   const long restored = RestoreHwpt(iommufd, kHwptToken);
   ASSERT_GT(restored, 0);
   EXPECT_EQ(Destroy(iommufd, static_cast<uint32_t>(restored)), -EBUSY);  // two devices on it
-  ASSERT_GE(luo::RetrieveFd(p(), in, kMemfdToken), 0);
+  const int memfd_b = luo::RetrieveFd(p(), in, kMemfdToken);
+  ASSERT_GE(memfd_b, 0);
+  const auto ioas = static_cast<uint32_t>(IoasAlloc(iommufd));
+  ASSERT_EQ(MapFile(iommufd, ioas, memfd_b, 0, kSize, kGuestIova), 0);
+  const long fresh = Attach(b0, ioas);
+  ASSERT_GT(fresh, 0);
+  EXPECT_EQ(Destroy(iommufd, static_cast<uint32_t>(restored)), -EBUSY);  // b1 is still on it
+  EXPECT_EQ(luo::FinishSession(p(), in), -EBUSY);
+  ASSERT_EQ(Attach(b1, ioas), fresh);  // the same automatic HWPT
+  ASSERT_EQ(Destroy(iommufd, static_cast<uint32_t>(restored)), 0);
   EXPECT_EQ(luo::FinishSession(p(), in), 0);
 }
 

@@ -36,7 +36,10 @@
 //     preserved HWPT into an object once every device on its domain is
 //     bound (-ENODEV before); the device can then move to a fresh HWPT and
 //     the restored one be destroyed (its table pages are freed). FINISH
-//     fails (can_finish) until every preserved HWPT is restored;
+//     fails (can_finish) until every preserved HWPT was restored and
+//     destroyed again: a restored HWPT maps the previous kernel's pages
+//     without pinning them, so once finish frees the files nobody
+//     retrieved, a device still on it would write freed memory;
 //   - khosim.iommufd_retrieve=unsupported (the newest upstream posting as
 //     it stands): RETRIEVE_FD fails with -EOPNOTSUPP and can_finish is
 //     always false, so the session cannot finish.

@@ -113,6 +113,7 @@ class Luo {
     std::string compatible;
     int retrieve_status = 0;
     bool has_file = false;
+    uint64_t data = 0;  // the handler's serialized_data (its record's address)
   };
   struct SessionInfo {
     std::string name;

@@ -172,12 +172,16 @@ int iommufd_luo_retrieve(struct liveupdate_file_op_args* args) {
   return 0;
 }
 
-// Retrieved, and every preserved HWPT restored: nothing of the previous
-// kernel is left that only this file could take over.
+// Retrieved, every preserved HWPT restored, and every restored HWPT gone
+// again. A restored HWPT maps the previous kernel's pages without pinning
+// them (its record names no files): once finish lets the unretrieved
+// files go, a device still translating through it would write freed
+// memory. Its devices must first move to HWPTs whose IOAS pins the memory
+// (the retrieved memfds), as the VFIO selftest's VMM does.
 bool iommufd_luo_can_finish(struct liveupdate_file_op_args* args) {
   if (!iommufd_retrieve_supported() || args->retrieve_status <= 0) return false;
   for (const iommufd_incoming_hwpt& in : CtxOf(args->file)->incoming_hwpts) {
-    if (!in.reclaimed) return false;
+    if (!in.reclaimed || in.restored != nullptr) return false;
   }
   return true;
 }

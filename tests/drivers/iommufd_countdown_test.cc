@@ -1,0 +1,265 @@
+// Countdown fault injection over the iommufd flow: kernel A maps a sealed
+// guest memfd through an IOAS and a marked HWPT for nvme0's engine,
+// preserves memfd, iommufd and device, kexec, kernel B retrieves all three,
+// binds the device to the retrieved iommufd, restores the HWPT, moves the
+// device to a fresh HWPT and finishes, the engine writing all along. Every
+// hit of a point fails once, each on a fresh machine. Whatever fails, the
+// device never faults or writes stray memory (a refused preservation stops
+// it at shutdown instead), and a finished session leaves every value in its
+// slot and nothing preserved but the root FDT.
+#include <fcntl.h>
+
+#include <cerrno>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "drivers/pci_fixture.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "khosim/fs/shmem.h"
+#include "khosim/handlers/pci_passthrough.h"
+#include "khosim/kho/kho.h"
+#include "khosim/linux/liveupdate.h"
+#include "khosim/linux/memfd.h"
+#include "khosim/luo/client.h"
+#include "khosim/machine/builtin_modules.h"
+#include "khosim/machine/countdown.h"
+#include "khosim/uapi/iommufd.h"
+
+namespace khosim::testing {
+namespace {
+
+using ::testing::IsEmpty;
+
+constexpr uint64_t kIova = 4 * kGiB;
+constexpr uint64_t kSize = 256 * kKiB;
+
+struct FlowState {
+  std::vector<std::string> errors;  // unexpected errnos
+  bool dma_started = false;
+  bool mastering = false;  // what SET_MASTER left in the hardware
+  bool device_preserved = false;
+  bool kexeced = false;
+  bool finished = false;
+  std::string ring;  // kernel B after finish: "" or the first wrong slot
+} state;
+
+void Check(long ret, absl::string_view what, std::set<int> allowed) {
+  if (ret >= 0 || allowed.count(static_cast<int>(-ret)) != 0) return;
+  state.errors.push_back(absl::StrCat(what, " returned ", ret));
+}
+
+struct pci_dev* Nvme0(Machine& m) {
+  return m.kernel().pci()->FindFunction(*m.pci().Find("nvme0"));
+}
+
+int Bind(Machine& m) {
+  struct pci_dev* dev = Nvme0(m);
+  if (dev == nullptr) return -ENODEV;
+  m.kernel().pci()->SetDriverOverride(dev, PCI_PASSTHROUGH_DRIVER_NAME);
+  const int ret = m.kernel().pci()->Bind(dev);
+  Check(ret, "bind", {ENOMEM, EIO, ENODEV});
+  return ret;
+}
+
+std::string CheckRing(fs::Process& p, int fd, uint64_t next) {
+  std::vector<uint64_t> slots(kSize / 8);
+  if (p.Pread(fd, slots.data(), kSize, 0) != static_cast<ssize_t>(kSize)) return "pread";
+  const uint64_t written = next - 1;
+  for (uint64_t i = 0; i < slots.size(); ++i) {
+    const uint64_t expected =
+        written > i ? 1 + i + slots.size() * ((written - 1 - i) / slots.size()) : 0;
+    if (slots[i] != expected) return absl::StrCat("slot ", i, " holds ", slots[i]);
+  }
+  return "";
+}
+
+// Kernel A up to the kexec; false when the flow ends early.
+bool KernelA(Machine& m, fs::Process& a) {
+  if (Bind(m) != 0) return false;
+  const int dev =
+      a.Open(absl::StrCat("/dev/" PCI_PASSTHROUGH_DRIVER_NAME "/", pci_name(Nvme0(m))), O_RDWR);
+  Check(dev, "open device", {ENOMEM, EMFILE, ENODEV});
+  if (dev < 0) return false;
+  Check(a.Ioctl(dev, PCI_PASSTHROUGH_SET_MASTER, 1ul), "master", {});
+  state.mastering = m.pci().Find("nvme0")->bus_master();
+  const int iommufd = a.Open("/dev/iommu", O_RDWR);
+  // -ENOENT: iommufd_init failed, so there is no /dev/iommu.
+  Check(iommufd, "open iommufd", {ENOMEM, EMFILE, ENOENT});
+  const int memfd = fs::MemfdCreate(a, "guest-ram", MFD_ALLOW_SEALING);
+  Check(memfd, "memfd", {ENOMEM, EMFILE});
+  if (iommufd < 0 || memfd < 0) return false;
+  Check(a.Ftruncate(memfd, kSize), "ftruncate", {ENOMEM});
+  Check(a.Fcntl(memfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK), "seal", {});
+  struct iommu_ioas_alloc ioas = {.size = sizeof(ioas)};
+  const long got_ioas = a.Ioctl(iommufd, IOMMU_IOAS_ALLOC, &ioas);
+  Check(got_ioas, "ioas alloc", {EFAULT});
+  if (got_ioas != 0) return false;
+  struct iommu_ioas_map_file map = {
+      .size = sizeof(map),
+      .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+      .ioas_id = ioas.out_ioas_id,
+      .fd = memfd,
+      .length = kSize,
+      .iova = kIova};
+  const long mapped = a.Ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &map);
+  Check(mapped, "map file", {ENOMEM, EFAULT});
+  if (mapped != 0) return false;
+  struct pci_passthrough_bind_iommufd bind = {.size = sizeof(bind), .iommufd = iommufd};
+  const long bound = a.Ioctl(dev, PCI_PASSTHROUGH_BIND_IOMMUFD, &bind);
+  // -ENODEV: the IOMMU could not come up or never probed the device.
+  Check(bound, "bind iommufd", {ENOMEM, EFAULT, ENODEV});
+  if (bound != 0) return false;
+  struct iommu_hwpt_alloc hwpt = {
+      .size = sizeof(hwpt), .dev_id = bind.out_devid, .pt_id = ioas.out_ioas_id};
+  const long allocated = a.Ioctl(iommufd, IOMMU_HWPT_ALLOC, &hwpt);
+  Check(allocated, "hwpt alloc", {ENOMEM, EFAULT});
+  if (allocated != 0) return false;
+  struct pci_passthrough_attach_pt attach = {.size = sizeof(attach), .pt_id = hwpt.out_hwpt_id};
+  const long attached = a.Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &attach);
+  Check(attached, "attach", {ENOMEM, EFAULT});
+  if (attached != 0) return false;
+  m.dma_engine("nvme0")->Submit(hw::DmaDescriptor{
+      .op = hw::DmaOp::kCounter, .dst = kIova, .len = kSize, .pattern = 1, .repeat = true});
+  state.dma_started = true;
+  m.RunDevices("a");
+  struct iommu_hwpt_liveupdate_mark_preserve mark = {
+      .size = sizeof(mark), .hwpt_id = hwpt.out_hwpt_id, .hwpt_token = 4};
+  Check(a.Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, &mark), "mark", {EFAULT});
+  if (!liveupdate_enabled()) return false;  // LUO's own start failed
+  const int lu = luo::OpenLiveupdate(a);
+  Check(lu, "open liveupdate", {ENOMEM, EMFILE});
+  const int s = luo::CreateSession(a, lu, "vm0");
+  Check(s, "create", {ENOMEM, EMFILE, EFAULT, EBADF});
+  Check(luo::PreserveFd(a, s, memfd, 2), "preserve memfd", {ENOMEM, EFAULT, EBADF, ENOSPC});
+  // -ENOENT: the memfd was not preserved; -EINVAL: the HWPT was not marked.
+  Check(luo::PreserveFd(a, s, iommufd, 3), "preserve iommufd",
+        {ENOMEM, EFAULT, EBADF, ENOSPC, ENOENT, EINVAL});
+  const int pd = luo::PreserveFd(a, s, dev, 1);
+  Check(pd, "preserve device", {ENOMEM, EFAULT, EBADF, ENOSPC, ENOENT, EINVAL});
+  state.device_preserved = pd == 0;
+  m.RunDevices("a");
+  return true;
+}
+
+// Kernel B: the VMM takes everything back; whether the session finished.
+void KernelB(Machine& m, fs::Process& b) {
+  if (!state.device_preserved || Bind(m) != 0) return;
+  if (!liveupdate_enabled()) return;
+  const int lu = luo::OpenLiveupdate(b);
+  // -EIO: LUO could not read the previous kernel's sessions.
+  Check(lu, "open liveupdate B", {ENOMEM, EMFILE, EIO});
+  const int r = luo::RetrieveSession(b, lu, "vm0");
+  Check(r, "retrieve session", {ENOMEM, EMFILE, EFAULT, EBADF, ENOENT});
+  const std::set<int> retrieve_errnos = {ENOMEM, EMFILE, EFAULT, EBADF, ENOENT, ENODEV, EIO};
+  const int memfd = luo::RetrieveFd(b, r, 2);
+  Check(memfd, "retrieve memfd", retrieve_errnos);
+  m.RunDevices("b");
+  const int dev = luo::RetrieveFd(b, r, 1);
+  Check(dev, "retrieve device", retrieve_errnos);
+  const int iommufd = luo::RetrieveFd(b, r, 3);
+  Check(iommufd, "retrieve iommufd", retrieve_errnos);
+  if (dev >= 0 && iommufd >= 0) {
+    struct pci_passthrough_bind_iommufd bind = {.size = sizeof(bind), .iommufd = iommufd};
+    const long bound = b.Ioctl(dev, PCI_PASSTHROUGH_BIND_IOMMUFD, &bind);
+    // -ENODEV: this kernel's IOMMU never probed the device (a failed
+    // config read at enumeration): it was not restored either.
+    Check(bound, "bind B", {ENOMEM, EFAULT, ENODEV});
+    struct iommu_hwpt_liveupdate_restore restore = {.size = sizeof(restore), .hwpt_token = 4};
+    long restored = bound;
+    if (bound == 0) {
+      restored = b.Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_RESTORE, &restore);
+      Check(restored, "restore", {ENOMEM, EFAULT});
+    }
+    m.RunDevices("b");
+    if (restored == 0 && memfd >= 0) {
+      struct iommu_ioas_alloc ioas = {.size = sizeof(ioas)};
+      long err = b.Ioctl(iommufd, IOMMU_IOAS_ALLOC, &ioas);
+      struct iommu_ioas_map_file map = {
+          .size = sizeof(map),
+          .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+          .ioas_id = ioas.out_ioas_id,
+          .fd = memfd,
+          .length = kSize,
+          .iova = kIova};
+      if (err == 0) err = b.Ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &map);
+      struct iommu_hwpt_alloc hwpt = {
+          .size = sizeof(hwpt), .dev_id = bind.out_devid, .pt_id = ioas.out_ioas_id};
+      if (err == 0) err = b.Ioctl(iommufd, IOMMU_HWPT_ALLOC, &hwpt);
+      struct pci_passthrough_attach_pt attach = {.size = sizeof(attach), .pt_id = hwpt.out_hwpt_id};
+      if (err == 0) err = b.Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &attach);
+      struct iommu_destroy destroy = {.size = sizeof(destroy), .id = restore.out_hwpt_id};
+      if (err == 0) err = b.Ioctl(iommufd, IOMMU_DESTROY, &destroy);
+      Check(err, "move to a fresh HWPT", {ENOMEM, EFAULT});
+    }
+  }
+  const int fin = luo::FinishSession(b, r);
+  Check(fin, "finish", {EFAULT, EBADF, EBUSY});
+  m.RunDevices("b");
+  state.finished = fin == 0 && r >= 0;
+  if (state.finished && memfd >= 0) {
+    state.ring = CheckRing(b, memfd, m.dma_engine("nvme0")->next_counter());
+  }
+}
+
+void Flow(Machine& m) {
+  state = {};
+  m.Boot();
+  m.Activate();
+  fs::Process& a = m.kernel().vfs().CreateProcess("vmm");
+  if (!KernelA(m, a)) return;
+  if (!m.Kexec().ok()) {
+    m.RunDevices("a");
+    return;
+  }
+  state.kexeced = true;
+  m.Activate();
+  fs::Process& b = m.kernel().vfs().CreateProcess("vmm");
+  m.RunDevices("b");
+  KernelB(m, b);
+}
+
+void Invariants(Machine& m, const CountdownRun& run, std::vector<std::string>* out) {
+  for (const std::string& e : state.errors) out->push_back(e);
+  if (run.panicked) out->push_back(absl::StrCat("panic: ", run.panic_message));
+  for (const DmaRecord& r : m.dma_events()) {
+    const bool allowed = r.event.kind == hw::DmaEvent::Kind::kStopped &&
+                         (!state.device_preserved || !state.mastering);
+    if (!allowed) {
+      out->push_back(absl::StrCat(hw::DmaEventKindName(r.event.kind), " gen", r.generation, " ",
+                                  r.point, ": ", r.event.reason));
+    }
+  }
+  if (!state.ring.empty()) out->push_back("ring: " + state.ring);
+  if (state.finished && m.has_kernel() && m.kernel().phase() == BootPhase::kRunning &&
+      m.kernel().luo().IncomingSessions().empty()) {
+    kho::Kho& kho = m.kernel().kho();
+    const uint64_t held = kho.IsPreservedHead(PhysAddr(kho.incoming_handover().fdt_addr)) ? 1 : 0;
+    if (kho.UnrestoredBlocks() > held) {
+      out->push_back(absl::StrCat(kho.UnrestoredBlocks() - held, " preserved block(s) leaked"));
+    }
+  }
+}
+
+class IommufdCountdownTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(IommufdCountdownTest, NoFailureMakesTheDeviceFaultOrWriteStrayMemory) {
+  MachineConfig config = SmallPciMachine(5);
+  config.build->modules.push_back(kIommufdModule);
+  config.dma_quantum = 16 * kKiB;
+  const CountdownResult r = RunCountdown(config, GetParam(), Flow, Invariants, 3000);
+  EXPECT_TRUE(r.completed);
+  EXPECT_THAT(r.Violations(), IsEmpty());
+  EXPECT_GT(r.runs.size(), 1u) << "the point was never hit";
+}
+
+INSTANTIATE_TEST_SUITE_P(Points, IommufdCountdownTest,
+                         ::testing::Values("kmalloc", "kho_alloc_preserve", "alloc_pages",
+                                           "copy_from_user", "pci_config_read"),
+                         [](const auto& info) { return std::string(info.param); });
+
+}  // namespace
+}  // namespace khosim::testing
