@@ -18,6 +18,7 @@
 #include "khosim/kho/kho.h"
 #include "khosim/kho/radix_tree.h"
 #include "khosim/linux/kho/abi/iommu.h"
+#include "khosim/linux/kho/abi/iommufd.h"
 #include "khosim/linux/kho/abi/pci.h"
 #include "khosim/linux/pci_regs.h"
 #include "khosim/luo/luo.h"
@@ -27,6 +28,7 @@ namespace khosim::scenario {
 
 // inspect_iommu.cc
 void AppendIommuFlb(Machine& m, const char* side, uint64_t pa, std::string* out);
+void AppendIommufdRecord(Machine& m, uint64_t pa, std::string* out);
 
 namespace {
 
@@ -276,6 +278,9 @@ std::string InspectText(Machine& m, const abi::KhoData& handover) {
                                             ? absl::StrCat("retrieve failed ", f.retrieve_status)
                                         : f.has_file ? "file open"
                                                      : ""));
+        if (f.compatible == IOMMUFD_LUO_COMPATIBLE && f.data != 0) {
+          AppendIommufdRecord(m, f.data, &out);
+        }
       }
     }
   };

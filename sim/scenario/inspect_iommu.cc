@@ -1,8 +1,9 @@
 // khosim inspect: the IOMMU's FLB record (linux/kho/abi/iommu.h) as it
 // sits in memory: the three array chains with every slot, DELETED ones
 // included, and for each domain the page-table pages reachable from its
-// top table. Everything is read defensively (it may be a corrupt record):
-// only RAM, bounded chains, each table page counted once.
+// top table; and an iommufd file's record (linux/kho/abi/iommufd.h). Everything is read defensively
+// (it may be a corrupt record): only RAM, bounded chains, each table page counted once.
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -11,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "khosim/linux/intel_iommu_regs.h"
 #include "khosim/linux/kho/abi/iommu.h"
+#include "khosim/linux/kho/abi/iommufd.h"
 #include "khosim/linux/pci_regs.h"
 #include "khosim/machine/machine.h"
 
@@ -119,6 +121,24 @@ void AppendIommuFlb(Machine& m, const char* side, uint64_t pa, std::string* out)
                             d.domain_iommu_ser.attachment_id, d.domain_iommu_ser.domain_phys,
                             d.domain_iommu_ser.iommu_phys, d.dma_owner_token));
       });
+}
+
+void AppendIommufdRecord(Machine& m, uint64_t pa, std::string* out) {
+  struct iommufd_ser ser;
+  if (!Read(m, pa, &ser)) {
+    absl::StrAppend(out, absl::StrFormat("        iommufd_ser at 0x%x: not in RAM\n", pa));
+    return;
+  }
+  const uint64_t room = (m.config().page_size - sizeof(ser)) / sizeof(struct iommufd_hwpt_ser);
+  absl::StrAppend(out,
+                  absl::StrFormat("        iommufd_ser at 0x%x: %d HWPT(s)%s\n", pa, ser.nr_hwpts,
+                                  ser.nr_hwpts > room ? " (more than its first page holds)" : ""));
+  for (uint64_t i = 0; i < std::min(ser.nr_hwpts, room); ++i) {
+    struct iommufd_hwpt_ser h;
+    if (!Read(m, pa + sizeof(ser) + i * sizeof(h), &h)) break;
+    absl::StrAppend(out, absl::StrFormat("          token 0x%x: domain 0x%x%s\n", h.token,
+                                         h.domain_data, h.reclaimed ? ", reclaimed" : ""));
+  }
 }
 
 }  // namespace khosim::scenario
