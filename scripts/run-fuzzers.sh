@@ -23,7 +23,8 @@ artifacts="${FUZZ_ARTIFACTS:-$repo/build/fuzz/fuzz-artifacts}"
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
   targets=(kho_fdt_fuzzer kho_radix_walk_fuzzer kho_incoming_fuzzer kho_block_set_fuzzer
-           kho_xarray_fuzzer luo_incoming_fuzzer pci_incoming_fuzzer)
+           kho_xarray_fuzzer luo_incoming_fuzzer pci_incoming_fuzzer iommu_incoming_fuzzer
+           iommufd_incoming_fuzzer)
 fi
 
 # Largest input each target reads (bytes beyond are ignored or truncated).
@@ -36,6 +37,8 @@ max_len_for() {
     kho_xarray_fuzzer) echo 512 ;;        # 5-byte header + up to 32 patch records
     luo_incoming_fuzzer) echo 2048 ;;     # 4-byte header + patch records
     pci_incoming_fuzzer) echo 512 ;;      # 1-byte shape + up to 16 patch records
+    iommu_incoming_fuzzer) echo 512 ;;    # 1-byte shape + up to 16 patch records
+    iommufd_incoming_fuzzer) echo 512 ;;  # 1-byte shape + up to 16 patch records
     *) echo 4096 ;;
   esac
 }

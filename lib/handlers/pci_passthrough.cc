@@ -32,9 +32,13 @@
 namespace {
 
 // A kernel that dies with the file open runs no release: the host objects
-// the DMA maps hold (memfd file references) go with the struct file.
+// the DMA maps hold (memfd file references) and the iommufd binding's
+// reference go with the struct file.
 void ppt_file_free(struct file* file) {
-  ppt_dma_free_host(reinterpret_cast<struct ppt_device*>(file->private_data));
+  auto* ppt = reinterpret_cast<struct ppt_device*>(file->private_data);
+  ppt_dma_free_host(ppt);
+  if (ppt->idev != nullptr) iommufd_device_free_host(ppt->idev);
+  ppt->idev = nullptr;
 }
 
 int ppt_open(struct inode* /*inode*/, struct file* file) {

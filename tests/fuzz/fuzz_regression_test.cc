@@ -23,6 +23,8 @@ extern "C" int KhoBlockSetFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int KhoXarrayFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int LuoIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int PciIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int IommuIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int IommufdIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -82,6 +84,14 @@ TEST(FuzzRegressionTest, LuoIncomingFuzzer) {
 
 TEST(FuzzRegressionTest, PciIncomingFuzzer) {
   Replay("pci_incoming_fuzzer", PciIncomingFuzzerTestOneInput);
+}
+
+TEST(FuzzRegressionTest, IommuIncomingFuzzer) {
+  Replay("iommu_incoming_fuzzer", IommuIncomingFuzzerTestOneInput);
+}
+
+TEST(FuzzRegressionTest, IommufdIncomingFuzzer) {
+  Replay("iommufd_incoming_fuzzer", IommufdIncomingFuzzerTestOneInput);
 }
 
 }  // namespace

@@ -37,6 +37,10 @@ void iommufd_ctx_put(struct iommufd_ctx* ictx);
 struct iommufd_device* iommufd_device_bind(struct iommufd_ctx* ictx, struct device* dev, u32* id);
 // Detaches if attached, releases the ownership and the object.
 void iommufd_device_unbind(struct iommufd_device* idev);
+// Simulator: the kernel died with the device bound (a driver's f_free).
+// Drops the binding's reference on the iommufd's file, so the iommufd's
+// host objects go with its last reference; nothing of the kernel runs.
+void iommufd_device_free_host(struct iommufd_device* idev);
 // Attaches the device to *pt_id: a HWPT, or an IOAS (the device then gets
 // an automatic HWPT of that IOAS, whose id is returned in *pt_id). An
 // attached device is moved in one step (no DMA window without a domain).

@@ -137,6 +137,8 @@ void iommufd_device_unbind(struct iommufd_device* idev) {
   iommufd_ctx_put(ictx);
 }
 
+void iommufd_device_free_host(struct iommufd_device* idev) { fput(idev->ictx->file); }
+
 int iommufd_device_attach(struct iommufd_device* idev, u32 pasid, u32* pt_id) {
   if (pasid != IOMMU_NO_PASID) return -EINVAL;
   struct iommufd_ctx* ictx = idev->ictx;
