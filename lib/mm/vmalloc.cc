@@ -19,8 +19,13 @@ namespace khosim::mm {
 Vmalloc::Vmalloc(KernelContext& ctx, hw::PhysicalMemory& memory, Memmap& memmap,
                  PageAllocator& allocator)
     : ctx_(ctx), memory_(memory), memmap_(memmap), allocator_(allocator) {
-  // Room for every page of RAM to be vmapped once, plus slack for guards.
-  window_size_ = AlignUp(64 * kGiB + 2 * memory.layout().total_ram(), kGiB);
+  // Room for every page of RAM to be vmapped once, plus slack for guards,
+  // up to 16 TiB: the host's 128 TiB of user address space must also hold
+  // a 64 TiB machine's direct map and memmap, in whatever gaps the host's
+  // mmap leaves. The largest vmalloc a kernel makes (a folio array) is
+  // 1/256 of the memory it describes, far below the cap.
+  window_size_ =
+      AlignUp(64 * kGiB + std::min<uint64_t>(2 * memory.layout().total_ram(), 16 * kTiB), kGiB);
   window_ = static_cast<uint8_t*>(hw::PhysicalMemory::ReserveAliasSpace(window_size_));
 }
 
