@@ -24,7 +24,9 @@
 //     The IOAS becomes immutable: IOAS_MAP, IOAS_MAP_FILE and IOAS_UNMAP
 //     fail with -EBUSY until the iommufd is unpreserved;
 //   - a driver then preserves its device (iommufd_device_preserve), which
-//     needs the iommufd preserved in that session first (-ENOENT).
+//     needs the iommufd preserved in that session first (-ENOENT); the
+//     IOMMU FLB records the iommufd's LUO token as the device's
+//     dma_owner_token.
 // Kernel B: the IOMMU core restores the domains and devices at probe, so
 // DMA keeps translating through the preserved tables before any of this
 // runs. What the iommufd file does then depends on the kernel:

@@ -54,10 +54,12 @@ u32 iommufd_device_to_id(struct iommufd_device* idev);
 
 // --- Live update --------------------------------------------------------
 // Kernel A, from a driver's LUO preserve: records the device attached to
-// its HWPT in the IOMMU core's FLB (iommu_preserve_device, owner token the
-// iommufd). 0; -ENOENT (the iommufd is not preserved in |session|: it
-// must be preserved before its devices), -EINVAL (not attached, or its
-// HWPT was not preserved with the iommufd), the IOMMU core's errnos.
+// its HWPT in the IOMMU core's FLB (iommu_preserve_device; the
+// dma_owner_token is the iommufd's LUO token in |session|, as upstream's).
+// In order: -ENOENT (not attached), -EINVAL (its HWPT is not marked),
+// -ENOENT (the iommufd is not preserved in |session|: it must be preserved
+// before its devices), then the IOMMU core's errnos (-EINVAL: the HWPT's
+// domain was not preserved with the iommufd).
 int iommufd_device_preserve(struct iommufd_device* idev, struct liveupdate_session* session);
 void iommufd_device_unpreserve(struct iommufd_device* idev);
 // Kernel B: whether |dev| came in preserved and no iommufd has taken it

@@ -183,13 +183,17 @@ struct iommufd_ctx* iommufd_device_to_ictx(struct iommufd_device* idev) {
 
 u32 iommufd_device_to_id(struct iommufd_device* idev) { return idev->id; }
 
+// Upstream's order (iommufd_device_preserve): attached at all, attached to
+// a marked HWPT, the iommufd preserved in the session (its LUO token is
+// the device's dma_owner_token in the IOMMU FLB), then the IOMMU core.
 int iommufd_device_preserve(struct iommufd_device* idev, struct liveupdate_session* session) {
-  if (int err = liveupdate_get_token_outgoing(session, idev->ictx->file, nullptr); err != 0) {
+  iommufd_hwpt_paging* hwpt = idev->hwpt;
+  if (hwpt == nullptr) return -ENOENT;
+  if (!hwpt->liveupdate_marked) return -EINVAL;
+  u64 token = 0;
+  if (int err = liveupdate_get_token_outgoing(session, idev->ictx->file, &token); err != 0) {
     return err;
   }
-  iommufd_hwpt_paging* hwpt = idev->hwpt;
-  if (hwpt == nullptr || !hwpt->liveupdate_preserved) return -EINVAL;
-  const u64 token = static_cast<u64>(reinterpret_cast<uintptr_t>(idev->owner));
   if (int err = iommu_preserve_device(hwpt->domain, idev->dev, token); err != 0) return err;
   idev->preserved = true;
   return 0;

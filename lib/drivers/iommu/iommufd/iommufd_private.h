@@ -92,10 +92,9 @@ struct iommufd_incoming_hwpt {
 
 struct iommufd_ctx {
   struct file* file = nullptr;
-  // The DMA owner its devices are claimed for, and what the IOMMU FLB
-  // records as their dma_owner_token: upstream uses the context's kernel
-  // address; here a kernel-looking address from the machine's seeded
-  // generator, so preserved bytes are the same run after run.
+  // The DMA owner its devices are claimed for: upstream uses the
+  // context's kernel address; here a kernel-looking address from the
+  // machine's seeded generator, so runs repeat exactly.
   u64 owner_token = 0;
   u32 next_id = 1;
   std::map<u32, std::unique_ptr<iommufd_object>> objects;
