@@ -15,70 +15,24 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "khosim/drivers/iommufd_client.h"
 #include "khosim/handlers/pci_passthrough.h"
-#include "khosim/uapi/iommufd.h"
 #include "runner_impl.h"
 
 namespace khosim::scenario {
 namespace {
 
-// One VMM step on the iommufd or the device: what the ioctl returned, and
-// an id it gave back.
-struct Step {
-  long err = 0;
-  uint32_t id = 0;
-};
-
-Step IoasAlloc(fs::Process& p, int iommufd) {
-  struct iommu_ioas_alloc cmd = {.size = sizeof(cmd)};
-  const long err = p.Ioctl(iommufd, IOMMU_IOAS_ALLOC, &cmd);
-  return {err, cmd.out_ioas_id};
-}
-
-Step MapFile(fs::Process& p, int iommufd, uint32_t ioas, int memfd, uint64_t size, uint64_t iova) {
-  struct iommu_ioas_map_file cmd = {
-      .size = sizeof(cmd),
-      .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      .ioas_id = ioas,
-      .fd = memfd,
-      .start = 0,
-      .length = size,
-      .iova = iova};
-  return {p.Ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &cmd), 0};
-}
-
-Step Bind(fs::Process& p, int dev, int iommufd) {
+// The pci-passthrough stand-in for VFIO's BIND_IOMMUFD and ATTACH_IOMMUFD_PT:
+// the device id or HWPT id (> 0), or the errno.
+long Bind(fs::Process& p, int dev, int iommufd) {
   struct pci_passthrough_bind_iommufd cmd = {.size = sizeof(cmd), .iommufd = iommufd};
   const long err = p.Ioctl(dev, PCI_PASSTHROUGH_BIND_IOMMUFD, &cmd);
-  return {err, cmd.out_devid};
+  return err != 0 ? err : cmd.out_devid;
 }
 
-Step HwptAlloc(fs::Process& p, int iommufd, uint32_t dev_id, uint32_t ioas) {
-  struct iommu_hwpt_alloc cmd = {.size = sizeof(cmd), .dev_id = dev_id, .pt_id = ioas};
-  const long err = p.Ioctl(iommufd, IOMMU_HWPT_ALLOC, &cmd);
-  return {err, cmd.out_hwpt_id};
-}
-
-Step Attach(fs::Process& p, int dev, uint32_t hwpt) {
+long Attach(fs::Process& p, int dev, uint32_t hwpt) {
   struct pci_passthrough_attach_pt cmd = {.size = sizeof(cmd), .pt_id = hwpt};
-  return {p.Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &cmd), cmd.pt_id};
-}
-
-Step Mark(fs::Process& p, int iommufd, uint32_t hwpt, uint64_t token) {
-  struct iommu_hwpt_liveupdate_mark_preserve cmd = {
-      .size = sizeof(cmd), .hwpt_id = hwpt, .hwpt_token = token};
-  return {p.Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, &cmd), 0};
-}
-
-Step Restore(fs::Process& p, int iommufd, uint64_t token) {
-  struct iommu_hwpt_liveupdate_restore cmd = {.size = sizeof(cmd), .hwpt_token = token};
-  const long err = p.Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_RESTORE, &cmd);
-  return {err, cmd.out_hwpt_id};
-}
-
-Step Destroy(fs::Process& p, int iommufd, uint32_t id) {
-  struct iommu_destroy cmd = {.size = sizeof(cmd), .id = id};
-  return {p.Ioctl(iommufd, IOMMU_DESTROY, &cmd), 0};
+  return p.Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &cmd);
 }
 
 }  // namespace
@@ -100,18 +54,20 @@ bool Runner::Impl::MapThroughIommufd(int boot, const FileSpec& device) {
                 absl::StrFormat("boot %d: device %s through iommufd %s: %s: %s", boot, device.name,
                                 dma.iommufd, step, ErrnoName(err)));
   };
-  const Step ioas = IoasAlloc(p, fd);
-  if (ioas.err != 0) return failed("IOMMU_IOAS_ALLOC", ioas.err);
-  const Step map =
-      MapFile(p, fd, ioas.id, held_.at(dma.file).fd, s_.FindFile(dma.file)->size, dma.iova);
-  if (map.err != 0) return failed("IOMMU_IOAS_MAP_FILE", map.err);
-  const Step bound = Bind(p, dev.fd, fd);
-  if (bound.err != 0) return failed("bind", bound.err);
-  const Step hwpt = HwptAlloc(p, fd, bound.id, ioas.id);
-  if (hwpt.err != 0) return failed("IOMMU_HWPT_ALLOC", hwpt.err);
-  if (const Step s = Attach(p, dev.fd, hwpt.id); s.err != 0) return failed("attach", s.err);
-  if (const Step s = Mark(p, fd, hwpt.id, s_.HwptToken(device)); s.err != 0) {
-    return failed("IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE", s.err);
+  const long ioas = iommufd::IoasAlloc(p, fd);
+  if (ioas < 0) return failed("IOMMU_IOAS_ALLOC", ioas);
+  const auto ioas_id = static_cast<uint32_t>(ioas);
+  const long map = iommufd::MapFile(p, fd, ioas_id, held_.at(dma.file).fd, 0,
+                                    s_.FindFile(dma.file)->size, dma.iova);
+  if (map != 0) return failed("IOMMU_IOAS_MAP_FILE", map);
+  const long dev_id = Bind(p, dev.fd, fd);
+  if (dev_id < 0) return failed("bind", dev_id);
+  const long hwpt = iommufd::HwptAlloc(p, fd, static_cast<uint32_t>(dev_id), ioas_id);
+  if (hwpt < 0) return failed("IOMMU_HWPT_ALLOC", hwpt);
+  const auto hwpt_id = static_cast<uint32_t>(hwpt);
+  if (const long err = Attach(p, dev.fd, hwpt_id); err != 0) return failed("attach", err);
+  if (const long err = iommufd::MarkPreserve(p, fd, hwpt_id, s_.HwptToken(device)); err != 0) {
+    return failed("IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE", err);
   }
   return true;
 }
@@ -139,25 +95,27 @@ bool Runner::Impl::ReclaimPhase(int boot, const std::vector<RetrievedFile>& file
                   absl::StrFormat("boot %d: device %s, retrieved iommufd %s: %s: %s", boot,
                                   device->name, dma.iommufd, step, ErrnoName(err)));
     };
-    const Step bound = Bind(p, dev.fd, fd);
-    if (bound.err != 0) return failed("bind", bound.err);
-    const Step restored = Restore(p, fd, token);
-    if (restored.err != 0) return failed("IOMMU_HWPT_LIVEUPDATE_RESTORE", restored.err);
+    const long dev_id = Bind(p, dev.fd, fd);
+    if (dev_id < 0) return failed("bind", dev_id);
+    const long restored = iommufd::RestoreHwpt(p, fd, token);
+    if (restored < 0) return failed("IOMMU_HWPT_LIVEUPDATE_RESTORE", restored);
     auto memfd = held_.find(dma.file);
     if (memfd == held_.end() || memfd->second.process != &p) continue;
-    const Step ioas = IoasAlloc(p, fd);
-    if (ioas.err != 0) return failed("IOMMU_IOAS_ALLOC", ioas.err);
-    const Step map =
-        MapFile(p, fd, ioas.id, memfd->second.fd, s_.FindFile(dma.file)->size, dma.iova);
-    if (map.err != 0) return failed("IOMMU_IOAS_MAP_FILE", map.err);
-    const Step hwpt = HwptAlloc(p, fd, bound.id, ioas.id);
-    if (hwpt.err != 0) return failed("IOMMU_HWPT_ALLOC", hwpt.err);
-    if (const Step s = Attach(p, dev.fd, hwpt.id); s.err != 0) return failed("attach", s.err);
-    if (const Step s = Destroy(p, fd, restored.id); s.err != 0) {
-      return failed("IOMMU_DESTROY of the restored HWPT", s.err);
+    const long ioas = iommufd::IoasAlloc(p, fd);
+    if (ioas < 0) return failed("IOMMU_IOAS_ALLOC", ioas);
+    const auto ioas_id = static_cast<uint32_t>(ioas);
+    const long map = iommufd::MapFile(p, fd, ioas_id, memfd->second.fd, 0,
+                                      s_.FindFile(dma.file)->size, dma.iova);
+    if (map != 0) return failed("IOMMU_IOAS_MAP_FILE", map);
+    const long hwpt = iommufd::HwptAlloc(p, fd, static_cast<uint32_t>(dev_id), ioas_id);
+    if (hwpt < 0) return failed("IOMMU_HWPT_ALLOC", hwpt);
+    const auto hwpt_id = static_cast<uint32_t>(hwpt);
+    if (const long err = Attach(p, dev.fd, hwpt_id); err != 0) return failed("attach", err);
+    if (const long err = iommufd::Destroy(p, fd, static_cast<uint32_t>(restored)); err != 0) {
+      return failed("IOMMU_DESTROY of the restored HWPT", err);
     }
-    if (const Step s = Mark(p, fd, hwpt.id, token); s.err != 0) {
-      return failed("IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE", s.err);
+    if (const long err = iommufd::MarkPreserve(p, fd, hwpt_id, token); err != 0) {
+      return failed("IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE", err);
     }
   }
   return true;

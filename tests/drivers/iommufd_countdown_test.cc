@@ -20,6 +20,7 @@
 #include "drivers/pci_fixture.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "khosim/drivers/iommufd_client.h"
 #include "khosim/fs/shmem.h"
 #include "khosim/handlers/pci_passthrough.h"
 #include "khosim/kho/kho.h"
@@ -28,7 +29,6 @@
 #include "khosim/luo/client.h"
 #include "khosim/machine/builtin_modules.h"
 #include "khosim/machine/countdown.h"
-#include "khosim/uapi/iommufd.h"
 
 namespace khosim::testing {
 namespace {
@@ -53,7 +53,7 @@ bool KernelA(Machine& m, fs::Process& a) {
   if (dev < 0) return false;
   Check(a.Ioctl(dev, PCI_PASSTHROUGH_SET_MASTER, 1ul), "master", {});
   state.mastering = m.pci().Find("nvme0")->bus_master();
-  const int iommufd = a.Open("/dev/iommu", O_RDWR);
+  const int iommufd = static_cast<int>(iommufd::OpenIommufd(a));
   // -ENOENT: iommufd_init failed, so there is no /dev/iommu.
   Check(iommufd, "open iommufd", {ENOMEM, EMFILE, ENOENT});
   const int memfd = fs::MemfdCreate(a, "guest-ram", MFD_ALLOW_SEALING);
@@ -61,18 +61,11 @@ bool KernelA(Machine& m, fs::Process& a) {
   if (iommufd < 0 || memfd < 0) return false;
   Check(a.Ftruncate(memfd, kSize), "ftruncate", {ENOMEM});
   Check(a.Fcntl(memfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK), "seal", {});
-  struct iommu_ioas_alloc ioas = {.size = sizeof(ioas)};
-  const long got_ioas = a.Ioctl(iommufd, IOMMU_IOAS_ALLOC, &ioas);
-  Check(got_ioas, "ioas alloc", {EFAULT});
-  if (got_ioas != 0) return false;
-  struct iommu_ioas_map_file map = {
-      .size = sizeof(map),
-      .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      .ioas_id = ioas.out_ioas_id,
-      .fd = memfd,
-      .length = kSize,
-      .iova = kIova};
-  const long mapped = a.Ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &map);
+  const long ioas = iommufd::IoasAlloc(a, iommufd);
+  Check(ioas, "ioas alloc", {EFAULT});
+  if (ioas < 0) return false;
+  const long mapped =
+      iommufd::MapFile(a, iommufd, static_cast<uint32_t>(ioas), memfd, 0, kSize, kIova);
   Check(mapped, "map file", {ENOMEM, EFAULT});
   if (mapped != 0) return false;
   struct pci_passthrough_bind_iommufd bind = {.size = sizeof(bind), .iommufd = iommufd};
@@ -80,12 +73,11 @@ bool KernelA(Machine& m, fs::Process& a) {
   // -ENODEV: the IOMMU could not come up or never probed the device.
   Check(bound, "bind iommufd", {ENOMEM, EFAULT, ENODEV});
   if (bound != 0) return false;
-  struct iommu_hwpt_alloc hwpt = {
-      .size = sizeof(hwpt), .dev_id = bind.out_devid, .pt_id = ioas.out_ioas_id};
-  const long allocated = a.Ioctl(iommufd, IOMMU_HWPT_ALLOC, &hwpt);
-  Check(allocated, "hwpt alloc", {ENOMEM, EFAULT});
-  if (allocated != 0) return false;
-  struct pci_passthrough_attach_pt attach = {.size = sizeof(attach), .pt_id = hwpt.out_hwpt_id};
+  const long hwpt = iommufd::HwptAlloc(a, iommufd, bind.out_devid, static_cast<uint32_t>(ioas));
+  Check(hwpt, "hwpt alloc", {ENOMEM, EFAULT});
+  if (hwpt < 0) return false;
+  struct pci_passthrough_attach_pt attach = {.size = sizeof(attach),
+                                             .pt_id = static_cast<uint32_t>(hwpt)};
   const long attached = a.Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &attach);
   Check(attached, "attach", {ENOMEM, EFAULT});
   if (attached != 0) return false;
@@ -93,9 +85,7 @@ bool KernelA(Machine& m, fs::Process& a) {
       .op = hw::DmaOp::kCounter, .dst = kIova, .len = kSize, .pattern = 1, .repeat = true});
   state.dma_started = true;
   m.RunDevices("a");
-  struct iommu_hwpt_liveupdate_mark_preserve mark = {
-      .size = sizeof(mark), .hwpt_id = hwpt.out_hwpt_id, .hwpt_token = 4};
-  Check(a.Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, &mark), "mark", {EFAULT});
+  Check(iommufd::MarkPreserve(a, iommufd, static_cast<uint32_t>(hwpt), 4), "mark", {EFAULT});
   if (!liveupdate_enabled()) return false;  // LUO's own start failed
   const int lu = luo::OpenLiveupdate(a);
   Check(lu, "open liveupdate", {ENOMEM, EMFILE});
@@ -135,31 +125,24 @@ void KernelB(Machine& m, fs::Process& b) {
     // -ENODEV: this kernel's IOMMU never probed the device (a failed
     // config read at enumeration): it was not restored either.
     Check(bound, "bind B", {ENOMEM, EFAULT, ENODEV});
-    struct iommu_hwpt_liveupdate_restore restore = {.size = sizeof(restore), .hwpt_token = 4};
     long restored = bound;
     if (bound == 0) {
-      restored = b.Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_RESTORE, &restore);
+      restored = iommufd::RestoreHwpt(b, iommufd, 4);
       Check(restored, "restore", {ENOMEM, EFAULT});
     }
     m.RunDevices("b");
-    if (restored == 0 && memfd >= 0) {
-      struct iommu_ioas_alloc ioas = {.size = sizeof(ioas)};
-      long err = b.Ioctl(iommufd, IOMMU_IOAS_ALLOC, &ioas);
-      struct iommu_ioas_map_file map = {
-          .size = sizeof(map),
-          .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-          .ioas_id = ioas.out_ioas_id,
-          .fd = memfd,
-          .length = kSize,
-          .iova = kIova};
-      if (err == 0) err = b.Ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &map);
-      struct iommu_hwpt_alloc hwpt = {
-          .size = sizeof(hwpt), .dev_id = bind.out_devid, .pt_id = ioas.out_ioas_id};
-      if (err == 0) err = b.Ioctl(iommufd, IOMMU_HWPT_ALLOC, &hwpt);
-      struct pci_passthrough_attach_pt attach = {.size = sizeof(attach), .pt_id = hwpt.out_hwpt_id};
+    if (restored > 0 && memfd >= 0) {
+      // Each step's errno, or the id it made.
+      const long ioas = iommufd::IoasAlloc(b, iommufd);
+      long err = ioas < 0 ? ioas : 0;
+      const auto ioas_id = static_cast<uint32_t>(ioas);
+      if (err == 0) err = iommufd::MapFile(b, iommufd, ioas_id, memfd, 0, kSize, kIova);
+      const long hwpt = err == 0 ? iommufd::HwptAlloc(b, iommufd, bind.out_devid, ioas_id) : err;
+      if (hwpt < 0) err = hwpt;
+      struct pci_passthrough_attach_pt attach = {.size = sizeof(attach),
+                                                 .pt_id = static_cast<uint32_t>(hwpt)};
       if (err == 0) err = b.Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &attach);
-      struct iommu_destroy destroy = {.size = sizeof(destroy), .id = restore.out_hwpt_id};
-      if (err == 0) err = b.Ioctl(iommufd, IOMMU_DESTROY, &destroy);
+      if (err == 0) err = iommufd::Destroy(b, iommufd, static_cast<uint32_t>(restored));
       Check(err, "move to a fresh HWPT", {ENOMEM, EFAULT});
     }
   }

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "drivers/dma_fixture.h"
+#include "khosim/drivers/iommufd_client.h"
 #include "khosim/linux/memfd.h"
 #include "khosim/uapi/iommufd.h"
 
@@ -25,7 +26,7 @@ class IommufdFixture : public DmaFixture {
     return config;
   }
 
-  int OpenIommufd() { return p().Open("/dev/iommu", O_RDWR); }
+  int OpenIommufd() { return static_cast<int>(iommufd::OpenIommufd(p())); }
   // A memfd of |size| bytes sealed as live update requires (unless
   // |seals| says otherwise).
   int SealedMemfd(uint64_t size, unsigned int seals = kLiveupdateSeals) {
@@ -37,42 +38,21 @@ class IommufdFixture : public DmaFixture {
     }
     return fd;
   }
-  long IoasAlloc(int iommufd) {
-    struct iommu_ioas_alloc cmd = {.size = sizeof(cmd)};
-    const long ret = p().Ioctl(iommufd, IOMMU_IOAS_ALLOC, &cmd);
-    return ret != 0 ? ret : cmd.out_ioas_id;
+  long IoasAlloc(int fd) { return iommufd::IoasAlloc(p(), fd); }
+  long MapFile(int fd, uint32_t ioas, int memfd, uint64_t start, uint64_t length, uint64_t iova) {
+    return iommufd::MapFile(p(), fd, ioas, memfd, start, length, iova);
   }
-  // IOAS_MAP_FILE at a fixed IOVA, readable and writeable.
-  long MapFile(int iommufd, uint32_t ioas, int memfd, uint64_t start, uint64_t length,
-               uint64_t iova) {
-    struct iommu_ioas_map_file cmd = {
-        .size = sizeof(cmd),
-        .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-        .ioas_id = ioas,
-        .fd = memfd,
-        .start = start,
-        .length = length,
-        .iova = iova};
-    return p().Ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &cmd);
+  long Unmap(int fd, uint32_t ioas, uint64_t iova, uint64_t length) {
+    return iommufd::Unmap(p(), fd, ioas, iova, length);
   }
-  long Unmap(int iommufd, uint32_t ioas, uint64_t iova, uint64_t length) {
-    struct iommu_ioas_unmap cmd = {
-        .size = sizeof(cmd), .ioas_id = ioas, .iova = iova, .length = length};
-    return p().Ioctl(iommufd, IOMMU_IOAS_UNMAP, &cmd);
-  }
-  long Destroy(int iommufd, uint32_t id) {
-    struct iommu_destroy cmd = {.size = sizeof(cmd), .id = id};
-    return p().Ioctl(iommufd, IOMMU_DESTROY, &cmd);
-  }
+  long Destroy(int fd, uint32_t id) { return iommufd::Destroy(p(), fd, id); }
   long Bind(int dev, int iommufd) {
     struct pci_passthrough_bind_iommufd cmd = {.size = sizeof(cmd), .iommufd = iommufd};
     const long ret = p().Ioctl(dev, PCI_PASSTHROUGH_BIND_IOMMUFD, &cmd);
     return ret != 0 ? ret : cmd.out_devid;
   }
-  long HwptAlloc(int iommufd, uint32_t dev_id, uint32_t ioas) {
-    struct iommu_hwpt_alloc cmd = {.size = sizeof(cmd), .dev_id = dev_id, .pt_id = ioas};
-    const long ret = p().Ioctl(iommufd, IOMMU_HWPT_ALLOC, &cmd);
-    return ret != 0 ? ret : cmd.out_hwpt_id;
+  long HwptAlloc(int fd, uint32_t dev_id, uint32_t ioas) {
+    return iommufd::HwptAlloc(p(), fd, dev_id, ioas);
   }
   // Attaches to an IOAS or HWPT; the HWPT id attached, or the errno.
   long Attach(int dev, uint32_t pt_id) {
@@ -80,16 +60,10 @@ class IommufdFixture : public DmaFixture {
     const long ret = p().Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &cmd);
     return ret != 0 ? ret : cmd.pt_id;
   }
-  long MarkPreserve(int iommufd, uint32_t hwpt, uint64_t token) {
-    struct iommu_hwpt_liveupdate_mark_preserve cmd = {
-        .size = sizeof(cmd), .hwpt_id = hwpt, .hwpt_token = token};
-    return p().Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, &cmd);
+  long MarkPreserve(int fd, uint32_t hwpt, uint64_t token) {
+    return iommufd::MarkPreserve(p(), fd, hwpt, token);
   }
-  long RestoreHwpt(int iommufd, uint64_t token) {
-    struct iommu_hwpt_liveupdate_restore cmd = {.size = sizeof(cmd), .hwpt_token = token};
-    const long ret = p().Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_RESTORE, &cmd);
-    return ret != 0 ? ret : cmd.out_hwpt_id;
-  }
+  long RestoreHwpt(int fd, uint64_t token) { return iommufd::RestoreHwpt(p(), fd, token); }
 
   // The VMM of the selftests, kernel A: |memfd| mapped at kGuestIova in a
   // new IOAS, |dev| bound and attached to a dedicated HWPT. Fills the ids.

@@ -36,6 +36,7 @@
 #include "fuzz_util.h"
 #include "khosim/base/panic.h"
 #include "khosim/drivers/iommu.h"
+#include "khosim/drivers/iommufd_client.h"
 #include "khosim/fs/shmem.h"
 #include "khosim/fs/vfs.h"
 #include "khosim/handlers/pci_passthrough.h"
@@ -46,7 +47,6 @@
 #include "khosim/luo/luo.h"
 #include "khosim/machine/builtin_modules.h"
 #include "khosim/machine/machine.h"
-#include "khosim/uapi/iommufd.h"
 
 namespace {
 
@@ -106,18 +106,6 @@ long Attach(Process& p, int dev, uint32_t pt) {
   return p.Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &cmd);
 }
 
-uint32_t HwptAlloc(Process& p, int iommufd, uint32_t dev_id, uint32_t ioas) {
-  struct iommu_hwpt_alloc cmd = {.size = sizeof(cmd), .dev_id = dev_id, .pt_id = ioas};
-  KHOSIM_FUZZ_CHECK(p.Ioctl(iommufd, IOMMU_HWPT_ALLOC, &cmd) == 0);
-  return cmd.out_hwpt_id;
-}
-
-void Mark(Process& p, int iommufd, uint32_t hwpt, uint64_t token) {
-  struct iommu_hwpt_liveupdate_mark_preserve cmd = {
-      .size = sizeof(cmd), .hwpt_id = hwpt, .hwpt_token = token};
-  KHOSIM_FUZZ_CHECK(p.Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE, &cmd) == 0);
-}
-
 struct Run {
   std::vector<uint8_t> patches;
   bool patched = false;
@@ -150,21 +138,15 @@ int PatchHook(Machine& m) {
 // Kernel A: the VMM of the selftests, the devices of |shape| preserved.
 std::vector<int> PreserveVmm(Machine& m, Process& a, uint8_t shape) {
   const int lu = khosim::luo::OpenLiveupdate(a);
-  const int iommufd = a.Open("/dev/iommu", O_RDWR);
+  const int iommufd = static_cast<int>(khosim::iommufd::OpenIommufd(a));
   const int memfd = khosim::fs::MemfdCreate(a, "guest", MFD_ALLOW_SEALING);
   KHOSIM_FUZZ_CHECK(lu >= 0 && iommufd >= 0 && memfd >= 0);
   KHOSIM_FUZZ_CHECK(a.Ftruncate(memfd, kSize) == 0);
   KHOSIM_FUZZ_CHECK(a.Fcntl(memfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_GROW | F_SEAL_SHRINK) == 0);
-  struct iommu_ioas_alloc alloc = {.size = sizeof(alloc)};
-  KHOSIM_FUZZ_CHECK(a.Ioctl(iommufd, IOMMU_IOAS_ALLOC, &alloc) == 0);
-  struct iommu_ioas_map_file map = {
-      .size = sizeof(map),
-      .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-      .ioas_id = alloc.out_ioas_id,
-      .fd = memfd,
-      .length = kSize,
-      .iova = kIova};
-  KHOSIM_FUZZ_CHECK(a.Ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &map) == 0);
+  const long ioas = khosim::iommufd::IoasAlloc(a, iommufd);
+  KHOSIM_FUZZ_CHECK(ioas > 0);
+  const auto ioas_id = static_cast<uint32_t>(ioas);
+  KHOSIM_FUZZ_CHECK(khosim::iommufd::MapFile(a, iommufd, ioas_id, memfd, 0, kSize, kIova) == 0);
   std::vector<int> devices;  // indexes into kDevices
   devices.push_back(0);
   if (shape & 1) devices.push_back(1);
@@ -182,8 +164,12 @@ std::vector<int> PreserveVmm(Machine& m, Process& a, uint8_t shape) {
     // nvme0 and nvme1 share the first HWPT; accel0 has its own.
     uint32_t hwpt = shared;
     if (hwpt == 0 || i == 2) {
-      hwpt = HwptAlloc(a, iommufd, static_cast<uint32_t>(dev_id), alloc.out_ioas_id);
-      Mark(a, iommufd, hwpt, kHwptTokens[i == 2 ? 1 : 0]);
+      const long made =
+          khosim::iommufd::HwptAlloc(a, iommufd, static_cast<uint32_t>(dev_id), ioas_id);
+      KHOSIM_FUZZ_CHECK(made > 0);
+      hwpt = static_cast<uint32_t>(made);
+      KHOSIM_FUZZ_CHECK(
+          khosim::iommufd::MarkPreserve(a, iommufd, hwpt, kHwptTokens[i == 2 ? 1 : 0]) == 0);
       if (shared == 0) shared = hwpt;
     }
     KHOSIM_FUZZ_CHECK(Attach(a, fd, hwpt) == 0);
@@ -231,30 +217,21 @@ int Reclaim(Machine& m, const std::vector<int>& devices, bool pristine, bool uns
     const bool two = devices.back() == 2;
     std::vector<uint32_t> restored;
     for (int t = 0; t < (two ? 2 : 1); ++t) {
-      struct iommu_hwpt_liveupdate_restore cmd = {.size = sizeof(cmd),
-                                                  .hwpt_token = kHwptTokens[t]};
-      const long ret = b.Ioctl(iommufd, IOMMU_HWPT_LIVEUPDATE_RESTORE, &cmd);
-      if (pristine) KHOSIM_FUZZ_CHECK(ret == 0);
-      if (ret == 0) restored.push_back(cmd.out_hwpt_id);
+      const long ret = khosim::iommufd::RestoreHwpt(b, iommufd, kHwptTokens[t]);
+      if (pristine) KHOSIM_FUZZ_CHECK(ret > 0);
+      if (ret > 0) restored.push_back(static_cast<uint32_t>(ret));
     }
     // Every device moves to the automatic HWPT of a new IOAS over the
     // retrieved memfd; the restored HWPTs go.
-    struct iommu_ioas_alloc alloc = {.size = sizeof(alloc)};
-    long ret = memfd < 0 ? memfd : b.Ioctl(iommufd, IOMMU_IOAS_ALLOC, &alloc);
-    struct iommu_ioas_map_file map = {
-        .size = sizeof(map),
-        .flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-        .ioas_id = alloc.out_ioas_id,
-        .fd = memfd,
-        .length = kSize,
-        .iova = kIova};
-    if (ret == 0) ret = b.Ioctl(iommufd, IOMMU_IOAS_MAP_FILE, &map);
+    const long ioas = memfd < 0 ? memfd : khosim::iommufd::IoasAlloc(b, iommufd);
+    long ret = ioas < 0 ? ioas : 0;
+    const auto ioas_id = static_cast<uint32_t>(ioas);
+    if (ret == 0) ret = khosim::iommufd::MapFile(b, iommufd, ioas_id, memfd, 0, kSize, kIova);
     for (int fd : fds) {
-      if (ret == 0 && fd >= 0) ret = Attach(b, fd, alloc.out_ioas_id);
+      if (ret == 0 && fd >= 0) ret = Attach(b, fd, ioas_id);
     }
     for (uint32_t id : restored) {
-      struct iommu_destroy destroy = {.size = sizeof(destroy), .id = id};
-      if (ret == 0) ret = b.Ioctl(iommufd, IOMMU_DESTROY, &destroy);
+      if (ret == 0) ret = khosim::iommufd::Destroy(b, iommufd, id);
     }
     if (pristine) KHOSIM_FUZZ_CHECK(ret == 0);
   }
