@@ -69,6 +69,17 @@ class Process {
   int Ftruncate(int fd, loff_t length);
   int Fallocate(int fd, int mode, loff_t offset, loff_t len);
   long Fcntl(int fd, unsigned int cmd, unsigned long arg);
+  // eventfd2(2): a new fd (the lowest free) on an "anon_inode:[eventfd]"
+  // file whose counter starts at |initval|. |flags|: EFD_SEMAPHORE,
+  // EFD_CLOEXEC (the fd's FD_CLOEXEC), EFD_NONBLOCK (the file's
+  // O_NONBLOCK); see khosim/linux/eventfd.h. Errors in the kernel's order:
+  // -ESRCH (the process exited), any other flag bit -> -EINVAL, -ENOMEM
+  // (fault point "kmalloc"), -EMFILE from the fd table, -ENOMEM (fault
+  // point "alloc_file"). read(2) / write(2) semantics are in
+  // khosim/fs/eventfd.h. Simulator difference: a read or write that would
+  // sleep in the kernel (no EFD_NONBLOCK, counter 0 or too full) fails
+  // with -EAGAIN instead, as a non-blocking one does.
+  int Eventfd(unsigned int initval, int flags);
 
   // SCM_RIGHTS: installs the file behind |fd| in |to| (lowest free fd,
   // O_CLOEXEC from |flags|) and returns the receiver's fd or -errno.
