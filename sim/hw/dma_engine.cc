@@ -7,6 +7,12 @@
 #include "khosim/linux/intel_iommu_regs.h"
 
 namespace khosim::hw {
+namespace {
+
+// The largest MSI-X table (Table Size is 11 bits).
+constexpr int32_t kMaxMsixVectors = 2048;
+
+}  // namespace
 
 const char* DmaEventKindName(DmaEvent::Kind kind) {
   switch (kind) {
@@ -31,7 +37,8 @@ DmaEngine::DmaEngine(PciFunction& function, PciHardware& pci, IommuUnit* iommu,
 void DmaEngine::Submit(const DmaDescriptor& d) {
   SyncWithHardware();
   const bool bad = d.len == 0 || (d.op == DmaOp::kCounter && (d.len % 8 | d.dst % 8) != 0) ||
-                   (d.repeat && d.op != DmaOp::kCounter);
+                   (d.repeat && d.op != DmaOp::kCounter) || d.irq_vector < -1 ||
+                   d.irq_vector >= kMaxMsixVectors;
   if (bad) {
     ++rejected_;
     return;
@@ -187,12 +194,18 @@ uint64_t DmaEngine::Run(uint64_t budget, DmaMemoryOracle* oracle, const DmaEvent
       break;
     }
     if (job.done < job.d.len) continue;
+    const int32_t vector = job.d.irq_vector;
     if (job.d.repeat) {
       job.done = 0;
-      continue;
+    } else {
+      ++completed_;
+      queue_.pop_front();
     }
-    ++completed_;
-    queue_.pop_front();
+    if (vector < 0) continue;
+    // The handler may submit, abort, reset the function or stop mastering.
+    function_.RaiseMsix(static_cast<uint16_t>(vector));
+    SyncWithHardware();
+    if (!function_.bus_master()) break;
   }
   return written;
 }

@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<PciHardware>> PciHardware::Create(const PciTopolo
     }
     hw->segments_.push_back(std::move(segment));
   }
+  hw->ForEach([&hw](PciFunction& f) { f.hw_ = hw.get(); });
   hw->PowerOn();
   return hw;
 }
@@ -96,6 +97,7 @@ void PciHardware::PowerOn() {
 
 void PciHardware::ResetFunction(PciFunction& f) {
   std::memcpy(f.config_.data(), f.tmpl_->reset.data(), f.config_.size());
+  f.ResetMsix();
   f.vfs_.clear();  // VF Enable is clear again
   ++f.reset_count_;
 }
@@ -124,7 +126,9 @@ void PciHardware::EnableVfs(PciFunction& pf) {
     vf->parent_ = pf.parent_;
     vf->physfn_ = &pf;
     vf->tmpl_ = pf.vf_tmpl_;
+    vf->hw_ = this;
     std::memcpy(vf->config_.data(), vf->tmpl_->reset.data(), vf->config_.size());
+    vf->ResetMsix();
     pf.vfs_.push_back(std::move(vf));
   }
 }
@@ -239,6 +243,8 @@ void PciHardware::Write(PciFunction& f, uint16_t offset, int size, uint32_t valu
     if (enabled && !vfs_were_enabled) EnableVfs(f);
     if (!enabled && vfs_were_enabled) f.vfs_.clear();
   }
+  // MSI-X Enable set or a Function Mask cleared: what was pending goes out.
+  if (f.msix_cap() != 0 && touched(f.msix_cap() + PCI_MSIX_FLAGS, 2)) f.SendPendingMsix();
 }
 
 std::vector<uint16_t> PciHardware::Domains() const {

@@ -14,7 +14,10 @@
 //      engines are never reset here).
 // DMA engines advance after A's reboot hooks, after A's device shutdown,
 // and after each of B's boot steps: a device left running writes through
-// the whole kexec, checked against whichever kernel runs.
+// the whole kexec, checked against whichever kernel runs. Its MSI-X
+// messages go to whichever kernel runs too: B has no irqs for the vectors
+// A left unmasked, so they are spurious there until a driver of B takes
+// the vectors over.
 #include "khosim/machine/machine.h"
 
 #include <chrono>
@@ -25,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "khosim/base/errno_status.h"
 #include "khosim/base/panic.h"
+#include "khosim/drivers/irq.h"
 
 namespace khosim {
 namespace {
@@ -82,6 +86,7 @@ Machine::Machine(MachineConfig config, std::unique_ptr<hw::PhysicalMemory> memor
   if (config_.iommu && !config_.pci.empty()) {
     iommu_ = std::make_unique<hw::IommuHardware>(*memory_, config_.pci);
   }
+  pci_->SetMsixSink([this](const hw::MsixMessage& message) { DeliverMsix(message); });
   // Every endpoint designed with an engine gets one (VFs have none).
   std::vector<const hw::PciFunctionSpec*> specs;
   std::function<void(const hw::PciFunctionSpec&)> collect = [&](const hw::PciFunctionSpec& f) {
@@ -127,6 +132,26 @@ void Machine::RunDevices(absl::string_view point) {
   for (auto& engine : engines_) moved += engine->Run(config_.dma_quantum, oracle, sink);
   dma_bytes_ += moved;
   if (moved != 0) dma_progress_.push_back({generation, std::string(point), moved});
+}
+
+void Machine::DeliverMsix(const hw::MsixMessage& message) {
+  const bool live = kernel_ != nullptr && kernel_->phase() != BootPhase::kDead;
+  const uint64_t generation = live ? kernel_->generation() : 0;
+  if (message.kind == hw::MsixMessage::Kind::kLost) {
+    trace_.Record(generation, "irq", "msix_lost",
+                  {{"device", message.function->name()},
+                   {"vector", absl::StrCat(message.vector)},
+                   {"reason", message.reason}});
+    return;
+  }
+  if (!live || kernel_->pci() == nullptr) {
+    ++msix_no_kernel_;
+    trace_.Record(generation, "irq", "no_kernel",
+                  {{"device", message.function->name()}, {"vector", absl::StrCat(message.vector)}});
+    return;
+  }
+  ScopedKernelContext scope(&kernel_->ctx());
+  kernel_->pci()->irqs().HandleMsix(*message.function, message.vector);
 }
 
 Machine::~Machine() {

@@ -38,7 +38,9 @@
 
 namespace khosim::drivers {
 
+class IrqTable;
 class PciLiveUpdate;
+class PciMsi;
 
 // The kernel command line's pci= options the core honours
 // (pci=assign-busses,hpbussize=4).
@@ -88,6 +90,10 @@ class PciCore {
   void UnregisterDriver(struct pci_driver* drv);
 
   PciLiveUpdate& liveupdate() { return *liveupdate_; }
+  // This kernel's interrupts (khosim/drivers/irq.h), and the MSI-X vectors
+  // it allocated per device (linux/pci.h's interrupt vectors).
+  IrqTable& irqs() { return *irqs_; }
+  PciMsi& msi() { return *msi_; }
   hw::PciHardware& hw() { return hw_; }
   KernelContext& ctx() { return ctx_; }
   const PciOptions& options() const { return options_; }
@@ -107,6 +113,8 @@ class PciCore {
   hw::PciHardware& hw_;
   PciOptions options_;
   std::unique_ptr<PciLiveUpdate> liveupdate_;
+  std::unique_ptr<IrqTable> irqs_;
+  std::unique_ptr<PciMsi> msi_;
   // The objects of this boot; nothing is removed before the kernel dies.
   std::vector<std::unique_ptr<struct pci_dev>> device_store_;
   std::vector<std::unique_ptr<struct pci_bus>> bus_store_;

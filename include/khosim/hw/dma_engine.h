@@ -14,6 +14,15 @@
 //             the newest value v with (v - pattern) % slots == i.
 // Descriptors run in submission order; completed ones are counted.
 //
+// Interrupts: a descriptor with an |irq_vector| raises that MSI-X vector of
+// the function (PciFunction::RaiseMsix, so masks, pending bits and MSI-X
+// Enable decide what happens) when it completes, after its last byte is
+// written; a repeating kCounter raises it each time it wraps (a ring
+// buffer's "one pass done"). An aborted descriptor raises nothing (error
+// interrupts are not modelled). The message's handler runs before Run
+// returns; if it resets the function or turns bus mastering off, the
+// engine stops there for this quantum.
+//
 // What stops it: bus mastering off in the function's Command register
 // (requests are not issued; it resumes when software sets it again), a
 // reset of the function (FLR, bus reset, power-on: the queue is dropped),
@@ -50,6 +59,9 @@ struct DmaDescriptor {
   uint64_t len = 0;  // bytes; kCounter: a multiple of 8
   uint64_t pattern = 0;
   bool repeat = false;  // kCounter only
+  // The MSI-X vector raised at completion (or at each wrap), 0..2047; -1:
+  // none. A vector past the function's table is the function's to drop.
+  int32_t irq_vector = -1;
 };
 
 // Something a device did that the kernel did not want: reported to the
@@ -82,7 +94,8 @@ class DmaEngine {
   const PciFunction& function() const { return function_; }
   // The portal: queues |d| (a halted engine starts again). A malformed
   // descriptor (len 0, a kCounter dst or length not a multiple of 8, repeat on
-  // another op) is dropped and counted in rejected().
+  // another op, irq_vector outside -1..2047) is dropped and counted in
+  // rejected().
   void Submit(const DmaDescriptor& d);
   // Drops the queue (the device's own abort register).
   void Abort();

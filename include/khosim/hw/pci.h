@@ -23,6 +23,12 @@
 // stride; they read vendor and device id as 0xffff, as real VFs do. An
 // access nothing answers reads all-ones, and a write to it is dropped.
 //
+// MSI-X (the capability's Message Control in config space; each vector's
+// mask bit and pending bit, which live in BAR 0, as state of the function):
+// see "MSI-X" in PciFunction and docs/msix.md. Like config space, it
+// survives a kexec; FLR, bus reset and power-on put it back to reset
+// (MSI-X off, every vector masked, nothing pending).
+//
 // Thread safety: none; the machine drives it from one thread.
 #ifndef KHOSIM_HW_PCI_H_
 #define KHOSIM_HW_PCI_H_
@@ -32,6 +38,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -40,7 +47,27 @@
 
 namespace khosim::hw {
 
+class PciFunction;
 class PciHardware;
+
+// What a function's MSI-X logic did with a vector it signalled: sent the
+// message (a memory write to the interrupt controller's address), or could
+// not send it. A vector it had to hold back (masked) is no event: it sets
+// the pending bit, and is sent when unmasked.
+struct MsixMessage {
+  enum class Kind {
+    kSent,
+    kLost,  // MSI-X Enable clear, or a vector outside the table
+  };
+  Kind kind = Kind::kSent;
+  const PciFunction* function = nullptr;
+  uint16_t vector = 0;
+  const char* reason = "";  // kLost: "MSI-X disabled" or "no such vector"
+};
+// Receives every MSI-X message of every function, in the order sent, on the
+// thread that made the function send it (the machine's). Installed by the
+// machine, which routes sent messages to the running kernel.
+using MsixSink = std::function<void(const MsixMessage&)>;
 
 // A function's reset values and write masks: fixed by its hardware design,
 // so functions of one design (and a PF's VFs) share one.
@@ -88,9 +115,52 @@ class PciFunction {
   // Resets this function went through (FLR, bus reset, power-on).
   uint64_t reset_count() const { return reset_count_; }
 
+  // ---- MSI-X --------------------------------------------------------------
+  // The table size (Message Control's Table Size + 1); 0 without MSI-X.
+  uint16_t msix_table_size() const;
+  // Message Control's MSI-X Enable and Function Mask bits.
+  bool msix_enabled() const;
+  bool msix_function_masked() const;
+  // Table entry |vector|'s Vector Control Mask Bit (set at reset) and its
+  // bit in the Pending Bit Array; true and false past the table.
+  bool msix_vector_masked(uint16_t vector) const;
+  bool msix_pending(uint16_t vector) const;
+  // Stands for software's write of the Mask Bit in table entry |vector| (the
+  // table is in BAR 0; the simulator has no MMIO, so drivers call this).
+  // Like any memory-space write it reaches the function only while memory
+  // decoding is on (Command's Memory Space Enable; for a VF, its PF's
+  // SR-IOV VF MSE): false when the write goes nowhere (decoding off, or no
+  // such entry). Unmasking a pending vector sends it now, if MSI-X is
+  // enabled and the function unmasked (see RaiseMsix).
+  bool SetMsixVectorMasked(uint16_t vector, bool masked);
+  // The function signals |vector| (a completion of its own, a test), as the
+  // PCIe base specification says an MSI-X function does:
+  //   - |vector| past the table: nothing is sent (lost, "no such vector");
+  //   - MSI-X Enable clear: no message (the function would fall back to
+  //     INTx, which is not modelled): lost, "MSI-X disabled";
+  //   - Function Mask or the vector's Mask Bit set: the pending bit is set
+  //     (repeated signals while masked collapse into that one bit), and the
+  //     message is sent, the bit cleared, once neither mask is set and MSI-X
+  //     is enabled (a config write of Message Control, or
+  //     SetMsixVectorMasked);
+  //   - otherwise the message is sent.
+  // Sent and lost messages go to the hardware's MsixSink, synchronously.
+  // Bus Master Enable does not gate messages here (the specification says
+  // it does); the DMA engine, which raises vectors, stops without it.
+  void RaiseMsix(uint16_t vector);
+  // Messages this function sent, and signals it could not send, since it
+  // was built (observations, not registers: no reset clears them).
+  uint64_t msix_sent() const { return msix_sent_; }
+  uint64_t msix_lost() const { return msix_lost_; }
+
  private:
   friend class PciHardware;
   PciFunction() = default;
+  // MSI-X: the reset state, and sending what is pending and deliverable.
+  void ResetMsix();
+  void SendPendingMsix();
+  void SendMsix(MsixMessage::Kind kind, uint16_t vector, const char* reason);
+  bool memory_decoding() const;
 
   std::string name_;
   PciKind kind_ = PciKind::kEndpoint;
@@ -104,6 +174,11 @@ class PciFunction {
   std::shared_ptr<const PciConfigTemplate> tmpl_;
   std::shared_ptr<const PciConfigTemplate> vf_tmpl_;  // a PF's VFs' design
   uint64_t reset_count_ = 0;
+  PciHardware* hw_ = nullptr;
+  std::vector<bool> msix_masked_;   // per vector: Vector Control bit 0
+  std::vector<bool> msix_pending_;  // the Pending Bit Array
+  uint64_t msix_sent_ = 0;
+  uint64_t msix_lost_ = 0;
 };
 
 class PciHardware {
@@ -144,6 +219,11 @@ class PciHardware {
   uint64_t config_reads() const { return config_reads_; }
   uint64_t config_writes() const { return config_writes_; }
 
+  // Where every function's MSI-X messages go (see MsixSink); none: they are
+  // counted (PciFunction::msix_sent / msix_lost) and go nowhere.
+  void SetMsixSink(MsixSink sink) { msix_sink_ = std::move(sink); }
+  const MsixSink& msix_sink() const { return msix_sink_; }
+
  private:
   struct Segment {
     uint16_t domain = 0;
@@ -166,6 +246,7 @@ class PciHardware {
   void EnableVfs(PciFunction& pf);
 
   std::vector<Segment> segments_;
+  MsixSink msix_sink_;
   uint64_t config_reads_ = 0;
   uint64_t config_writes_ = 0;
 };

@@ -161,4 +161,50 @@ int pci_register_driver(struct pci_driver* drv);
 // Removes |drv| from every device it is bound to (remove()), then forgets it.
 void pci_unregister_driver(struct pci_driver* drv);
 
+// ---- Interrupt vectors (drivers/pci/msi/api.c) -------------------------------
+// MSI-X is the one interrupt mode modelled (docs/msix.md): MSI and INTx
+// requests fail as they would on a device without them. The vectors and
+// their Linux irqs belong to this kernel; the device's MSI-X registers are
+// hardware and keep whatever this kernel leaves in them across a kexec.
+// Context: process context.
+
+#define PCI_IRQ_INTX (1 << 0)  // no INTx line is modelled: never used
+#define PCI_IRQ_MSI (1 << 1)   // not modelled: as for a device without MSI
+#define PCI_IRQ_MSIX (1 << 2)
+#define PCI_IRQ_AFFINITY (1 << 3)  // accepted; one CPU, nothing to spread
+#define PCI_IRQ_ALL_TYPES (PCI_IRQ_INTX | PCI_IRQ_MSI | PCI_IRQ_MSIX)
+
+// The number of entries in |dev|'s MSI-X table (read from config space), or
+// -EINVAL for a device without MSI-X.
+int pci_msix_vec_count(struct pci_dev* dev);
+
+// Allocates between |min_vecs| and |max_vecs| interrupt vectors and returns
+// how many it got (as many as the table has, up to |max_vecs|). With
+// PCI_IRQ_MSIX it enables MSI-X in config space as upstream does: Enable
+// and Function Mask set, a Linux irq for each of vectors 0..n-1, INTx
+// disabled, every table entry masked, Function Mask cleared. A vector
+// stays masked until request_irq() starts its irq. Errnos, in upstream's
+// order (MSI-X first, then whatever the other flags allow):
+//   -ERANGE  max_vecs < min_vecs;
+//   -EINVAL  MSI-X already enabled on |dev| (WARN_ON_ONCE); max_vecs 0; no
+//            MSI-X capability; PCI_IRQ_MSI (MSI is not modelled);
+//   -ENOSPC  the table has fewer than |min_vecs| entries; no flag this
+//            device can satisfy (PCI_IRQ_INTX alone, or no flags);
+//   -ENOMEM  an irq descriptor cannot be allocated (fault point "kmalloc");
+//            MSI-X is left disabled;
+//   -ENODEV  nothing answers at |dev|'s address.
+int pci_alloc_irq_vectors(struct pci_dev* dev, unsigned int min_vecs, unsigned int max_vecs,
+                          unsigned int flags);
+
+// Undoes pci_alloc_irq_vectors: masks the vectors, clears MSI-X Enable,
+// re-enables INTx, frees the irqs. Nothing when MSI-X is not enabled by
+// this kernel. An irq that still has a handler is a driver bug: it WARNs
+// and the handler is dropped.
+void pci_free_irq_vectors(struct pci_dev* dev);
+
+// The Linux irq of vector |nr| (the MSI-X table index): -EINVAL when |nr|
+// was not allocated. With no vectors allocated, 0 for |nr| 0 (dev->irq,
+// which is 0: no INTx line) and -EINVAL otherwise.
+int pci_irq_vector(struct pci_dev* dev, unsigned int nr);
+
 #endif  // KHOSIM_LINUX_PCI_H_

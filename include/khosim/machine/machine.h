@@ -184,6 +184,16 @@ class Machine : public KernelEnv {
     uint64_t bytes = 0;
   };
   const std::vector<DmaProgress>& dma_progress() const { return dma_progress_; }
+  // MSI-X messages (khosim/hw/pci.h) go to the running kernel's irq table
+  // (drivers::IrqTable::HandleMsix), synchronously: its handlers run inside
+  // whatever made the function send (RunDevices for a DMA completion). A
+  // message sent while no kernel runs (before the first boot, after a
+  // panic) reaches an interrupt controller nobody set up: it is lost,
+  // counted here and traced ("irq"/"no_kernel"). Signals a function could
+  // not send are its own count (PciFunction::msix_lost), traced as
+  // "irq"/"msix_lost"; messages a kernel had no handler for are the
+  // kernel's (IrqTable::spurious).
+  uint64_t msix_no_kernel() const { return msix_no_kernel_; }
   const MachineConfig& config() const { return config_; }
   FaultInjector& faults() { return faults_; }
   EventTrace& trace() { return trace_; }
@@ -207,6 +217,7 @@ class Machine : public KernelEnv {
   static absl::StatusOr<hw::MemoryLayout> LayoutFor(const MachineConfig& config);
   KernelConfig KernelConfigFor(PhysAddr image_base) const;
   void StartKernel(BootParams params, const KernelBuild& build);
+  void DeliverMsix(const hw::MsixMessage& message);
 
   MachineConfig config_;
   std::unique_ptr<hw::PhysicalMemory> memory_;
@@ -217,6 +228,7 @@ class Machine : public KernelEnv {
   uint64_t dma_events_dropped_ = 0;
   uint64_t dma_bytes_ = 0;
   std::vector<DmaProgress> dma_progress_;
+  uint64_t msix_no_kernel_ = 0;
   std::mt19937_64 rng_;
   FaultInjector faults_;
   EventTrace trace_;

@@ -8,9 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "khosim/drivers/irq.h"
 #include "khosim/drivers/pci.h"
 #include "khosim/linux/bug.h"
 #include "liveupdate.h"
+#include "msi.h"
 
 namespace khosim::drivers {
 
@@ -32,7 +34,9 @@ PciCore::PciCore(KernelContext& ctx, hw::PciHardware& hw)
     : ctx_(ctx),
       hw_(hw),
       options_(PciOptions::FromCmdline(ctx.cmdline())),
-      liveupdate_(std::make_unique<PciLiveUpdate>()) {
+      liveupdate_(std::make_unique<PciLiveUpdate>()),
+      irqs_(std::make_unique<IrqTable>(ctx, hw)),
+      msi_(std::make_unique<PciMsi>(*this, *irqs_)) {
   ctx_.set_slot(KernelSlot::kPci, this);
 }
 
