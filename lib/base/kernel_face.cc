@@ -1,4 +1,4 @@
-// The kernel face of lib/base (linux/bug.h): WARN, BUG, panic and printk
+// The kernel face of lib/base (linux/bug.h, linux/kconfig.h): WARN, BUG, panic and printk
 // against the running kernel's KernelContext.
 #include <cstdarg>
 #include <cstdio>
@@ -6,6 +6,7 @@
 
 #include "khosim/base/kernel_context.h"
 #include "khosim/linux/bug.h"
+#include "khosim/linux/kconfig.h"
 
 namespace khosim::kernel_face {
 
@@ -39,3 +40,8 @@ std::string Format(const char* fmt, ...) {
 }
 
 }  // namespace khosim::kernel_face
+
+bool khosim_config_enabled(const char* symbol) {
+  khosim::KernelContext* ctx = khosim::CurrentKernelContext();
+  return ctx != nullptr && symbol != nullptr && ctx->ConfigEnabled(symbol);
+}

@@ -34,6 +34,18 @@ unsigned long copy_to_user(void __user* to, const void* from, unsigned long n) {
   return 0;
 }
 
+long strncpy_from_user(char* dst, const char __user* src, long count) {
+  if (count <= 0) return 0;
+  if (UserRangeFaults(src, 1, "copy_from_user")) return -EFAULT;
+  long n = 0;
+  while (n < count) {
+    dst[n] = src[n];
+    if (dst[n] == '\0') return n;
+    ++n;
+  }
+  return n;
+}
+
 int copy_struct_from_user(void* dst, size_t ksize, const void __user* src, size_t usize) {
   const size_t size = usize < ksize ? usize : ksize;
   if (usize > ksize) {

@@ -61,6 +61,7 @@ Kernel::Kernel(KernelEnv& env, hw::PhysicalMemory& memory, KernelHardware hardwa
   build_ = std::move(config.build);
   modules_ = std::move(config.modules);
   for (const KernelModule& module : modules_) {
+    for (const std::string& symbol : module.configs) ctx_.EnableConfig(symbol);
     for (const KernelModule::Initcall& call : module.initcalls) {
       RegisterInitcall(call.level, call.name, call.fn);
     }

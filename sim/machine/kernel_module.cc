@@ -18,7 +18,8 @@ bool KernelBuild::Has(absl::string_view name) const {
 
 absl::Status ModuleRegistry::Add(KernelModule module) {
   if (module.name.empty()) return absl::InvalidArgumentError("a kernel module needs a name");
-  if (module.initcalls.empty() && module.early_hooks.empty() && module.reboot_hooks.empty()) {
+  if (module.initcalls.empty() && module.early_hooks.empty() && module.reboot_hooks.empty() &&
+      module.configs.empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("kernel module ", module.name, " has no initcall and no hook: nothing runs"));
   }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -163,6 +164,12 @@ class KernelContext {
   void Log(absl::string_view line);
   std::vector<std::string> LogLines() const;
 
+  // The kernel build's configuration switches ("CONFIG_VFIO_PCI_LIVEUPDATE"):
+  // what IS_ENABLED() asks, at run time because one binary builds every
+  // kernel. Set while the kernel is constructed.
+  void EnableConfig(std::string symbol) { configs_.insert(std::move(symbol)); }
+  bool ConfigEnabled(absl::string_view symbol) const { return configs_.contains(symbol); }
+
   void* slot(KernelSlot s) const { return slots_[static_cast<int>(s)]; }
   void set_slot(KernelSlot s, void* p) { slots_[static_cast<int>(s)] = p; }
 
@@ -180,6 +187,7 @@ class KernelContext {
   BootPhase phase_ = BootPhase::kSetupArch;
   bool panicked_ = false;
   void* slots_[static_cast<int>(KernelSlot::kCount)] = {};
+  absl::flat_hash_set<std::string> configs_;
 
   mutable absl::Mutex diag_mu_;
   std::map<std::string, WarnRecord> warns_ ABSL_GUARDED_BY(diag_mu_);

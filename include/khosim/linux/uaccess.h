@@ -15,6 +15,11 @@
 unsigned long copy_from_user(void* to, const void __user* from, unsigned long n);
 unsigned long copy_to_user(void __user* to, const void* from, unsigned long n);
 
+// Copies a NUL-terminated string of at most |count| bytes: its length
+// without the NUL, |count| if none was found within (dst is then not
+// terminated), or -EFAULT (one fault check for the whole string).
+long strncpy_from_user(char* dst, const char __user* src, long count);
+
 // Extensible-struct copy-in: |usize| bytes from userspace into a |ksize|
 // kernel struct. usize < ksize: the rest is zeroed; usize > ksize: the
 // extra user bytes must all be zero, else -E2BIG. -EFAULT on a fault.

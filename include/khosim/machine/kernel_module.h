@@ -75,6 +75,10 @@ struct KernelModule {
   std::vector<Initcall> initcalls;
   std::vector<EarlyHook> early_hooks;
   std::vector<RebootHook> reboot_hooks;
+  // Configuration switches a kernel with this module has on (see
+  // KernelContext::ConfigEnabled): a module may be only a switch that
+  // another module's code reads, as CONFIG_VFIO_PCI_LIVEUPDATE is.
+  std::vector<std::string> configs;
   // Modules whose initcalls this one's must precede when both are built in
   // (a LUO handler registered first is asked first whether it takes a file).
   std::vector<std::string> runs_before;
