@@ -24,7 +24,7 @@ targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
   targets=(kho_fdt_fuzzer kho_radix_walk_fuzzer kho_incoming_fuzzer kho_block_set_fuzzer
            kho_xarray_fuzzer luo_incoming_fuzzer pci_incoming_fuzzer iommu_incoming_fuzzer
-           iommufd_incoming_fuzzer)
+           iommufd_incoming_fuzzer vfio_incoming_fuzzer)
 fi
 
 # Largest input each target reads (bytes beyond are ignored or truncated).
@@ -39,6 +39,7 @@ max_len_for() {
     pci_incoming_fuzzer) echo 512 ;;      # 1-byte shape + up to 16 patch records
     iommu_incoming_fuzzer) echo 512 ;;    # 1-byte shape + up to 16 patch records
     iommufd_incoming_fuzzer) echo 512 ;;  # 1-byte shape + up to 16 patch records
+    vfio_incoming_fuzzer) echo 512 ;;     # 1-byte shape + up to 16 patch records
     *) echo 4096 ;;
   esac
 }

@@ -9,12 +9,14 @@
 #include "khosim/abi/hugetlb_luo.h"
 #include "khosim/abi/memfd_luo.h"
 #include "khosim/drivers/iommufd.h"
+#include "khosim/drivers/vfio.h"
 #include "khosim/handlers/hugetlb_luo.h"
 #include "khosim/handlers/memfd_luo.h"
 #include "khosim/handlers/pci_passthrough.h"
 #include "khosim/linux/kho/abi/iommufd.h"
 #include "khosim/linux/kho/abi/pci.h"
 #include "khosim/linux/kho/abi/pci_passthrough.h"
+#include "khosim/linux/kho/abi/vfio_pci.h"
 #include "khosim/machine/kernel_module.h"
 
 namespace khosim {
@@ -63,6 +65,20 @@ ModuleRegistry MakeBuiltin() {
           .description = "/dev/iommu and its file handler (docs/iommu.md, iommufd)",
           .compatibles = {IOMMUFD_LUO_COMPATIBLE},
           .initcalls = {{InitcallLevel::kDevice, "iommufd_init", iommufd_init}},
+      },
+      {
+          .name = kVfioPciModule,
+          .kind = KernelModule::Kind::kDriver,
+          .description = "vfio-pci: device cdevs, groups and the container (docs/devices.md)",
+          .initcalls = {{InitcallLevel::kDevice, "vfio_pci_init", vfio_pci_init}},
+      },
+      {
+          .name = kVfioPciLiveupdateModule,
+          .kind = KernelModule::Kind::kDriver,
+          .description = "CONFIG_VFIO_PCI_LIVEUPDATE: vfio-pci's file handler (with vfio-pci)",
+          .compatibles = {VFIO_PCI_LUO_FH_COMPATIBLE},
+          .flbs = {},
+          .configs = {"CONFIG_VFIO_PCI_LIVEUPDATE"},
       },
   };
   ModuleRegistry registry;

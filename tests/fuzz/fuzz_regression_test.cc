@@ -25,6 +25,7 @@ extern "C" int LuoIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int PciIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int IommuIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 extern "C" int IommufdIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
+extern "C" int VfioIncomingFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace {
 
@@ -92,6 +93,10 @@ TEST(FuzzRegressionTest, IommuIncomingFuzzer) {
 
 TEST(FuzzRegressionTest, IommufdIncomingFuzzer) {
   Replay("iommufd_incoming_fuzzer", IommufdIncomingFuzzerTestOneInput);
+}
+
+TEST(FuzzRegressionTest, VfioIncomingFuzzer) {
+  Replay("vfio_incoming_fuzzer", VfioIncomingFuzzerTestOneInput);
 }
 
 }  // namespace

@@ -44,7 +44,9 @@ std::vector<std::string> Steps(Machine& m, const std::string& prefix) {
 
 TEST(ModuleRegistryTest, TheBuiltinTableListsEveryInTreeHandler) {
   const ModuleRegistry& builtin = ModuleRegistry::Builtin();
-  EXPECT_EQ(builtin.Names(), "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd");
+  EXPECT_EQ(
+      builtin.Names(),
+      "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd, vfio-pci, vfio-pci-liveupdate");
   EXPECT_EQ(builtin.DefaultBuild(), KernelBuild{{kMemfdModule}});
   ASSERT_NE(builtin.Find(kHugetlbModule), nullptr);
   EXPECT_THAT(builtin.Find(kHugetlbModule)->compatibles, ElementsAre("hugemfd-v1"));
@@ -61,7 +63,9 @@ TEST(ModuleRegistryTest, AddRefusesWhatWouldBeAmbiguous) {
   EXPECT_EQ(registry.Add(KernelModule{.name = "idle"}).message(),
             "kernel module idle has no initcall and no hook: nothing runs");
   EXPECT_TRUE(registry.Add(Module("mine", {"mine-v1"})).ok());
-  EXPECT_EQ(registry.Names(), "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd, mine");
+  EXPECT_EQ(registry.Names(),
+            "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd, vfio-pci, "
+            "vfio-pci-liveupdate, mine");
 }
 
 TEST(ModuleRegistryTest, BuildsParseFormatAndNameTheirErrors) {
@@ -72,7 +76,7 @@ TEST(ModuleRegistryTest, BuildsParseFormatAndNameTheirErrors) {
   EXPECT_EQ(registry.Format(KernelBuild{}), "none");
   EXPECT_EQ(registry.ParseBuild("memfd,hugemfd-v1").status().message(),
             "unknown file handler \"hugemfd-v1\" (known: memfd, memfd-sparse, hugetlb, "
-            "pci-passthrough, iommufd; "
+            "pci-passthrough, iommufd, vfio-pci, vfio-pci-liveupdate; "
             "hugemfd-v1 is built by hugetlb)");
   EXPECT_EQ(registry.ParseBuild("hugetlb,hugetlb").status().message(),
             "file handler hugetlb is listed twice");

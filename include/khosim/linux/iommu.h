@@ -122,6 +122,13 @@ struct iommu_restored_device {
 // 0; -ENOENT (|dev| did not come in preserved, or its domain could not be
 // restored).
 int iommu_get_restored_device(struct device* dev, struct iommu_restored_device* out);
+// Simulator (iommufd's unbind): a device that came in preserved and was
+// bound, but never left its restored domain, goes back to what the IOMMU
+// core restored: still translating through that domain, owned by the
+// preserved token (the caller keeps that one claim), not claimed by a
+// driver, so the retrieved iommufd can bind it again. Nothing for any
+// other device.
+void iommu_device_unclaim_restored(struct device* dev);
 // The number of devices attached to |domain| (a restored domain counts the
 // devices the IOMMU core attached at probe).
 unsigned int iommu_domain_nr_devices(struct iommu_domain* domain);

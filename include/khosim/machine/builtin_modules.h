@@ -12,6 +12,9 @@ inline constexpr char kHugetlbModule[] = "hugetlb";           // "hugemfd-v1", F
 inline constexpr char kPciPassthroughModule[] =
     "pci-passthrough";                               // "pci-passthrough-v2", FLB "pci"
 inline constexpr char kIommufdModule[] = "iommufd";  // "iommufd-v1"
+inline constexpr char kVfioPciModule[] = "vfio-pci";
+inline constexpr char kVfioPciLiveupdateModule[] =
+    "vfio-pci-liveupdate";  // CONFIG_VFIO_PCI_LIVEUPDATE: "vfio-pci-v1"
 
 }  // namespace khosim
 

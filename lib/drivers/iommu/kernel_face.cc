@@ -120,6 +120,11 @@ int iommu_get_restored_device(struct device* dev, struct iommu_restored_device* 
   return 0;
 }
 
+void iommu_device_unclaim_restored(struct device* dev) {
+  struct dev_iommu* state = Core() == nullptr || dev == nullptr ? nullptr : dev->iommu;
+  if (state != nullptr && state->restored) state->restored_claimed = false;
+}
+
 unsigned int iommu_domain_nr_devices(struct iommu_domain* domain) {
   if (Core() == nullptr || domain == nullptr) return 0;
   unsigned int n = 0;

@@ -129,7 +129,16 @@ void iommufd_device_unbind(struct iommufd_device* idev) {
   if (idev->hwpt != nullptr) {
     iommufd_device_detach(idev, IOMMU_NO_PASID);
   } else if (struct iommu_domain* domain = iommu_get_domain_for_dev(idev->dev)) {
-    // Still on the domain it was restored with: nothing else will take it.
+    if (idev->restored_domain_ser != 0) {
+      // Still on the domain it was restored with (a driver's open failed
+      // after the bind, or it let go before restoring): the device may be
+      // running, so it stays there, back to how the IOMMU core restored
+      // it; the claim it holds stands for the restore-time one again.
+      iommu_device_unclaim_restored(idev->dev);
+      iommufd_object_remove(ictx, idev->id);
+      iommufd_ctx_put(ictx);
+      return;
+    }
     iommu_detach_device(domain, idev->dev);
   }
   iommu_device_release_dma_owner(idev->dev);
