@@ -17,8 +17,9 @@ constexpr char kDefaultScenario[] =
 # updates. Three VMs' guest RAM lives in memfds; vm3's in a hugetlb memfd of
 # 2 MiB pages and vm4's in one 1 GiB page (the kernels are built with the
 # hugetlb handler, and their command lines give the pools). vm0 has an
-# NVMe-like device and vm2 an accelerator passed through (the example PCI
-# hardware, the pci-passthrough driver): each VMM starts its device and
+# NVMe-like device assigned through VFIO (its cdev bound to an iommufd, the
+# vfio-pci-v1 handler) and vm2 an accelerator through the pci-passthrough
+# test driver (the example PCI hardware): each VMM starts its device and
 # preserves it with the VM's RAM. vm0's device writes into vm0's RAM by
 # DMA the whole time (a counter streaming into it at IOVA 4 GiB, mapped
 # through an iommufd HWPT that is marked for live update): through both
@@ -36,7 +37,7 @@ version: 1
 name: default
 description: five VMs with memfd and hugetlb guest RAM and two passed-through PCI devices in LUO sessions across two kexecs
 machine:
-  {ram: 6G, nodes: 2, page_size: 4K, seed: 1, scrub: poison, handlers: [memfd, hugetlb, pci-passthrough, iommufd], pci: example}
+  {ram: 6G, nodes: 2, page_size: 4K, seed: 1, scrub: poison, handlers: [memfd, hugetlb, pci-passthrough, iommufd, vfio-pci, vfio-pci-liveupdate], pci: example}
 files:
   vm0-ram: {kind: memfd, size: 96M, content: {generator: random}}
   vm1-ram: {kind: memfd, size: 96M, content: {generator: random}}
@@ -54,7 +55,7 @@ files:
     size: 1G
     content: {generator: sampled, stride: 2M, extents: [{offset: 0, length: 8M}]}
   vm0-iommufd: {kind: iommufd}  # /dev/iommu: nvme0's DMA goes through it
-  nvme0: {kind: device, dma: {file: vm0-ram, iova: 4G, iommufd: vm0-iommufd}}  # PCI functions of machine.pci
+  nvme0: {kind: device, driver: vfio-pci, dma: {file: vm0-ram, iova: 4G, iommufd: vm0-iommufd}}  # PCI functions of machine.pci
   accel0: {kind: device}
 boots:
   - cmdline: kho=on liveupdate=on hugepagesz=2M hugepages=24 hugepagesz=1G hugepages=1

@@ -20,6 +20,7 @@
 #include "khosim/linux/kho/abi/iommu.h"
 #include "khosim/linux/kho/abi/iommufd.h"
 #include "khosim/linux/kho/abi/pci.h"
+#include "khosim/linux/kho/abi/vfio_pci.h"
 #include "khosim/linux/pci_regs.h"
 #include "khosim/luo/luo.h"
 #include "khosim/scenario/scenario.h"
@@ -29,6 +30,7 @@ namespace khosim::scenario {
 // inspect_iommu.cc
 void AppendIommuFlb(Machine& m, const char* side, uint64_t pa, std::string* out);
 void AppendIommufdRecord(Machine& m, uint64_t pa, std::string* out);
+void AppendVfioRecord(Machine& m, uint64_t pa, std::string* out);
 
 namespace {
 
@@ -280,6 +282,9 @@ std::string InspectText(Machine& m, const abi::KhoData& handover) {
                                                      : ""));
         if (f.compatible == IOMMUFD_LUO_COMPATIBLE && f.data != 0) {
           AppendIommufdRecord(m, f.data, &out);
+        }
+        if (f.compatible == VFIO_PCI_LUO_FH_COMPATIBLE && f.data != 0) {
+          AppendVfioRecord(m, f.data, &out);
         }
       }
     }

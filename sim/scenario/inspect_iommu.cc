@@ -1,8 +1,10 @@
 // khosim inspect: the IOMMU's FLB record (linux/kho/abi/iommu.h) as it
 // sits in memory: the three array chains with every slot, DELETED ones
 // included, and for each domain the page-table pages reachable from its
-// top table; and an iommufd file's record (linux/kho/abi/iommufd.h). Everything is read defensively
-// (it may be a corrupt record): only RAM, bounded chains, each table page counted once.
+// top table; an iommufd file's record (linux/kho/abi/iommufd.h) and a
+// VFIO device file's (linux/kho/abi/vfio_pci.h). Everything is read
+// defensively (it may be a corrupt record): only RAM, bounded chains, each
+// table page counted once.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -13,6 +15,7 @@
 #include "khosim/linux/intel_iommu_regs.h"
 #include "khosim/linux/kho/abi/iommu.h"
 #include "khosim/linux/kho/abi/iommufd.h"
+#include "khosim/linux/kho/abi/vfio_pci.h"
 #include "khosim/linux/pci_regs.h"
 #include "khosim/machine/machine.h"
 
@@ -139,6 +142,18 @@ void AppendIommufdRecord(Machine& m, uint64_t pa, std::string* out) {
     absl::StrAppend(out, absl::StrFormat("          token 0x%x: domain 0x%x%s\n", h.token,
                                          h.domain_data, h.reclaimed ? ", reclaimed" : ""));
   }
+}
+
+void AppendVfioRecord(Machine& m, uint64_t pa, std::string* out) {
+  struct vfio_pci_core_device_ser ser;
+  if (!Read(m, pa, &ser)) {
+    absl::StrAppend(out,
+                    absl::StrFormat("        vfio_pci_core_device_ser at 0x%x: not in RAM\n", pa));
+    return;
+  }
+  absl::StrAppend(
+      out, absl::StrFormat("        vfio_pci_core_device_ser at 0x%x: %04x:%02x:%02x.%d\n", pa,
+                           ser.domain, ser.bdf >> 8, (ser.bdf >> 3) & 0x1f, ser.bdf & 7));
 }
 
 }  // namespace khosim::scenario

@@ -22,11 +22,12 @@ std::string BootTitle(const BootReport& b) {
                          b.cmdline.empty() ? "<empty command line>" : b.cmdline);
 }
 
-// "memfd (memfd-v2), hugetlb (hugemfd-v1)", or "none".
+// "memfd (memfd-v2), hugetlb (hugemfd-v1), vfio-pci", or "none": a
+// module without a file handler of its own (a driver) shows its name.
 std::string HandlersText(const std::vector<HandlerInfo>& handlers) {
   std::vector<std::string> parts;
   for (const HandlerInfo& h : handlers) {
-    parts.push_back(absl::StrCat(h.name, " (", h.compatible, ")"));
+    parts.push_back(h.compatible.empty() ? h.name : absl::StrCat(h.name, " (", h.compatible, ")"));
   }
   return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
 }

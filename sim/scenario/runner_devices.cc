@@ -1,13 +1,17 @@
-// Runner::Impl, devices: PCI functions passed through by pci-passthrough.
-// A VMM binds the device (driver_override, as for vfio-pci), opens its node
-// and starts it (bus mastering on); preserving the fd preserves the device.
+// Runner::Impl, devices: PCI functions passed through by pci-passthrough
+// or vfio-pci. A VMM binds the device (driver_override), opens its node
+// (pci-passthrough's, or the vfio cdev, bound and started once its iommufd
+// is set up) and starts it (bus mastering on); preserving the fd preserves
+// the device.
 // The next boot binds it again before retrieving it, and verification
 // checks what a VMM relies on: the device came back at the same address,
 // incoming, and never stopped mastering.
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "khosim/drivers/vfio.h"
 #include "khosim/handlers/pci_passthrough.h"
 #include "khosim/hw/dma_engine.h"
 #include "khosim/linux/kho/abi/pci.h"
@@ -18,7 +22,7 @@
 namespace khosim::scenario {
 
 bool Runner::Impl::BindDevices(int boot, const BootSpec& spec) {
-  std::set<std::string> wanted;
+  std::map<std::string, std::string> wanted;  // function -> driver
   for (const ProcessSpec& p : spec.processes) {
     for (const SessionSpec& sess : p.sessions) {
       for (const auto* refs :
@@ -26,13 +30,13 @@ bool Runner::Impl::BindDevices(int boot, const BootSpec& spec) {
         if (refs == nullptr) continue;
         for (const FileRef& ref : *refs) {
           const FileSpec* file = s_.FindFile(ref.file);
-          if (file->kind == FileKind::kDevice) wanted.insert(file->device);
+          if (file->kind == FileKind::kDevice) wanted[file->device] = file->driver;
         }
       }
     }
   }
   drivers::PciCore* core = kernel().pci();
-  for (const std::string& name : wanted) {
+  for (const auto& [name, driver] : wanted) {
     struct pci_dev* dev = core == nullptr ? nullptr : core->FindFunction(*m_->pci().Find(name));
     if (dev == nullptr) {
       return Stop(
@@ -40,14 +44,14 @@ bool Runner::Impl::BindDevices(int boot, const BootSpec& spec) {
           absl::StrFormat("boot %d: PCI device %s: this kernel did not find it", boot, name));
     }
     if (dev->driver != nullptr) continue;
-    core->SetDriverOverride(dev, PCI_PASSTHROUGH_DRIVER_NAME);
+    core->SetDriverOverride(dev, driver.c_str());
     if (const int err = core->Bind(dev); err != 0) {
       return Stop(Outcome::kFailed,
-                  absl::StrFormat("boot %d: PCI device %s (%s): binding pci-passthrough: %s%s",
-                                  boot, name, pci_name(dev), ErrnoName(err),
-                                  err == -ENODEV && !kernel().HasModule(kPciPassthroughModule)
-                                      ? " (this kernel is built without the pci-passthrough "
-                                        "module; add it to the boot's handlers)"
+                  absl::StrFormat("boot %d: PCI device %s (%s): binding %s: %s%s", boot, name,
+                                  pci_name(dev), driver, ErrnoName(err),
+                                  err == -ENODEV && !kernel().HasModule(driver)
+                                      ? absl::StrCat(" (this kernel is built without the ", driver,
+                                                     " module; add it to the boot's handlers)")
                                       : ""));
     }
   }
@@ -94,6 +98,10 @@ bool Runner::Impl::MapForDma(int boot, const FileSpec& device, const Held& targe
 
 int Runner::Impl::OpenDeviceFile(fs::Process& p, const FileSpec& file) {
   struct pci_dev* dev = kernel().pci()->FindFunction(*m_->pci().Find(file.device));
+  if (file.driver == VFIO_PCI_DRIVER_NAME) {
+    // The cdev, unbound: MapThroughIommufd binds it and starts it.
+    return p.Open(absl::StrCat("/dev/vfio/devices/vfio", vfio_pci_device_index(dev)), O_RDWR);
+  }
   const int fd =
       p.Open(absl::StrCat("/dev/" PCI_PASSTHROUGH_DRIVER_NAME "/", pci_name(dev)), O_RDWR);
   if (fd < 0) return fd;

@@ -2,6 +2,9 @@
 // the way the upstream selftests' VMM does it, and taken back the same way
 // after a kexec.
 //
+// The device is pci-passthrough's stand-in for the VFIO cdev, or the VFIO
+// cdev itself (driver: vfio-pci), which is started (bus mastering) once
+// attached.
 // Set-up (the boot that opens the device): IOAS_ALLOC, IOAS_MAP_FILE of the
 // sealed memfd at the IOVA, the device bound to the iommufd, a HWPT of its
 // own, attached, marked for live update with Scenario::HwptToken. The
@@ -16,23 +19,47 @@
 
 #include "absl/strings/str_format.h"
 #include "khosim/drivers/iommufd_client.h"
+#include "khosim/drivers/vfio.h"
 #include "khosim/handlers/pci_passthrough.h"
+#include "khosim/linux/pci_regs.h"
+#include "khosim/uapi/vfio.h"
 #include "runner_impl.h"
 
 namespace khosim::scenario {
 namespace {
 
-// The pci-passthrough stand-in for VFIO's BIND_IOMMUFD and ATTACH_IOMMUFD_PT:
-// the device id or HWPT id (> 0), or the errno.
-long Bind(fs::Process& p, int dev, int iommufd) {
+// The device's VFIO_DEVICE_BIND_IOMMUFD and VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+// or pci-passthrough's stand-ins: the device id or 0, or the errno.
+long Bind(const FileSpec& device, fs::Process& p, int dev, int iommufd) {
+  if (device.driver == VFIO_PCI_DRIVER_NAME) {
+    struct vfio_device_bind_iommufd cmd = {.argsz = sizeof(cmd), .iommufd = iommufd};
+    const long err = p.Ioctl(dev, VFIO_DEVICE_BIND_IOMMUFD, &cmd);
+    return err != 0 ? err : cmd.out_devid;
+  }
   struct pci_passthrough_bind_iommufd cmd = {.size = sizeof(cmd), .iommufd = iommufd};
   const long err = p.Ioctl(dev, PCI_PASSTHROUGH_BIND_IOMMUFD, &cmd);
   return err != 0 ? err : cmd.out_devid;
 }
 
-long Attach(fs::Process& p, int dev, uint32_t hwpt) {
+long Attach(const FileSpec& device, fs::Process& p, int dev, uint32_t hwpt) {
+  if (device.driver == VFIO_PCI_DRIVER_NAME) {
+    struct vfio_device_attach_iommufd_pt cmd = {.argsz = sizeof(cmd), .pt_id = hwpt};
+    return p.Ioctl(dev, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &cmd);
+  }
   struct pci_passthrough_attach_pt cmd = {.size = sizeof(cmd), .pt_id = hwpt};
   return p.Ioctl(dev, PCI_PASSTHROUGH_ATTACH_IOMMUFD_PT, &cmd);
+}
+
+// A vfio-pci device's guest starts it: bus mastering through the config
+// region (pci-passthrough's was set when its node was opened). 0 or errno.
+long Start(const FileSpec& device, fs::Process& p, int dev) {
+  if (device.driver != VFIO_PCI_DRIVER_NAME) return 0;
+  uint16_t cmd = 0;
+  const auto at = static_cast<loff_t>(VFIO_PCI_CONFIG_OFFSET + PCI_COMMAND);
+  if (const ssize_t n = p.Pread(dev, &cmd, 2, at); n != 2) return n < 0 ? n : -EIO;
+  cmd |= PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+  const ssize_t n = p.Pwrite(dev, &cmd, 2, at);
+  return n == 2 ? 0 : (n < 0 ? n : -EIO);
 }
 
 }  // namespace
@@ -60,12 +87,13 @@ bool Runner::Impl::MapThroughIommufd(int boot, const FileSpec& device) {
   const long map = iommufd::MapFile(p, fd, ioas_id, held_.at(dma.file).fd, 0,
                                     s_.FindFile(dma.file)->size, dma.iova);
   if (map != 0) return failed("IOMMU_IOAS_MAP_FILE", map);
-  const long dev_id = Bind(p, dev.fd, fd);
+  const long dev_id = Bind(device, p, dev.fd, fd);
   if (dev_id < 0) return failed("bind", dev_id);
   const long hwpt = iommufd::HwptAlloc(p, fd, static_cast<uint32_t>(dev_id), ioas_id);
   if (hwpt < 0) return failed("IOMMU_HWPT_ALLOC", hwpt);
   const auto hwpt_id = static_cast<uint32_t>(hwpt);
-  if (const long err = Attach(p, dev.fd, hwpt_id); err != 0) return failed("attach", err);
+  if (const long err = Attach(device, p, dev.fd, hwpt_id); err != 0) return failed("attach", err);
+  if (const long err = Start(device, p, dev.fd); err != 0) return failed("bus master", err);
   if (const long err = iommufd::MarkPreserve(p, fd, hwpt_id, s_.HwptToken(device)); err != 0) {
     return failed("IOMMU_HWPT_LIVEUPDATE_MARK_PRESERVE", err);
   }
@@ -95,7 +123,7 @@ bool Runner::Impl::ReclaimPhase(int boot, const std::vector<RetrievedFile>& file
                   absl::StrFormat("boot %d: device %s, retrieved iommufd %s: %s: %s", boot,
                                   device->name, dma.iommufd, step, ErrnoName(err)));
     };
-    const long dev_id = Bind(p, dev.fd, fd);
+    const long dev_id = Bind(*device, p, dev.fd, fd);
     if (dev_id < 0) return failed("bind", dev_id);
     const long restored = iommufd::RestoreHwpt(p, fd, token);
     if (restored < 0) return failed("IOMMU_HWPT_LIVEUPDATE_RESTORE", restored);
@@ -110,7 +138,9 @@ bool Runner::Impl::ReclaimPhase(int boot, const std::vector<RetrievedFile>& file
     const long hwpt = iommufd::HwptAlloc(p, fd, static_cast<uint32_t>(dev_id), ioas_id);
     if (hwpt < 0) return failed("IOMMU_HWPT_ALLOC", hwpt);
     const auto hwpt_id = static_cast<uint32_t>(hwpt);
-    if (const long err = Attach(p, dev.fd, hwpt_id); err != 0) return failed("attach", err);
+    if (const long err = Attach(*device, p, dev.fd, hwpt_id); err != 0) {
+      return failed("attach", err);
+    }
     if (const long err = iommufd::Destroy(p, fd, static_cast<uint32_t>(restored)); err != 0) {
       return failed("IOMMU_DESTROY of the restored HWPT", err);
     }

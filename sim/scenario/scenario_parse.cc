@@ -211,12 +211,12 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
   FileSpec f;
   f.name = name;
   f.pos = field.Pos();
-  MapReader r(field, {"kind", "size", "page_size", "content", "device", "dma"});
+  MapReader r(field, {"kind", "size", "page_size", "content", "device", "dma", "driver"});
   const Field kind = r.Require("kind");
   const std::string kind_name = kind.Choice({"memfd", "hugetlb", "device", "iommufd"});
   if (kind_name == "iommufd") {
     f.kind = FileKind::kIommufd;
-    for (const char* key : {"size", "page_size", "content", "device", "dma"}) {
+    for (const char* key : {"size", "page_size", "content", "device", "dma", "driver"}) {
       if (r.Has(key)) r.Get(key).Fail(absl::StrCat(key, " does not apply to an iommufd"));
     }
     r.Done();
@@ -251,6 +251,7 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
     for (const char* key : {"size", "page_size", "content"}) {
       if (r.Has(key)) r.Get(key).Fail(absl::StrCat(key, " does not apply to a device"));
     }
+    if (r.Has("driver")) f.driver = r.Get("driver").Choice({"pci-passthrough", "vfio-pci"});
     if (r.Has("dma")) {
       const Field dma = r.Get("dma");
       MapReader d(dma, {"file", "iova", "iommufd"});
@@ -265,6 +266,7 @@ FileSpec ParseFile(const std::string& name, const Field& field, const MachineSpe
   }
   if (r.Has("device")) r.Get("device").Fail("device applies to kind: device only");
   if (r.Has("dma")) r.Get("dma").Fail("dma applies to kind: device only");
+  if (r.Has("driver")) r.Get("driver").Fail("driver applies to kind: device only");
   f.kind = kind_name == "memfd" ? FileKind::kMemfd : FileKind::kHugetlb;
   const Field size = r.Require("size");
   f.size = size.Size();

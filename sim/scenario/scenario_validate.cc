@@ -106,6 +106,12 @@ void CheckHugetlbPools(const Scenario& s, size_t bi, const std::vector<Creation>
 void ValidateDma(const Scenario& s) {
   std::set<std::string> targets;
   for (const FileSpec& f : s.files) {
+    if (f.kind == FileKind::kDevice && f.driver == "vfio-pci" &&
+        (!f.dma || f.dma->iommufd.empty())) {
+      Fail(f.pos, absl::StrCat("device \"", f.name,
+                               "\": a vfio-pci device is a cdev bound to an iommufd: give it "
+                               "dma: {file, iova, iommufd}"));
+    }
     if (!f.dma) continue;
     const FileSpec* target = s.FindFile(f.dma->file);
     if (target == nullptr)
@@ -204,10 +210,11 @@ void ValidateScenario(const Scenario& s, const Field& root) {
               Fail(ref.pos,
                    absl::StrFormat("token 0x%x is preserved twice in this session", ref.token));
             }
-            if (file->kind == FileKind::kDevice && !s.HandlersOf(bi).Has(kPciPassthroughModule)) {
+            if (file->kind == FileKind::kDevice && !s.HandlersOf(bi).Has(file->driver)) {
               Fail(ref.pos, absl::StrCat("file \"", ref.file,
-                                         "\" is a device: this boot's kernel needs the "
-                                         "pci-passthrough module (handlers)"));
+                                         "\" is a device: this boot's kernel "
+                                         "needs the ",
+                                         file->driver, " module (handlers)"));
             }
             if (file->kind == FileKind::kIommufd && !s.HandlersOf(bi).Has(kIommufdModule)) {
               Fail(ref.pos, absl::StrCat("file \"", ref.file,

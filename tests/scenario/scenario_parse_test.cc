@@ -271,22 +271,25 @@ boots:
 }
 
 TEST(ScenarioParseTest, HandlerErrorsNameLineAndField) {
-  EXPECT_EQ(ParseError("boots: [{}, {handlers: [memfd, memfd-sprase]}]\n").message(),
-            "t.yaml:1:32: boots[1].handlers[1]: unknown file handler \"memfd-sprase\" (known: "
-            "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd)");
+  EXPECT_EQ(
+      ParseError("boots: [{}, {handlers: [memfd, memfd-sprase]}]\n").message(),
+      "t.yaml:1:32: boots[1].handlers[1]: unknown file handler \"memfd-sprase\" (known: "
+      "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd, vfio-pci, vfio-pci-liveupdate)");
   EXPECT_EQ(ParseError("machine: {handlers: [memfd-sparse-v1]}\nboots: [{}]\n").message(),
             "t.yaml:1:22: machine.handlers[0]: unknown file handler \"memfd-sparse-v1\" (known: "
-            "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd; memfd-sparse-v1 is built by "
+            "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd, vfio-pci, "
+            "vfio-pci-liveupdate; memfd-sparse-v1 is built by "
             "memfd-sparse)");
-  EXPECT_EQ(
-      ParseError("machine: {handlers: [hugemfd-v1]}\nboots: [{}]\n").message(),
-      "t.yaml:1:22: machine.handlers[0]: unknown file handler \"hugemfd-v1\" (known: "
-      "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd; hugemfd-v1 is built by hugetlb)");
+  EXPECT_EQ(ParseError("machine: {handlers: [hugemfd-v1]}\nboots: [{}]\n").message(),
+            "t.yaml:1:22: machine.handlers[0]: unknown file handler \"hugemfd-v1\" (known: "
+            "memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd, vfio-pci, "
+            "vfio-pci-liveupdate; hugemfd-v1 is built by hugetlb)");
   EXPECT_EQ(ParseError("boots: [{handlers: [memfd, memfd]}]\n").message(),
             "t.yaml:1:28: boots[0].handlers[1]: file handler memfd is listed twice");
   EXPECT_EQ(ParseError("boots: [{handlers: memfd}]\n").message(),
             "t.yaml:1:20: boots[0].handlers: expected a list of file handlers (e.g. [memfd, "
-            "memfd-sparse]; known: memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd), got "
+            "memfd-sparse]; known: memfd, memfd-sparse, hugetlb, pci-passthrough, iommufd, "
+            "vfio-pci, vfio-pci-liveupdate), got "
             "\"memfd\"");
   EXPECT_THAT(ParseError("machine: {ram: 1G}\nboots: [{cmdline: kho=on}, {cmdline: kho=on, "
                          "handlers: [memfd]}]\nprogram: {name: kho}\n")
@@ -310,7 +313,7 @@ TEST(ScenarioParseTest, HandlerListForTheCommandLine) {
   EXPECT_EQ(ModuleRegistry::Builtin().Format(*huge), "memfd, hugetlb");
   EXPECT_EQ(registry.ParseBuild("memfd,hugetlbfs").status().message(),
             "unknown file handler \"hugetlbfs\" (known: memfd, memfd-sparse, hugetlb, "
-            "pci-passthrough, iommufd)");
+            "pci-passthrough, iommufd, vfio-pci, vfio-pci-liveupdate)");
   EXPECT_EQ(registry.ParseBuild("memfd,memfd").status().code(), absl::StatusCode::kInvalidArgument);
 }
 

@@ -135,6 +135,10 @@ struct FileSpec {
   std::string device;
   // kDevice: its DMA, if any.
   std::optional<DmaSpec> dma;
+  // kDevice: the driver the VMM hands it to, "pci-passthrough" (the test
+  // driver: its node, its own DMA maps or an iommufd) or "vfio-pci" (the
+  // device cdev bound to dma.iommufd, which it then needs).
+  std::string driver = "pci-passthrough";
   uint64_t size = 0;
   // kMemfd: 0 (the machine's page size). kHugetlb: the huge page size,
   // one of HugePageSizes(); size is a whole number of them.
