@@ -72,6 +72,27 @@ inline std::string CheckRing(fs::Process& p, int fd, uint64_t next) {
   return "";
 }
 
+// One run of a flow with a VMM in each kernel: boot, |kernel_a| (false:
+// the flow ended early), kexec (a refused one lets the devices run on in
+// kernel A), |kernel_b|.
+inline void KexecFlow(Machine& m, bool (*kernel_a)(Machine&, fs::Process&),
+                      void (*kernel_b)(Machine&, fs::Process&)) {
+  state = {};
+  m.Boot();
+  m.Activate();
+  fs::Process& a = m.kernel().vfs().CreateProcess("vmm");
+  if (!kernel_a(m, a)) return;
+  if (!m.Kexec().ok()) {
+    m.RunDevices("a");
+    return;
+  }
+  state.kexeced = true;
+  m.Activate();
+  fs::Process& b = m.kernel().vfs().CreateProcess("vmm");
+  m.RunDevices("b");
+  kernel_b(m, b);
+}
+
 inline void Invariants(Machine& m, const CountdownRun& run, std::vector<std::string>* out) {
   for (const std::string& e : state.errors) out->push_back(e);
   if (run.panicked) out->push_back(absl::StrCat("panic: ", run.panic_message));

@@ -155,22 +155,7 @@ void KernelB(Machine& m, fs::Process& b) {
   }
 }
 
-void Flow(Machine& m) {
-  state = {};
-  m.Boot();
-  m.Activate();
-  fs::Process& a = m.kernel().vfs().CreateProcess("vmm");
-  if (!KernelA(m, a)) return;
-  if (!m.Kexec().ok()) {
-    m.RunDevices("a");
-    return;
-  }
-  state.kexeced = true;
-  m.Activate();
-  fs::Process& b = m.kernel().vfs().CreateProcess("vmm");
-  m.RunDevices("b");
-  KernelB(m, b);
-}
+void Flow(Machine& m) { dma_countdown::KexecFlow(m, KernelA, KernelB); }
 
 class IommufdCountdownTest : public ::testing::TestWithParam<const char*> {};
 

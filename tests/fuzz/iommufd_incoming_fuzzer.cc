@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "device_fuzz_machine.h"
 #include "fuzz_util.h"
 #include "khosim/base/panic.h"
 #include "khosim/drivers/iommu.h"
@@ -71,18 +72,8 @@ bool Verbose() {
 }
 
 khosim::MachineConfig IommufdMachine() {
-  khosim::MachineConfig c;
-  c.ram = 64 * khosim::kMiB;
-  c.seed = 29;
-  c.cmdline = "kho=on liveupdate=on";
-  c.kernel_image_size = 512 * khosim::kKiB;
-  c.early_alloc_bytes_per_node = 1 * khosim::kMiB;
-  c.low_early_alloc_bytes = 1 * khosim::kMiB;
-  c.build = khosim::KernelBuild{{khosim::kMemfdModule, khosim::kPciPassthroughModule,
-                                 khosim::kIommufdModule, kPatcherModule}};
-  c.pci = khosim::hw::PciExampleTopology();
-  c.dma_quantum = 16 * khosim::kKiB;
-  return c;
+  return khosim::fuzz::DeviceFuzzMachine(29, {khosim::kMemfdModule, khosim::kPciPassthroughModule,
+                                              khosim::kIommufdModule, kPatcherModule});
 }
 
 struct pci_dev* DevOf(Machine& m, const char* name) {
@@ -113,19 +104,9 @@ struct Run {
 
 Run* current = nullptr;
 
-// The outgoing iommufd record, or 0.
-uint64_t RecordPhys(Machine& m) {
-  for (const khosim::luo::Luo::SessionInfo& s : m.kernel().luo().OutgoingSessions()) {
-    for (const khosim::luo::Luo::FileInfo& f : s.files) {
-      if (f.compatible == IOMMUFD_LUO_COMPATIBLE) return f.data;
-    }
-  }
-  return 0;
-}
-
 int PatchHook(Machine& m) {
   Run& run = *current;
-  const uint64_t phys = RecordPhys(m);
+  const uint64_t phys = khosim::fuzz::OutgoingRecordPhys(m, IOMMUFD_LUO_COMPATIBLE);
   if (phys == 0) return 0;
   auto* base = static_cast<uint8_t*>(phys_to_virt(phys));
   InputReader in(run.patches.data(), run.patches.size());

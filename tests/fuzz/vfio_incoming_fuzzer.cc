@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "device_fuzz_machine.h"
 #include "fuzz_util.h"
 #include "khosim/base/panic.h"
 #include "khosim/drivers/iommufd_client.h"
@@ -68,19 +69,9 @@ bool Verbose() {
 }
 
 khosim::MachineConfig VfioMachine() {
-  khosim::MachineConfig c;
-  c.ram = 64 * khosim::kMiB;
-  c.seed = 31;
-  c.cmdline = "kho=on liveupdate=on";
-  c.kernel_image_size = 512 * khosim::kKiB;
-  c.early_alloc_bytes_per_node = 1 * khosim::kMiB;
-  c.low_early_alloc_bytes = 1 * khosim::kMiB;
-  c.build =
-      khosim::KernelBuild{{khosim::kMemfdModule, khosim::kIommufdModule, khosim::kVfioPciModule,
-                           khosim::kVfioPciLiveupdateModule, kPatcherModule}};
-  c.pci = khosim::hw::PciExampleTopology();
-  c.dma_quantum = 16 * khosim::kKiB;
-  return c;
+  return khosim::fuzz::DeviceFuzzMachine(
+      31, {khosim::kMemfdModule, khosim::kIommufdModule, khosim::kVfioPciModule,
+           khosim::kVfioPciLiveupdateModule, kPatcherModule});
 }
 
 struct pci_dev* DevOf(Machine& m, const char* name) {
@@ -111,18 +102,9 @@ struct Run {
 
 Run* current = nullptr;
 
-uint64_t RecordPhys(Machine& m) {
-  for (const khosim::luo::Luo::SessionInfo& s : m.kernel().luo().OutgoingSessions()) {
-    for (const khosim::luo::Luo::FileInfo& f : s.files) {
-      if (f.compatible == VFIO_PCI_LUO_FH_COMPATIBLE) return f.data;
-    }
-  }
-  return 0;
-}
-
 int PatchHook(Machine& m) {
   Run& run = *current;
-  const uint64_t phys = RecordPhys(m);
+  const uint64_t phys = khosim::fuzz::OutgoingRecordPhys(m, VFIO_PCI_LUO_FH_COMPATIBLE);
   if (phys == 0) return 0;
   auto* base = static_cast<uint8_t*>(phys_to_virt(phys));
   const uint8_t before[sizeof(vfio_pci_core_device_ser)] = {base[0], base[1], base[2],
