@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "khosim/drivers/iommu.h"
 #include "khosim/linux/kho/abi/vfio_pci.h"
+#include "khosim/linux/pci_liveupdate.h"
 
 namespace khosim::testing {
 namespace {
@@ -345,6 +346,30 @@ TEST_F(VfioLiveupdateTest, AFailedBindLeavesTheRestoredDeviceRunning) {
   Run(10);
   EXPECT_THAT(Events(), IsEmpty());
   EXPECT_EQ(CheckRing(memfd, kSize, Next()), "");
+}
+
+// A device preserved without its DMA (bound, never attached to a HWPT):
+// nothing keeps its DMA safe across the kexec, so freeze resets it and
+// leaves its Command register at INTx Disable (v5's base support). Kernel B
+// still hands it out, and any iommufd may take it: no IOMMU state came in.
+TEST_F(VfioLiveupdateTest, ADeviceWithoutPreservedDmaIsStoppedAtFreeze) {
+  const int dev = OpenCdev("nvme0");
+  ASSERT_GT(VfioBind(dev, OpenIommufd()), 0);
+  ASSERT_EQ(SetMaster(dev, true), 0);
+  const int s = Create("vm0");
+  ASSERT_EQ(luo::PreserveFd(p(), s, dev, kDeviceToken), 0);
+  const uint64_t resets = Hw("nvme0").reset_count();
+  Kexec();
+  EXPECT_EQ(Hw("nvme0").reset_count(), resets + 1);
+  EXPECT_EQ(Hw("nvme0").Peek(PCI_COMMAND, 2), static_cast<uint32_t>(PCI_COMMAND_INTX_DISABLE));
+  ASSERT_EQ(BindVfio("nvme0"), 0);
+  EXPECT_TRUE(pci_liveupdate_is_incoming(Dev("nvme0")));
+  const int in = Retrieve("vm0");
+  const int retrieved = luo::RetrieveFd(p(), in, kDeviceToken);
+  ASSERT_GE(retrieved, 0);
+  ASSERT_GT(VfioBind(retrieved, OpenIommufd()), 0);
+  ASSERT_EQ(luo::FinishSession(p(), in), 0);
+  EXPECT_THAT(Events(), IsEmpty());
 }
 
 // A device the VMM never reclaims (docs/devices.md, "Unclaimed devices"):

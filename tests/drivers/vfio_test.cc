@@ -186,6 +186,28 @@ TEST_F(VfioTest, ResetsAtOpenOnRequestAndAtClose) {
   EXPECT_THAT(Events(), IsEmpty());
 }
 
+// The driver lets go while a VMM holds the device: the device is closed
+// (stopped and reset) at once, the files answer -ENODEV, the nodes are
+// gone, and the last close frees what is left.
+TEST_F(VfioTest, UnbindingTheDriverWithFilesOpen) {
+  int dev = -1;
+  SetUpVfioVmm("nvme0", SealedMemfd(kSize), kSize, &dev);
+  const int unbound = OpenCdev("nvme0");
+  ASSERT_GE(unbound, 0);
+  const std::string cdev = CdevPath("nvme0");
+  core().Unbind(Dev("nvme0"));
+  EXPECT_FALSE(Hw("nvme0").bus_master());
+  EXPECT_EQ(SetMaster(dev, true), -ENODEV);
+  EXPECT_EQ(VfioBind(unbound, OpenIommufd()), -ENODEV);
+  EXPECT_EQ(p().Open(cdev, O_RDWR), -ENOENT);
+  EXPECT_EQ(p().Close(dev), 0);
+  EXPECT_EQ(p().Close(unbound), 0);
+  // Bound again, it is a new device with the same number.
+  ASSERT_EQ(BindVfio("nvme0"), 0);
+  EXPECT_EQ(CdevPath("nvme0"), cdev);
+  EXPECT_GT(VfioBind(OpenCdev("nvme0"), OpenIommufd()), 0);
+}
+
 TEST_F(VfioTest, MsixTriggers) {
   int dev = -1;
   SetUpVfioVmm("nvme0", SealedMemfd(kSize), kSize, &dev);
