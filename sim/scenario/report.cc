@@ -22,16 +22,6 @@ std::string BootTitle(const BootReport& b) {
                          b.cmdline.empty() ? "<empty command line>" : b.cmdline);
 }
 
-// "memfd (memfd-v2), hugetlb (hugemfd-v1), vfio-pci", or "none": a
-// module without a file handler of its own (a driver) shows its name.
-std::string HandlersText(const std::vector<HandlerInfo>& handlers) {
-  std::vector<std::string> parts;
-  for (const HandlerInfo& h : handlers) {
-    parts.push_back(h.compatible.empty() ? h.name : absl::StrCat(h.name, " (", h.compatible, ")"));
-  }
-  return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
-}
-
 std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
 
 std::string Count(int n) { return n == 0 ? "-" : absl::StrCat(n); }
@@ -85,6 +75,14 @@ void FormatDma(const RunReport& r, std::string* out) {
 }
 
 }  // namespace
+
+std::string HandlersText(const std::vector<HandlerInfo>& handlers) {
+  std::vector<std::string> parts;
+  for (const HandlerInfo& h : handlers) {
+    parts.push_back(h.compatible.empty() ? h.name : absl::StrCat(h.name, " (", h.compatible, ")"));
+  }
+  return parts.empty() ? "none" : absl::StrJoin(parts, ", ");
+}
 
 std::string FormatTextReport(const RunReport& r) {
   std::string out = absl::StrFormat("scenario %s (%s)\n", r.scenario, r.source);

@@ -1,6 +1,7 @@
 // Runner::Impl, the hints a failure message carries: what the previous
 // boot did not preserve, why /dev/liveupdate will not open, which hstate a
 // hugetlb file lacks.
+#include "khosim/scenario/report.h"
 #include "runner_impl.h"
 
 namespace khosim::scenario {
@@ -54,11 +55,7 @@ std::string Runner::Impl::OpenFailureHint() {
   for (const auto& [compatible, files] : missing) {
     absl::StrAppend(&why, why.empty() ? "" : ", ", files, " file(s) with ", compatible);
   }
-  std::string built_text;
-  for (const HandlerInfo& h : br.handlers) {
-    absl::StrAppend(&built_text, built_text.empty() ? "" : ", ", h.name, " (", h.compatible, ")");
-  }
-  if (built_text.empty()) built_text = "none";
+  const std::string built_text = HandlersText(br.handlers);
   if (!why.empty()) {
     return absl::StrFormat(
         " (LUO could not read the incoming sessions (%s): boot %d preserved %s, and this "

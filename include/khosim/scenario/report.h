@@ -5,6 +5,7 @@
 #define KHOSIM_SCENARIO_REPORT_H_
 
 #include <string>
+#include <vector>
 
 #include "khosim/scenario/runner.h"
 
@@ -16,6 +17,9 @@ inline constexpr char kReportFormat[] = "khosim-run-report/1";
 // verified; the per-phase cost table; every WARN; the first divergence;
 // and a last line "PASS" or "FAIL (<outcome>): <message>".
 std::string FormatTextReport(const RunReport& report);
+// "memfd (memfd-v2), hugetlb (hugemfd-v1), vfio-pci", or "none": a module
+// without a file handler of its own (a driver) shows its name.
+std::string HandlersText(const std::vector<HandlerInfo>& handlers);
 std::string ReportToJson(const RunReport& report);
 
 }  // namespace khosim::scenario
