@@ -156,6 +156,24 @@ long vfio_group_set_container(struct vfio_group* group, unsigned long arg) {
   return 0;
 }
 
+// Binds a group-opened device file to its group's container: DMA
+// ownership for the container, attached to its domain. 0 or an errno.
+int vfio_group_attach_device(struct vfio_device* vdev) {
+  auto* c = static_cast<struct vfio_container*>(vdev->group.container->private_data);
+  if (int err = iommu_device_claim_dma_owner(vdev->dev, c); err != 0) return err;
+  int err = iommu_attach_device(c->domain, vdev->dev);
+  if (err == 0 && vdev->open_count == 0) {
+    err = vdev->ops->open_device(vdev);
+    if (err != 0) iommu_detach_device(c->domain, vdev->dev);
+  }
+  if (err != 0) {
+    iommu_device_release_dma_owner(vdev->dev);
+    return err;
+  }
+  vdev->open_count++;
+  return 0;
+}
+
 long vfio_group_get_device_fd(struct vfio_group* group, unsigned long arg) {
   char name[32] = {};
   if (strncpy_from_user(name, reinterpret_cast<const char __user*>(arg), sizeof(name) - 1) < 0) {
@@ -221,25 +239,6 @@ const struct file_operations vfio_group_fops = {
 };
 
 }  // namespace
-
-bool vfio_file_is_group(struct file* file) { return file->f_op == &vfio_group_fops; }
-bool vfio_file_is_container(struct file* file) { return file->f_op == &vfio_container_fops; }
-
-int vfio_group_attach_device(struct vfio_device* vdev) {
-  auto* c = static_cast<struct vfio_container*>(vdev->group.container->private_data);
-  if (int err = iommu_device_claim_dma_owner(vdev->dev, c); err != 0) return err;
-  int err = iommu_attach_device(c->domain, vdev->dev);
-  if (err == 0 && vdev->open_count == 0) {
-    err = vdev->ops->open_device(vdev);
-    if (err != 0) iommu_detach_device(c->domain, vdev->dev);
-  }
-  if (err != 0) {
-    iommu_device_release_dma_owner(vdev->dev);
-    return err;
-  }
-  vdev->open_count++;
-  return 0;
-}
 
 void vfio_group_close_device(struct vfio_device* vdev) {
   struct vfio_group* group = &vdev->group;

@@ -86,7 +86,6 @@ bool vfio_unregister_group_dev(struct vfio_device* vdev);
 // The device behind a VFIO device file, or NULL for any other file.
 struct vfio_device* vfio_device_from_file(struct file* file);
 struct vfio_device_file* vfio_device_file_of(struct file* file);
-bool vfio_file_is_group(struct file* file);
 // A new device file; ERR_PTR(-ENOMEM).
 struct file* vfio_device_open_file(struct vfio_device* vdev, const char* name, bool from_group);
 // Binds |df|'s device to |ictx| and opens it (open_device); 0 or errno.
@@ -101,10 +100,6 @@ bool vfio_liveupdate_incoming_is_preserved(struct vfio_device* vdev);
 // group.cc: the legacy group and container (/dev/vfio/<id>, /dev/vfio/vfio).
 int vfio_group_register(struct vfio_device* vdev);
 void vfio_group_unregister(struct vfio_device* vdev);
-bool vfio_file_is_container(struct file* file);
-// Binds a group-opened device file to its group's container: DMA
-// ownership for the container, attached to its domain. 0 or an errno.
-int vfio_group_attach_device(struct vfio_device* vdev);
 // The last close of a group-opened device file: detaches the device,
 // releases the container's ownership; the container goes once neither the
 // group fd nor a device fd holds it.
